@@ -1,0 +1,1 @@
+"""lungcancer.app."""

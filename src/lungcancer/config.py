@@ -1,0 +1,219 @@
+"""Frozen dataclass configs, loaded from YAML, overridden by CLI flags, saved beside outputs.
+
+A YAML file has one section per config (`data:`, `model:`, `train:`, `gan:`); unknown keys are
+an error, not a silent no-op, so a typo never trains the wrong model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from lungcancer.errors import ConfigError
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """A CT display window in Hounsfield units."""
+
+    center_hu: float = -600.0
+    width_hu: float = 1500.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how an image becomes a network input.
+
+    `windows` with several entries stacks one channel per window. `spacing_mm` (y, x) resamples
+    in-plane before resizing; None keeps the native spacing.
+    """
+
+    source: str = ""
+    layout: str = "auto"
+    class_map: dict[str, str] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
+    split_file: str = ""
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    folds: int = 0
+    fold: int = 0
+    seed: int = 0
+    windows: tuple[WindowConfig, ...] = (WindowConfig(),)
+    image_size: int = 128
+    spacing_mm: tuple[float, float] | None = None
+    lung_crop: bool = False
+    augment: bool = True
+    cache_dir: str = ".cache/lungcancer"
+    patch_size_3d: int = 64
+    spatial_dims: int = 2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network, and how it starts."""
+
+    name: str = "cnn"
+    spatial_dims: int = 2
+    in_chans: int = 1
+    pretrained: str = ""
+    dropout: float = 0.2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a classifier is trained. Epoch counts are whole passes over the training split."""
+
+    out_dir: str = "runs/train"
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    backbone_lr_scale: float = 0.1
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    freeze_epochs: int = 0
+    label_smoothing: float = 0.05
+    balance: str = "sampler"
+    grad_clip: float = 1.0
+    patience: int = 5
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    workers: int = 0
+    max_minutes: float = 0.0
+    resume: bool = False
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Turn YAML scalars/lists/dicts into the annotated field type, or fail with the key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _coerce(value, non_none[0], where)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"'{where}' must be a mapping", found=repr(value))
+        return from_dict(tp, value, prefix=f"{where}.")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            value = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(
+                f"'{where}' has the wrong number of items",
+                expected=f"{len(args)} items",
+                found=repr(value),
+            )
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"'{where}' must be a mapping", found=repr(value))
+        return {str(k): str(v) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"'{where}' must be true or false", found=repr(value))
+    if tp in (int, float, str):
+        try:
+            return tp(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"'{where}' has the wrong type", expected=tp.__name__, found=repr(value)
+            ) from exc
+    return value
+
+
+def from_dict(cls: type[C], values: Mapping[str, Any], prefix: str = "") -> C:
+    """Build a frozen config from a mapping; unknown keys raise `ConfigError`."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}",
+            expected=f"keys of {cls.__name__}: {', '.join(sorted(names))}",
+            found=", ".join(unknown),
+            hint="check the spelling in the YAML file or the flag",
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A YAML/JSON-friendly dict of a config (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
+
+    result = plain(cfg)
+    assert isinstance(result, dict)
+    return result
+
+
+def override(cfg: C, **changes: Any) -> C:
+    """A copy of `cfg` with the given fields replaced; None values (unset flags) are ignored."""
+    given = {k: v for k, v in changes.items() if v is not None}
+    merged = {**to_dict(cfg), **given}
+    return from_dict(type(cfg), merged)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict of sections."""
+    p = Path(path)
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError("config file not found", path=p, hint="check the path") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError("config file is not valid YAML", path=p, found=str(exc)) from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            "config file must be a mapping of sections",
+            path=p,
+            expected="data:, model:, train:, gan: ...",
+            found=type(loaded).__name__,
+        )
+    return loaded
+
+
+def load_section(path: str | Path | None, section: str, cls: type[C]) -> C:
+    """One section of a YAML file as a config; defaults when no file or section is given."""
+    if path is None:
+        return cls()
+    values = load_yaml(path).get(section) or {}
+    try:
+        return from_dict(cls, values, prefix=f"{section}.")
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.message, path=path, expected=exc.expected, found=exc.found, hint=exc.hint
+        ) from exc
+
+
+def save_configs(path: str | Path, **sections: Any) -> None:
+    """Write configs as one YAML file with a section each (atomically)."""
+    from lungcancer.io.atomic import atomic_write_text
+
+    text = yaml.safe_dump({k: to_dict(v) for k, v in sections.items()}, sort_keys=False)
+    atomic_write_text(Path(path), text)
