@@ -1,0 +1,666 @@
+"""DICOM files and series folders -> `Scan` in Hounsfield units, de-identified.
+
+Each file's header is parsed once with the pixel data deferred, so a folder holding several
+series costs only their headers; the chosen series' pixels are then decoded straight into one
+preallocated float32 volume. Slices are ordered by their position along the slice normal,
+z spacing comes from those positions (SliceThickness is the reconstructed slab width, not
+the distance between slices), and everything that is skipped or assumed is written into
+`Scan.meta` and logged, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lungcancer.errors import (
+    ImageReadError,
+    MissingDependencyError,
+    UnsupportedModalityError,
+)
+from lungcancer.io.phi import short_key, whitelisted_dicom_meta
+from lungcancer.io.record import MetaValue, Scan
+
+logger = logging.getLogger(__name__)
+
+# Gaps between neighbouring slices may differ from the median gap by this fraction before the
+# series counts as unevenly spaced (a missing slice doubles one gap).
+UNEVEN_GAP_TOLERANCE = 0.10
+# Elements larger than this stay on disk until decoded: headers of unchosen series are cheap.
+_DEFER_BYTES = 4096
+_PIXEL_DATA_TAG = 0x7FE00010
+_PREAMBLE_GROUPS = (0x0002, 0x0008)
+_JPEG_EXTRA_HINT = 'install the decoders with: pip install "lungcancer[jpeg]"'
+_MAX_LISTED_SKIPS = 20
+
+
+@dataclass(frozen=True)
+class DicomSeriesInfo:
+    """One series found in a folder, described without PHI.
+
+    Attributes:
+        key: short salted hash of the SeriesInstanceUID; pass it as `series_uid=` to read it.
+        modality: DICOM modality code.
+        n_files: number of image files in the series.
+        rows: image rows of the first file.
+        columns: image columns of the first file.
+        description: a summary built from whitelisted technical attributes only.
+    """
+
+    key: str
+    modality: str
+    n_files: int
+    rows: int
+    columns: int
+    description: str
+
+
+@dataclass
+class _Slice:
+    path: Path
+    dataset: Any
+
+
+@dataclass
+class _Scanned:
+    series: dict[str, list[_Slice]] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def looks_like_dicom(head: bytes) -> bool:
+    """Whether the first bytes of a file look like DICOM (Part 10 or a bare dataset).
+
+    Args:
+        head: at least the first 132 bytes of the file (fewer if the file is shorter).
+
+    Returns:
+        True for a "DICM" marker at offset 128, or a first tag in group 0002/0008 as
+        written by tools that omit the preamble.
+    """
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    if len(head) < 8:
+        return False
+    little = int.from_bytes(head[0:2], "little")
+    big = int.from_bytes(head[0:2], "big")
+    return little in _PREAMBLE_GROUPS or big == 0x0008
+
+
+def _read_head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(132)
+
+
+def _pixel_data_problem(dataset: Any, path: Path) -> str | None:
+    if _PIXEL_DATA_TAG not in dataset:
+        return "no pixel data (not an image: e.g. a report, DICOMDIR or presentation state)"
+    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
+        return "enhanced multi-frame DICOM is not supported"
+    element = dataset.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
+    length = getattr(element, "length", None)
+    value_tell = getattr(element, "value_tell", None)
+    if length is None or value_tell is None or length == 0xFFFFFFFF:
+        return None
+    size = path.stat().st_size
+    if value_tell + length > size:
+        available = size - value_tell
+        return f"truncated: pixel data needs {length} bytes, the file holds {available}"
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_compressed:
+        return None
+    try:
+        needed = (
+            int(dataset.Rows)
+            * int(dataset.Columns)
+            * int(dataset.get("SamplesPerPixel", 1))
+            * int(dataset.BitsAllocated)
+            // 8
+        )
+    except (AttributeError, TypeError, ValueError):
+        return "missing Rows/Columns/BitsAllocated"
+    if length < needed:
+        return f"truncated: pixel data holds {length} bytes, the image needs {needed}"
+    return None
+
+
+def read_dicom_header(path: Path) -> Any:
+    """Parse one DICOM file's header with the pixel data left on disk.
+
+    Args:
+        path: the file.
+
+    Returns:
+        A `pydicom.Dataset`.
+
+    Raises:
+        ImageReadError: not DICOM, corrupt, truncated, or without an image.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        dataset = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+    except InvalidDicomError:
+        # Files without the 128-byte preamble are still DICOM; `force` parses them, and the
+        # checks below reject what merely parsed by chance.
+        try:
+            dataset = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=True)
+        except Exception as exc:
+            raise _corrupt(path, exc) from exc
+    except Exception as exc:
+        raise _corrupt(path, exc) from exc
+    try:
+        problem = _pixel_data_problem(dataset, path)
+        if problem is None and "Modality" not in dataset:
+            problem = "no Modality attribute: not a valid DICOM image"
+    except Exception as exc:
+        raise _corrupt(path, exc) from exc
+    if problem is not None:
+        raise ImageReadError(
+            "this DICOM file cannot be read as an image",
+            path=path,
+            expected="a DICOM image with complete pixel data",
+            found=problem,
+            hint="re-export the file from the scanner or PACS, or remove it from the folder",
+        )
+    return dataset
+
+
+def _corrupt(path: Path, exc: BaseException) -> ImageReadError:
+    return ImageReadError(
+        "the DICOM file is corrupt or truncated",
+        path=path,
+        expected="a complete DICOM file",
+        found=f"{type(exc).__name__}: {str(exc)[:200]}",
+        hint="re-export the file from the scanner or PACS, or remove it from the folder",
+    )
+
+
+def _scan_folder(folder: Path) -> _Scanned:
+    scanned = _Scanned()
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            relative = str(path.relative_to(folder))
+            if name.upper() == "DICOMDIR":
+                scanned.skipped.append((relative, "DICOMDIR index file, not an image"))
+                continue
+            try:
+                head = _read_head(path)
+            except OSError as exc:
+                scanned.skipped.append((relative, f"unreadable: {exc.strerror}"))
+                continue
+            if not looks_like_dicom(head):
+                scanned.skipped.append((relative, "not a DICOM file"))
+                continue
+            try:
+                dataset = read_dicom_header(path)
+            except ImageReadError as exc:
+                scanned.skipped.append((relative, exc.found or exc.message))
+                continue
+            uid = str(dataset.get("SeriesInstanceUID", "") or "")
+            scanned.series.setdefault(uid, []).append(_Slice(path, dataset))
+    return scanned
+
+
+def _series_key(uid: str) -> str:
+    return short_key(uid) if uid else "no-uid"
+
+
+def _summary(uid: str, slices: list[_Slice]) -> str:
+    modality = str(slices[0].dataset.get("Modality", "?"))
+    return f"{_series_key(uid)} ({modality}, {len(slices)} files)"
+
+
+def list_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
+    """List the DICOM series under a folder (searched recursively), largest first.
+
+    Args:
+        folder: a folder of DICOM files.
+
+    Returns:
+        One `DicomSeriesInfo` per SeriesInstanceUID, without PHI.
+
+    Raises:
+        ImageReadError: the folder does not exist.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ImageReadError(
+            "not a folder", path=root, expected="a folder of DICOM files", hint="check the path"
+        )
+    infos: list[DicomSeriesInfo] = []
+    for uid, slices in _scan_folder(root).series.items():
+        first = whitelisted_dicom_meta(slices[0].dataset)
+        parts = [str(first.get("modality", "?")), f"{len(slices)} files"]
+        parts.append(f"{first.get('rows', '?')}x{first.get('columns', '?')}")
+        if "convolution_kernel" in first:
+            parts.append(f"kernel {first['convolution_kernel']}")
+        if "slice_thickness_mm" in first:
+            parts.append(f"{first['slice_thickness_mm']:g} mm slices")
+        infos.append(
+            DicomSeriesInfo(
+                key=_series_key(uid),
+                modality=str(first.get("modality", "")),
+                n_files=len(slices),
+                rows=int(first.get("rows", 0)),
+                columns=int(first.get("columns", 0)),
+                description=", ".join(parts),
+            )
+        )
+    return sorted(infos, key=lambda info: (-info.n_files, info.key))
+
+
+def _choose_series(
+    folder: Path,
+    series: dict[str, list[_Slice]],
+    *,
+    expect_ct: bool,
+    series_uid: str | None,
+) -> tuple[str, str]:
+    if series_uid is not None:
+        wanted = series_uid.strip()
+        matches = [uid for uid in series if wanted in (uid, _series_key(uid))]
+        if not matches:
+            raise ImageReadError(
+                "the requested series is not in this folder",
+                path=folder,
+                expected=f"series {wanted}",
+                found="series " + ", ".join(_summary(u, s) for u, s in series.items()),
+                hint="pass one of the keys listed (see `list_dicom_series`)",
+            )
+        chosen = matches[0]
+        reason = "requested"
+    else:
+        candidates = {
+            uid: slices
+            for uid, slices in series.items()
+            if not expect_ct or str(slices[0].dataset.get("Modality", "")) == "CT"
+        }
+        if not candidates:
+            modalities = sorted({str(s[0].dataset.get("Modality", "?")) for s in series.values()})
+            raise UnsupportedModalityError(
+                "no CT series in this DICOM input",
+                path=folder,
+                expected="CT",
+                found="modality " + ", ".join(modalities),
+                hint="lungcancer works on CT; pass expect_ct=False to read other modalities "
+                "as unit-range intensities",
+            )
+        chosen = max(candidates, key=lambda uid: (len(candidates[uid]), _series_key(uid)))
+        reason = "the CT series with the most slices" if expect_ct else "the largest series"
+    others = [_summary(uid, s) for uid, s in series.items() if uid != chosen]
+    choice = f"chose {_summary(chosen, series[chosen])}, {reason}"
+    if others:
+        choice += "; skipped " + ", ".join(others)
+        logger.info("DICOM %s: %s", folder.name, choice)
+    return chosen, choice
+
+
+def _orientation(dataset: Any) -> np.ndarray | None:
+    value = dataset.get("ImageOrientationPatient")
+    if value is None or len(value) != 6:
+        return None
+    return np.asarray([float(v) for v in value], dtype=np.float64)
+
+
+def _position(dataset: Any) -> np.ndarray | None:
+    value = dataset.get("ImagePositionPatient")
+    if value is None or len(value) != 3:
+        return None
+    return np.asarray([float(v) for v in value], dtype=np.float64)
+
+
+def _stack_key(dataset: Any) -> tuple[int, int, tuple[float, ...] | None]:
+    orientation = _orientation(dataset)
+    rounded = None if orientation is None else tuple(np.round(orientation, 3).tolist())
+    return int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0)), rounded
+
+
+def _largest_stack(
+    slices: list[_Slice], skipped: list[tuple[str, str]], root: Path
+) -> list[_Slice]:
+    # Localizers and reformats sometimes share a SeriesInstanceUID with the axial stack; they
+    # differ in size or orientation, so the biggest consistent stack is the series proper.
+    groups: dict[tuple[int, int, tuple[float, ...] | None], list[_Slice]] = {}
+    for item in slices:
+        groups.setdefault(_stack_key(item.dataset), []).append(item)
+    if len(groups) == 1:
+        return slices
+    main_key = max(groups, key=lambda k: len(groups[k]))
+    for key, members in groups.items():
+        if key != main_key:
+            for item in members:
+                skipped.append(
+                    (_relative(item.path, root), "size or orientation differs from the series")
+                )
+    return groups[main_key]
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return path.name
+
+
+def _single_slice_z_spacing(dataset: Any) -> tuple[float, str]:
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = dataset.get(keyword)
+        try:
+            number = float(value) if value is not None else 0.0
+        except (TypeError, ValueError):
+            number = 0.0
+        if number > 0:
+            return number, keyword
+    return 1.0, "none in file; 1 mm assumed"
+
+
+def _order_slices(
+    slices: list[_Slice], root: Path, *, allow_uneven: bool
+) -> tuple[list[_Slice], float, np.ndarray, np.ndarray, dict[str, MetaValue]]:
+    """Sort slices; return them with z spacing, origin, 3x3 direction and geometry meta."""
+    meta: dict[str, MetaValue] = {}
+    first = slices[0].dataset
+    orientation = _orientation(first)
+    positions = [_position(item.dataset) for item in slices]
+    if orientation is not None:
+        row_dir, col_dir = orientation[:3], orientation[3:]
+        normal = np.cross(row_dir, col_dir)
+        direction = np.stack([row_dir, col_dir, normal], axis=1)
+    else:
+        normal = np.asarray([0.0, 0.0, 1.0])
+        direction = np.eye(3)
+        meta["direction_from"] = "ImageOrientationPatient missing; identity assumed"
+    if len(slices) == 1:
+        z_mm, z_from = _single_slice_z_spacing(first)
+        meta["z_spacing_from"] = z_from
+        origin = positions[0] if positions[0] is not None else np.zeros(3)
+        return slices, z_mm, origin, direction, meta
+    known = [p for p in positions if p is not None]
+    if orientation is not None and len(known) == len(slices):
+        stacked = np.stack(known)
+        along = stacked @ normal
+        order = np.argsort(along, kind="stable")
+        ordered = [slices[i] for i in order]
+        along = along[order]
+        gaps = np.diff(along)
+        _check_gaps(gaps, along, ordered, root, allow_uneven=allow_uneven, meta=meta)
+        meta["slice_order"] = "ImagePositionPatient"
+        meta["z_spacing_from"] = "slice positions (median gap)"
+        return ordered, float(np.median(gaps)), stacked[order[0]], direction, meta
+    numbers = [item.dataset.get("InstanceNumber") for item in slices]
+    if any(n is None for n in numbers):
+        raise ImageReadError(
+            "the slices of this series cannot be ordered",
+            path=root,
+            expected="ImagePositionPatient/ImageOrientationPatient, or InstanceNumber",
+            found="neither on every slice",
+            hint="re-export the series with its geometry tags",
+        )
+    ordered = [slices[i] for i in np.argsort([int(n) for n in numbers], kind="stable")]
+    z_mm, z_from = _single_slice_z_spacing(first)
+    meta["slice_order"] = "InstanceNumber (ImagePositionPatient missing)"
+    meta["z_spacing_from"] = f"{z_from} (no slice positions)"
+    logger.warning("DICOM %s: slice positions missing; ordered by InstanceNumber", root.name)
+    start = _position(ordered[0].dataset)
+    return ordered, z_mm, start if start is not None else np.zeros(3), direction, meta
+
+
+def _check_gaps(
+    gaps: np.ndarray,
+    along: np.ndarray,
+    ordered: list[_Slice],
+    root: Path,
+    *,
+    allow_uneven: bool,
+    meta: dict[str, MetaValue],
+) -> None:
+    median = float(np.median(gaps))
+    smallest = int(np.argmin(gaps))
+    if gaps[smallest] < 1e-3:
+        raise ImageReadError(
+            "two slices of the series lie at the same position",
+            path=root,
+            expected="one slice per position",
+            found=f"{_relative(ordered[smallest].path, root)} and "
+            f"{_relative(ordered[smallest + 1].path, root)} at {along[smallest]:.2f} mm",
+            hint="the series mixes acquisitions or phases; split them into separate folders",
+        )
+    deviation = np.abs(gaps - median) / median
+    worst = int(np.argmax(deviation))
+    if deviation[worst] <= UNEVEN_GAP_TOLERANCE:
+        return
+    where = (
+        f"gap of {gaps[worst]:.3g} mm between slices {worst} and {worst + 1} "
+        f"({_relative(ordered[worst].path, root)} at {along[worst]:.2f} mm, "
+        f"{_relative(ordered[worst + 1].path, root)} at {along[worst + 1]:.2f} mm); "
+        f"median gap {median:.3g} mm"
+    )
+    if not allow_uneven:
+        raise ImageReadError(
+            "the slices are unevenly spaced (a slice is probably missing)",
+            path=root,
+            expected=f"gaps within {UNEVEN_GAP_TOLERANCE:.0%} of the median gap",
+            found=where,
+            hint="re-export the complete series; or accept it with allow_uneven=True "
+            "(CLI --allow-uneven): z spacing is then the median gap and distances along z "
+            "near the gap are off",
+        )
+    meta["uneven_spacing"] = f"{gaps.min():.3g}-{gaps.max():.3g} mm; worst {where}"
+    logger.warning("DICOM %s: unevenly spaced slices accepted: %s", root.name, where)
+
+
+def _check_decodable(dataset: Any, path: Path) -> None:
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed:
+        return
+    try:
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:
+        available = False
+    if not available:
+        raise MissingDependencyError(
+            "the pixel data is compressed and no decoder for it is installed",
+            path=path,
+            expected="an installed decoder for this transfer syntax",
+            found=f"transfer syntax {syntax.name}",
+            hint=_JPEG_EXTRA_HINT,
+        )
+
+
+def _rescale(dataset: Any) -> tuple[float, float] | None:
+    slope = dataset.get("RescaleSlope")
+    intercept = dataset.get("RescaleIntercept")
+    if slope is None or intercept is None:
+        return None
+    return float(slope), float(intercept)
+
+
+def _check_rescale(ordered: list[_Slice], root: Path) -> None:
+    missing = [item for item in ordered if _rescale(item.dataset) is None]
+    if missing:
+        names = ", ".join(_relative(item.path, root) for item in missing[:5])
+        raise ImageReadError(
+            "CT slices without RescaleSlope/RescaleIntercept: Hounsfield units cannot be trusted",
+            path=root,
+            expected="RescaleSlope and RescaleIntercept on every CT slice",
+            found=f"{len(missing)} of {len(ordered)} slices without them (e.g. {names})",
+            hint="the stored values are scanner units, often offset by 1024 from HU; re-export "
+            "the series with its rescale tags, or, if you know the values are already HU, "
+            "convert it to NIfTI/NRRD and read that",
+        )
+
+
+def _unit_scale(pixels: np.ndarray, dataset: Any) -> np.ndarray:
+    bits = int(dataset.get("BitsStored", 8 * pixels.dtype.itemsize))
+    signed = int(dataset.get("PixelRepresentation", 0)) == 1
+    values = pixels.astype(np.float32)
+    if values.ndim == 3:
+        values = values[..., :3] @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+    offset = float(2 ** (bits - 1)) if signed else 0.0
+    scaled = (values + offset) / float(2**bits - 1)
+    if str(dataset.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return scaled
+
+
+def _decode_into(out: np.ndarray, ordered: list[_Slice], root: Path, *, hounsfield: bool) -> None:
+    from pydicom.pixels import pixel_array
+
+    for index, item in enumerate(ordered):
+        try:
+            pixels = pixel_array(item.dataset)
+        except Exception as exc:
+            raise ImageReadError(
+                "the pixel data of this DICOM file cannot be decoded",
+                path=item.path,
+                expected="decodable pixel data",
+                found=f"{type(exc).__name__}: {str(exc)[:200]}",
+                hint="re-export the file; compressed data may need "
+                + _JPEG_EXTRA_HINT.replace("install the decoders with: ", ""),
+            ) from exc
+        if pixels.shape[:2] != out.shape[1:]:
+            raise ImageReadError(
+                "a slice differs in size from the rest of the series",
+                path=item.path,
+                expected=f"{out.shape[1]}x{out.shape[2]}",
+                found=f"{pixels.shape[0]}x{pixels.shape[1]}",
+                hint="remove the odd file from the folder",
+            )
+        if hounsfield:
+            rescale = _rescale(item.dataset)
+            assert rescale is not None
+            slope, intercept = rescale
+            # Rescale in place in the output slice: no per-slice float temporaries.
+            if slope == 1.0:
+                out[index] = pixels
+            else:
+                np.multiply(pixels, np.float32(slope), out=out[index], casting="unsafe")
+            if intercept != 0.0:
+                out[index] += np.float32(intercept)
+        else:
+            out[index] = _unit_scale(pixels, item.dataset)
+        # Let the decoded frame and the now-loaded pixel bytes go before the next slice.
+        item.dataset = None
+
+
+def _format_skips(skipped: list[tuple[str, str]]) -> str:
+    listed = "; ".join(f"{name}: {reason}" for name, reason in skipped[:_MAX_LISTED_SKIPS])
+    if len(skipped) > _MAX_LISTED_SKIPS:
+        listed += f"; and {len(skipped) - _MAX_LISTED_SKIPS} more"
+    return listed
+
+
+def read_dicom(
+    path: str | Path,
+    *,
+    expect_ct: bool = True,
+    series_uid: str | None = None,
+    allow_uneven: bool = False,
+) -> Scan:
+    """Read a DICOM file or a folder holding a DICOM series.
+
+    A folder is searched recursively; files are grouped by SeriesInstanceUID and, unless
+    `series_uid` picks one, the CT series with the most slices is read (the choice is logged
+    and kept in `meta["series_choice"]`). Broken or foreign files next to a valid series are
+    skipped, logged as a warning and listed in `meta["skipped_files"]`.
+
+    Args:
+        path: a DICOM file (read as one slice) or a folder.
+        expect_ct: require CT and return Hounsfield units. With False, other modalities are
+            read too, scaled to [0, 1] by their stored bit depth (intensity "unit").
+        series_uid: the SeriesInstanceUID or its short key (`list_dicom_series`) to read.
+        allow_uneven: accept unevenly spaced slices (recorded in `meta["uneven_spacing"]`).
+
+    Returns:
+        A de-identified `Scan`.
+
+    Raises:
+        ImageReadError: corrupt files, no readable series, missing rescale tags on CT,
+            unevenly spaced or duplicate slices.
+        UnsupportedModalityError: no CT where CT is expected.
+        MissingDependencyError: compressed pixel data without an installed decoder.
+    """
+    root = Path(path)
+    if root.is_dir():
+        scanned = _scan_folder(root)
+        if not scanned.series:
+            raise ImageReadError(
+                "no readable DICOM image in this folder",
+                path=root,
+                expected="DICOM image files (a series)",
+                found=_format_skips(scanned.skipped) or "an empty folder",
+                hint="point at the folder of one DICOM series, or fix the files listed",
+            )
+    else:
+        scanned = _Scanned(series={"": [_Slice(root, read_dicom_header(root))]})
+        uid = str(scanned.series[""][0].dataset.get("SeriesInstanceUID", "") or "")
+        scanned.series = {uid: scanned.series[""]}
+    chosen, choice = _choose_series(
+        root, scanned.series, expect_ct=expect_ct, series_uid=series_uid
+    )
+    skipped = list(scanned.skipped)
+    slices = _largest_stack(scanned.series[chosen], skipped, root)
+    first = slices[0].dataset
+    modality = str(first.get("Modality", ""))
+    if expect_ct and modality != "CT":
+        raise UnsupportedModalityError(
+            "this DICOM series is not CT",
+            path=root,
+            expected="CT",
+            found=f"modality {modality or 'missing'}",
+            hint="lungcancer works on CT; pass expect_ct=False to read it as unit-range "
+            "intensities",
+        )
+    ordered, z_mm, origin, direction, geometry_meta = _order_slices(
+        slices, root, allow_uneven=allow_uneven
+    )
+    hounsfield = modality == "CT"
+    if hounsfield:
+        _check_rescale(ordered, root)
+    _check_decodable(first, ordered[0].path)
+    meta: dict[str, MetaValue] = whitelisted_dicom_meta(first)
+    pixel_spacing = first.get("PixelSpacing")
+    if pixel_spacing is not None and len(pixel_spacing) == 2:
+        spacing_y, spacing_x = float(pixel_spacing[0]), float(pixel_spacing[1])
+    else:
+        spacing_y, spacing_x = 1.0, 1.0
+        meta["pixel_spacing_from"] = "PixelSpacing missing; 1 mm assumed"
+        logger.warning("DICOM %s: PixelSpacing missing; 1 mm assumed", root.name)
+    syntax = getattr(getattr(first, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None:
+        meta["transfer_syntax"] = str(syntax.name)
+    meta.update(geometry_meta)
+    meta.update(
+        {"series_key": _series_key(chosen), "series_choice": choice, "n_slices": len(ordered)}
+    )
+    if skipped:
+        meta["skipped_files"] = _format_skips(skipped)
+        meta["n_skipped_files"] = len(skipped)
+        logger.warning(
+            "DICOM %s: %d file(s) skipped: %s", root.name, len(skipped), meta["skipped_files"]
+        )
+    rows, columns = int(first.Rows), int(first.Columns)
+    hu_volume = np.empty((len(ordered), rows, columns), dtype=np.float32)
+    _decode_into(hu_volume, ordered, root, hounsfield=hounsfield)
+    return Scan(
+        array=hu_volume,
+        spacing_mm=(float(z_mm), spacing_y, spacing_x),
+        origin_xyz_mm=(float(origin[0]), float(origin[1]), float(origin[2])),
+        direction_xyz=tuple(float(v) for v in direction.reshape(-1)),
+        modality=modality or "OT",
+        intensity="HU" if hounsfield else "unit",
+        meta=meta,
+        source=str(root),
+    )

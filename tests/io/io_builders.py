@@ -1,0 +1,187 @@
+"""Tiny DICOM series and images written by tests, with the values a reader must return.
+
+Reusable from any test folder:
+
+    import sys; sys.path.insert(0, str(Path(__file__).parents[1] / "io"))
+    from io_builders import write_ct_series
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+
+
+@dataclass(frozen=True)
+class SeriesTruth:
+    """What a correct reader returns for a series written by `write_ct_series`.
+
+    Attributes:
+        folder: where the files are.
+        paths: the files, in slice order (sorted along the slice normal).
+        hu_volume: expected z-y-x values (HU for CT).
+        spacing_mm: expected (z, y, x) spacing.
+        origin_xyz_mm: position of the first slice's first voxel.
+        direction_xyz: expected row-major 3x3 direction (ITK convention).
+        series_uid: the SeriesInstanceUID written.
+    """
+
+    folder: Path
+    paths: list[Path]
+    hu_volume: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    origin_xyz_mm: tuple[float, float, float]
+    direction_xyz: tuple[float, ...]
+    series_uid: str
+
+
+def ct_dataset(
+    stored: np.ndarray,
+    *,
+    position_xyz_mm: tuple[float, float, float] | None,
+    orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    pixel_spacing_mm: tuple[float, float] = (0.7, 0.8),
+    slope: float | None = 1.0,
+    intercept: float | None = -1024.0,
+    modality: str = "CT",
+    series_uid: str = "1.2.3.4",
+    instance_number: int = 1,
+    slice_thickness_mm: float = 2.5,
+) -> Dataset:
+    """One DICOM image dataset holding `stored` (int16, y-x) as its pixel data."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage if modality == "CT" else MR_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = "1.2.3"
+    ds.SeriesInstanceUID = series_uid
+    ds.Modality = modality
+    ds.PatientID = "TEST-PATIENT"
+    ds.Manufacturer = "ACME"
+    ds.KVP = 120
+    ds.ConvolutionKernel = "B30f"
+    ds.SliceThickness = slice_thickness_mm
+    ds.InstanceNumber = instance_number
+    if position_xyz_mm is not None:
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in position_xyz_mm]
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in orientation]
+    ds.PixelSpacing = [f"{v:g}" for v in pixel_spacing_mm]
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    if slope is not None:
+        ds.RescaleSlope = f"{slope:g}"
+    if intercept is not None:
+        ds.RescaleIntercept = f"{intercept:g}"
+    ds.PixelData = stored.astype("<i2").tobytes()
+    return ds
+
+
+def write_dataset(ds: Dataset, path: Path, *, preamble: bool = True) -> Path:
+    """Save `ds` as a Part 10 file (or, with `preamble=False`, as a bare dataset)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if preamble:
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        ds.save_as(path, implicit_vr=False, little_endian=True)
+    return path
+
+
+def write_ct_series(
+    folder: Path,
+    *,
+    n_slices: int = 3,
+    rows: int = 16,
+    columns: int = 16,
+    spacing_mm: tuple[float, float, float] = (2.5, 0.7, 0.8),
+    origin_xyz_mm: tuple[float, float, float] = (-100.0, -120.0, 50.0),
+    orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+    modality: str = "CT",
+    series_uid: str | None = None,
+    shuffle: bool = False,
+    z_offsets_mm: list[float] | None = None,
+    seed: int = 0,
+    prefix: str = "slice",
+) -> SeriesTruth:
+    """Write a small series with known HU, spacing, origin and direction.
+
+    Args:
+        folder: where to write (created).
+        n_slices: number of slices (ignored when `z_offsets_mm` is given).
+        rows: image rows.
+        columns: image columns.
+        spacing_mm: (z, y, x) spacing; z is the distance between slice positions.
+        origin_xyz_mm: position of the first slice.
+        orientation: ImageOrientationPatient (row direction, column direction).
+        slope: RescaleSlope.
+        intercept: RescaleIntercept.
+        modality: DICOM modality.
+        series_uid: SeriesInstanceUID (a fresh one by default).
+        shuffle: name files in a random order unrelated to their position.
+        z_offsets_mm: explicit positions along the normal (for uneven spacing).
+        seed: for pixel values and file order.
+        prefix: file name prefix.
+
+    Returns:
+        The truth a reader must reproduce.
+    """
+    rng = np.random.default_rng(seed)
+    uid = series_uid or generate_uid()
+    offsets = z_offsets_mm or [i * spacing_mm[0] for i in range(n_slices)]
+    row_dir = np.asarray(orientation[:3], dtype=np.float64)
+    col_dir = np.asarray(orientation[3:], dtype=np.float64)
+    normal = np.cross(row_dir, col_dir)
+    origin = np.asarray(origin_xyz_mm, dtype=np.float64)
+    stored = rng.integers(0, 2000, size=(len(offsets), rows, columns)).astype(np.int16)
+    names = [f"{prefix}{i:03d}.dcm" for i in range(len(offsets))]
+    if shuffle:
+        random.Random(seed).shuffle(names)
+    paths: list[Path] = []
+    for index, offset in enumerate(offsets):
+        position = origin + offset * normal
+        ds = ct_dataset(
+            stored[index],
+            position_xyz_mm=(float(position[0]), float(position[1]), float(position[2])),
+            orientation=orientation,
+            pixel_spacing_mm=(spacing_mm[1], spacing_mm[2]),
+            slope=slope,
+            intercept=intercept,
+            modality=modality,
+            series_uid=uid,
+            # Instance numbers run opposite to position, as on many scanners.
+            instance_number=len(offsets) - index,
+        )
+        paths.append(write_dataset(ds, folder / names[index]))
+    direction = np.stack([row_dir, col_dir, normal], axis=1)
+    return SeriesTruth(
+        folder=folder,
+        paths=paths,
+        hu_volume=(stored.astype(np.float64) * slope + intercept).astype(np.float32),
+        spacing_mm=spacing_mm,
+        origin_xyz_mm=origin_xyz_mm,
+        direction_xyz=tuple(float(v) for v in direction.reshape(-1)),
+        series_uid=uid,
+    )
+
+
+def read_back(path: Path) -> Dataset:
+    """pydicom's own reading of a file, for comparisons."""
+    return pydicom.dcmread(path)
