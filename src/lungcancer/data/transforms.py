@@ -1,0 +1,349 @@
+"""From a `Scan` to a network input, deterministically; and seeded training augmentation.
+
+`preprocess` picks the sample's slice (2D) or patch (3D), crops in-plane (the whole slice, the
+lung field, or a patch around the lesion), resizes, and windows HU into one [0, 1] channel per
+window. Cropping and resampling are one interpolation: the crop region is chosen in native
+voxels so that, resized to the output size, it has the requested physical spacing.
+
+In-plane rules, with S = `image_size` (2D) or `patch_size_3d` (3D):
+- `spacing_mm` unset: the region (whole slice, lung box made square, or a patch of S native
+  voxels around the lesion) is resized to S x S.
+- `spacing_mm` set: the region is S * spacing_mm wide, centred on the slice, lung box or lesion,
+  so every output pixel covers `spacing_mm` of anatomy whatever the scanner's pixel size.
+Along z, a 3D patch around a lesion takes S native slices; without a lesion centre the whole
+volume is resized to S slices. Outside the image counts as air (-1024 HU, or 0 for unit images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from lungcancer.config import DataConfig, WindowConfig
+from lungcancer.io import Scan
+
+AIR_HU = -1024.0
+# Below this a pixel inside the body is lung (or airway); the body is above it.
+_LUNG_THRESHOLD_HU = -400.0
+# A lung field smaller than this fraction of the slice is noise, not a lung.
+_MIN_LUNG_FRACTION = 0.01
+# The lung box grows by this fraction on each side so the pleura stays in view.
+_LUNG_MARGIN = 0.05
+# Slices sampled to find the lung box of a whole volume.
+_LUNG_BOX_SLICES = 5
+
+# Bump when preprocessing changes its output, so cached arrays are not reused across versions.
+PREPROCESS_VERSION = 1
+
+
+def preprocess_fields(cfg: DataConfig) -> dict[str, Any]:
+    """The config fields that decide `preprocess`'s output (the cache key uses exactly these)."""
+    return {
+        "version": PREPROCESS_VERSION,
+        "windows": [(w.center_hu, w.width_hu) for w in cfg.windows],
+        "image_size": cfg.image_size,
+        "spacing_mm": None if cfg.spacing_mm is None else list(cfg.spacing_mm),
+        "lung_crop": cfg.lung_crop,
+        "patch_size_3d": cfg.patch_size_3d,
+        "spatial_dims": cfg.spatial_dims,
+    }
+
+
+def window(array: np.ndarray, intensity: str, windows: tuple[WindowConfig, ...]) -> np.ndarray:
+    """One [0, 1] channel per window; unit-range images are repeated once per window.
+
+    Args:
+        array: HU or unit intensities, any shape.
+        intensity: "HU" or "unit".
+        windows: the display windows (centre/width in HU).
+
+    Returns:
+        float32 array of shape (len(windows), *array.shape).
+    """
+    if intensity != "HU":
+        unit = np.clip(array, 0.0, 1.0).astype(np.float32, copy=False)
+        return np.repeat(unit[np.newaxis], len(windows), axis=0)
+    channels = []
+    for w in windows:
+        low = w.center_hu - w.width_hu / 2.0
+        channels.append(np.clip((array - low) / w.width_hu, 0.0, 1.0))
+    return np.stack(channels).astype(np.float32, copy=False)
+
+
+def lung_box(slice_2d: np.ndarray, intensity: str) -> tuple[int, int, int, int] | None:
+    """Bounding box (y0, y1, x0, x1) of the lung field of one slice, or None if none is found.
+
+    Dark regions inside the body are the lungs: pixels below -400 HU (Otsu's threshold for
+    unit-range images), minus the air around the patient (dark regions touching the border),
+    cleaned by a morphological opening; regions under 1% of the slice are ignored.
+    """
+    if intensity == "HU":
+        threshold = _LUNG_THRESHOLD_HU
+    else:
+        from skimage.filters import threshold_otsu
+
+        if float(slice_2d.max()) == float(slice_2d.min()):
+            return None
+        threshold = float(threshold_otsu(slice_2d))
+    dark = slice_2d < threshold
+    labels, count = ndimage.label(dark)
+    if count == 0:
+        return None
+    border = np.unique(
+        np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    ).tolist()
+    inside = dark & ~np.isin(labels, border)
+    inside = ndimage.binary_opening(inside, iterations=2)
+    labels, count = ndimage.label(inside)
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = np.flatnonzero(sizes >= _MIN_LUNG_FRACTION * slice_2d.size) + 1
+    if keep.size == 0:
+        return None
+    ys, xs = np.nonzero(np.isin(labels, keep))
+    height, width = slice_2d.shape
+    margin_y, margin_x = int(_LUNG_MARGIN * height), int(_LUNG_MARGIN * width)
+    return (
+        max(0, int(ys.min()) - margin_y),
+        min(height, int(ys.max()) + 1 + margin_y),
+        max(0, int(xs.min()) - margin_x),
+        min(width, int(xs.max()) + 1 + margin_x),
+    )
+
+
+def _volume_lung_box(stack: np.ndarray, intensity: str) -> tuple[int, int, int, int] | None:
+    depth = stack.shape[0]
+    picks = sorted({int(z) for z in np.linspace(depth * 0.25, depth * 0.75, _LUNG_BOX_SLICES)})
+    boxes = [b for z in picks if (b := lung_box(stack[min(z, depth - 1)], intensity))]
+    if not boxes:
+        return None
+    return (
+        min(b[0] for b in boxes),
+        max(b[1] for b in boxes),
+        min(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def _crop_padded(
+    stack: np.ndarray, y0: int, y1: int, x0: int, x1: int, fill: float
+) -> np.ndarray:
+    """stack[:, y0:y1, x0:x1] where out-of-range parts are `fill`."""
+    depth, height, width = stack.shape
+    out = np.full((depth, y1 - y0, x1 - x0), fill, dtype=np.float32)
+    sy0, sy1 = max(y0, 0), min(y1, height)
+    sx0, sx1 = max(x0, 0), min(x1, width)
+    if sy0 < sy1 and sx0 < sx1:
+        out[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = stack[:, sy0:sy1, sx0:sx1]
+    return out
+
+
+def _centred(centre: float, size: float) -> tuple[int, int]:
+    start = round(centre - size / 2.0)
+    return start, start + max(1, round(size))
+
+
+def _resize_plane(stack: np.ndarray, size: int) -> np.ndarray:
+    """Resize (D, H, W) to (D, size, size), anti-aliased when shrinking."""
+    if stack.shape[1:] == (size, size):
+        return stack
+    tensor = torch.from_numpy(np.ascontiguousarray(stack))[np.newaxis]
+    resized = F.interpolate(
+        tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return resized[0].numpy()
+
+
+def _resize_depth(stack: np.ndarray, depth: int) -> np.ndarray:
+    if stack.shape[0] == depth:
+        return stack
+    tensor = torch.from_numpy(np.ascontiguousarray(stack))[np.newaxis, np.newaxis]
+    resized = F.interpolate(
+        tensor, size=(depth, *stack.shape[1:]), mode="trilinear", align_corners=False
+    )
+    return resized[0, 0].numpy()
+
+
+def _uses_spacing(scan: Scan, cfg: DataConfig, notes: list[str] | None) -> bool:
+    if cfg.spacing_mm is None:
+        return False
+    assumed = "assumed" in str(scan.meta.get("spacing_from", ""))
+    if assumed and notes is not None:
+        notes.append("the image carries no pixel spacing, so spacing_mm was not applied")
+    return not assumed
+
+
+def _plane_region(
+    stack: np.ndarray,
+    scan: Scan,
+    cfg: DataConfig,
+    size: int,
+    lesion_yx: tuple[float, float] | None,
+    notes: list[str] | None,
+) -> tuple[int, int, int, int]:
+    """The in-plane crop (y0, y1, x0, x1) in native voxels, before resizing to size x size."""
+    height, width = stack.shape[1:]
+    spacing_y, spacing_x = scan.spacing_mm[1], scan.spacing_mm[2]
+    box: tuple[int, int, int, int] | None = None
+    if lesion_yx is None and cfg.lung_crop:
+        box = lung_box(stack[0], scan.intensity) if len(stack) == 1 else None
+        if len(stack) > 1:
+            box = _volume_lung_box(stack, scan.intensity)
+        if box is None and notes is not None:
+            notes.append("no lung field found; the whole image was used")
+    if lesion_yx is not None:
+        centre_yx = lesion_yx
+    else:
+        y_lo, y_hi, x_lo, x_hi = box if box is not None else (0, height, 0, width)
+        centre_yx = ((y_lo + y_hi) / 2.0, (x_lo + x_hi) / 2.0)
+    if _uses_spacing(scan, cfg, notes):
+        assert cfg.spacing_mm is not None
+        side_y = size * cfg.spacing_mm[0] / spacing_y
+        side_x = size * cfg.spacing_mm[1] / spacing_x
+    elif lesion_yx is not None:
+        side_y = side_x = float(size)
+    elif box is not None:
+        # A lung box is made square (in mm) so resizing does not distort the anatomy.
+        side_mm = max((box[1] - box[0]) * spacing_y, (box[3] - box[2]) * spacing_x)
+        side_y, side_x = side_mm / spacing_y, side_mm / spacing_x
+    else:
+        side_y, side_x = float(height), float(width)
+    y0, y1 = _centred(centre_yx[0], side_y)
+    x0, x1 = _centred(centre_yx[1], side_x)
+    return y0, y1, x0, x1
+
+
+def _pick_slice(scan: Scan, slice_index: int, center_zyx: tuple[float, ...] | None) -> int:
+    depth = scan.shape[0]
+    if slice_index >= 0:
+        z = slice_index
+    elif center_zyx is not None:
+        z = round(center_zyx[0])
+    else:
+        z = depth // 2
+    return min(max(z, 0), depth - 1)
+
+
+def preprocess(
+    scan: Scan,
+    cfg: DataConfig,
+    *,
+    slice_index: int = -1,
+    center_zyx: tuple[float, float, float] | None = None,
+    notes: list[str] | None = None,
+) -> np.ndarray:
+    """Turn a scan into a network input, the same way every time.
+
+    Args:
+        scan: the image (HU or unit range).
+        cfg: windows, output size, target spacing, lung crop and dimensionality.
+        slice_index: for 2D, the axial slice to use; -1 takes the lesion centre's slice, else
+            the middle slice.
+        center_zyx: lesion centre in voxels; for 3D the patch is centred on it (else the whole
+            volume is used).
+        notes: if given, collects what was not done as asked (no lung found, no spacing known).
+
+    Returns:
+        float32 in [0, 1]: (C, S, S) for 2D with S = image_size, (C, P, P, P) for 3D with
+        P = patch_size_3d; one channel per window.
+    """
+    fill = AIR_HU if scan.intensity == "HU" else 0.0
+    if cfg.spatial_dims == 2:
+        z = _pick_slice(scan, slice_index, center_zyx)
+        stack = scan.array[z : z + 1]
+        y0, y1, x0, x1 = _plane_region(stack, scan, cfg, cfg.image_size, None, notes)
+        plane = _resize_plane(_crop_padded(stack, y0, y1, x0, x1, fill), cfg.image_size)
+        return window(plane[0], scan.intensity, cfg.windows)
+    size = cfg.patch_size_3d
+    if center_zyx is None:
+        stack = scan.array
+        y0, y1, x0, x1 = _plane_region(stack, scan, cfg, size, None, notes)
+        volume = _resize_plane(_crop_padded(stack, y0, y1, x0, x1, fill), size)
+        return window(_resize_depth(volume, size), scan.intensity, cfg.windows)
+    if cfg.lung_crop and notes is not None:
+        notes.append("lung crop does not apply to a patch around a lesion")
+    z0, z1 = _centred(center_zyx[0], float(size))
+    depth = scan.shape[0]
+    lo, hi = max(z0, 0), min(z1, depth)
+    stack = np.full((size, *scan.shape[1:]), fill, dtype=np.float32)
+    if lo < hi:
+        stack[lo - z0 : hi - z0] = scan.array[lo:hi]
+    lesion_yx = (center_zyx[1], center_zyx[2])
+    y0, y1, x0, x1 = _plane_region(stack, scan, cfg, size, lesion_yx, notes)
+    volume = _resize_plane(_crop_padded(stack, y0, y1, x0, x1, fill), size)
+    return window(volume, scan.intensity, cfg.windows)
+
+
+class Augmenter:
+    """Seeded MONAI training augmentation for (C, H, W) or (C, D, H, W) arrays in [0, 1].
+
+    Flips, a small affine (rotation, scale, shift), a cheap elastic warp (2D only: 3D elastic
+    costs more than a training step), Gaussian noise and an intensity jitter. The jitter acts
+    on windowed values, where a shift of 0.03 is about +-45 HU of window level and a scale of
+    +-10% is +-10% of window width: HU-aware without keeping HU around. Output is clipped back
+    to [0, 1].
+
+    Args:
+        spatial_dims: 2 or 3.
+        seed: initial random state; `reseed` restarts it (one stream per DataLoader worker).
+    """
+
+    def __init__(self, spatial_dims: int, seed: int = 0) -> None:
+        from monai.transforms import (
+            Compose,
+            Rand2DElastic,
+            RandAffine,
+            RandFlip,
+            RandGaussianNoise,
+            RandScaleIntensity,
+            RandShiftIntensity,
+        )
+
+        steps: list[Callable[..., Any]] = []
+        if spatial_dims == 2:
+            steps.append(RandFlip(prob=0.5, spatial_axis=1))
+            steps.append(
+                RandAffine(
+                    prob=0.5,
+                    rotate_range=0.15,
+                    scale_range=0.1,
+                    translate_range=(4, 4),
+                    padding_mode="zeros",
+                )
+            )
+            steps.append(
+                Rand2DElastic(
+                    spacing=(32, 32), magnitude_range=(0.5, 1.5), prob=0.2, padding_mode="zeros"
+                )
+            )
+        else:
+            steps.extend(RandFlip(prob=0.5, spatial_axis=axis) for axis in (0, 1, 2))
+            steps.append(
+                RandAffine(
+                    prob=0.3,
+                    rotate_range=(0.1, 0.1, 0.1),
+                    scale_range=(0.1, 0.1, 0.1),
+                    padding_mode="zeros",
+                )
+            )
+        steps.append(RandGaussianNoise(prob=0.3, std=0.02))
+        steps.append(RandScaleIntensity(factors=0.1, prob=0.3))
+        steps.append(RandShiftIntensity(offsets=0.03, prob=0.3))
+        self._compose = Compose(steps)
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random stream at `seed` (same seed, same augmentations)."""
+        self._compose.set_random_state(seed=seed % (2**32))
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        """Augment one sample; returns float32 in [0, 1] of the same shape."""
+        out = self._compose(torch.from_numpy(np.ascontiguousarray(array)))
+        data = out.as_tensor() if hasattr(out, "as_tensor") else out
+        return np.clip(np.asarray(data, dtype=np.float32), 0.0, 1.0)
