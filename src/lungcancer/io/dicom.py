@@ -98,6 +98,8 @@ def _read_head(path: Path) -> bytes:
 
 def _pixel_data_problem(dataset: Any, path: Path) -> str | None:
     if _PIXEL_DATA_TAG not in dataset:
+        if "SOPClassUID" not in dataset:
+            return "truncated or corrupt: the file ends before its image attributes"
         return "no pixel data (not an image: e.g. a report, DICOMDIR or presentation state)"
     if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
         return "enhanced multi-frame DICOM is not supported"

@@ -37,6 +37,7 @@ _LUMA_WEIGHTS = np.asarray([0.299, 0.587, 0.114], dtype=np.float64)
 # Image editors stamp these densities on everything; they say nothing about the anatomy.
 _SCREEN_DEFAULT_DPI = (72.0, 96.0)
 _MM_PER_INCH = 25.4
+_TIFF_RESOLUTION_UNIT = 296
 
 
 def _frame_to_unit_gray(frame: Image.Image, path: Path) -> np.ndarray:
@@ -81,6 +82,10 @@ def _spacing_from_resolution(
 ) -> tuple[tuple[float, float], dict[str, MetaValue]]:
     dpi = image.info.get("dpi")
     meta: dict[str, MetaValue] = {}
+    tags = getattr(image, "tag_v2", None)
+    if tags is not None and tags.get(_TIFF_RESOLUTION_UNIT) not in (2, 3):
+        # Pillow reports a TIFF's bare XResolution as dpi even when the unit is "none".
+        dpi = None
     try:
         dpi_x, dpi_y = (float(v) for v in dpi) if dpi is not None else (0.0, 0.0)
     except (TypeError, ValueError):
@@ -88,8 +93,9 @@ def _spacing_from_resolution(
     if dpi_x <= 0.0 or dpi_y <= 0.0:
         meta["spacing_from"] = "none in file; 1 mm assumed"
         return (1.0, 1.0), meta
-    if dpi_x in _SCREEN_DEFAULT_DPI and dpi_y in _SCREEN_DEFAULT_DPI:
-        meta["spacing_from"] = f"screen default {dpi_x:g} dpi ignored; 1 mm assumed"
+    # PNG stores pixels per metre as integers, so 72 dpi comes back as 72.009.
+    if any(abs(dpi_x - d) < 0.5 and abs(dpi_y - d) < 0.5 for d in _SCREEN_DEFAULT_DPI):
+        meta["spacing_from"] = f"screen default {dpi_x:.0f} dpi ignored; 1 mm assumed"
         return (1.0, 1.0), meta
     meta["spacing_from"] = f"file resolution {dpi_x:g}x{dpi_y:g} dpi"
     return (_MM_PER_INCH / dpi_y, _MM_PER_INCH / dpi_x), meta

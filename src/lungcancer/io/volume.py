@@ -84,11 +84,28 @@ def _image_to_scan_parts(
     )
 
 
-def _read_sitk(path: Path) -> Any:
+_IMAGE_IO = {"nrrd": "NrrdImageIO", "metaimage": "MetaImageIO", "nifti": "NiftiImageIO"}
+
+
+def _read_sitk(path: Path, format_name: str) -> Any:
     import SimpleITK as sitk  # noqa: N813 (the name every SimpleITK user knows)
 
+    reader = sitk.ImageFileReader()
+    if format_name in _IMAGE_IO:
+        # The format was detected from the content; SimpleITK would guess from the extension.
+        reader.SetImageIO(_IMAGE_IO[format_name])
     try:
-        return sitk.ReadImage(str(path))
+        if format_name == "nifti" and volume_suffix(path) not in (".nii", ".nii.gz"):
+            # ITK's NIfTI reader insists on the extension: read a correctly named link.
+            with tempfile.TemporaryDirectory() as folder:
+                with open(path, "rb") as fh:
+                    gzipped = fh.read(2) == b"\x1f\x8b"
+                link = Path(folder) / ("image.nii.gz" if gzipped else "image.nii")
+                link.symlink_to(path.resolve())
+                reader.SetFileName(str(link))
+                return reader.Execute()
+        reader.SetFileName(str(path))
+        return reader.Execute()
     except RuntimeError as exc:
         # ITK's message carries the C++ location first; the last line says what went wrong.
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
@@ -118,7 +135,7 @@ def read_volume(path: str | Path, format_name: str = "") -> Scan:
         ImageReadError: unreadable, truncated, vector-valued or 4D+ files.
     """
     file_path = Path(path)
-    image = _read_sitk(file_path)
+    image = _read_sitk(file_path, format_name)
     array, spacing_mm, origin, direction = _image_to_scan_parts(image, file_path)
     keys = set(image.GetMetaDataKeys())
     modality = image.GetMetaData(_META_MODALITY) if _META_MODALITY in keys else "CT"
