@@ -16,7 +16,7 @@ from lungcancer.io.phi import phi_salt
 PHI = {
     "PatientName": "DOE^JANE",
     "PatientID": "MRN-4711-XYZ",
-    "PatientBirthDate": "19510317",
+    "PatientBirthDate": "1951-03-17 SECRET",
     "StudyDate": "20240229",
     "StudyTime": "134501",
     "AcquisitionDateTime": "20240229134502",
@@ -55,7 +55,8 @@ def test_planted_phi_reaches_neither_meta_nor_repr_nor_logs(
     import pydicom
 
     folder = tmp_path / "s"
-    truth = write_ct_series(folder, n_slices=3)
+    # Letters are invalid in a UID: pydicom would log the value verbatim if it converted it.
+    truth = write_ct_series(folder, n_slices=3, series_uid="1.2.840.99.SECRETUID")
     other = write_ct_series(folder, n_slices=2, prefix="other", seed=5)
     study_uid = ""
     for path in truth.paths + other.paths:
@@ -68,6 +69,7 @@ def test_planted_phi_reaches_neither_meta_nor_repr_nor_logs(
     # A broken file and a second series make the reader log warnings and its choice.
     shutil.copy(truth.paths[0], folder / "broken.dcm")
     (folder / "broken.dcm").write_bytes((folder / "broken.dcm").read_bytes()[:900])
+    caplog.clear()
     with caplog.at_level(logging.DEBUG):
         scan = read_image(folder)
     assert "skipped_files" in scan.meta and "series_choice" in scan.meta

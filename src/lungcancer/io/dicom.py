@@ -23,7 +23,7 @@ from lungcancer.errors import (
     MissingDependencyError,
     UnsupportedModalityError,
 )
-from lungcancer.io.phi import short_key, whitelisted_dicom_meta
+from lungcancer.io.phi import raw_dicom_text, short_key, whitelisted_dicom_meta
 from lungcancer.io.record import MetaValue, Scan
 
 logger = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def _scan_folder(folder: Path) -> _Scanned:
             except ImageReadError as exc:
                 scanned.skipped.append((relative, exc.found or exc.message))
                 continue
-            uid = str(dataset.get("SeriesInstanceUID", "") or "")
+            uid = raw_dicom_text(dataset, "SeriesInstanceUID") or ""
             scanned.series.setdefault(uid, []).append(_Slice(path, dataset))
     return scanned
 
@@ -607,7 +607,7 @@ def read_dicom(
             )
     else:
         scanned = _Scanned(series={"": [_Slice(root, read_dicom_header(root))]})
-        uid = str(scanned.series[""][0].dataset.get("SeriesInstanceUID", "") or "")
+        uid = raw_dicom_text(scanned.series[""][0].dataset, "SeriesInstanceUID") or ""
         scanned.series = {uid: scanned.series[""]}
     chosen, choice = _choose_series(
         root, scanned.series, expect_ct=expect_ct, series_uid=series_uid

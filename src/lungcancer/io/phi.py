@@ -152,6 +152,33 @@ DICOM_WHITELIST: dict[str, tuple[str, Callable[[Any], MetaScalar | None]]] = {
 }
 
 
+def raw_dicom_text(dataset: Any, keyword: str) -> str | None:
+    """An identifier's text straight from its stored bytes, without pydicom's conversion.
+
+    pydicom validates a value when it converts it and logs invalid ones verbatim ("Invalid
+    value for VR UI: '...'"), which would put identifiers into the logs; reading the raw
+    bytes never triggers that.
+
+    Args:
+        dataset: a `pydicom.Dataset`.
+        keyword: the attribute, e.g. "PatientID" or "SeriesInstanceUID".
+
+    Returns:
+        The stripped text, or None when the attribute is absent or empty.
+    """
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    if tag is None or tag not in dataset:
+        return None
+    value = dataset.get_item(tag, keep_deferred=True).value
+    if isinstance(value, bytes):
+        # Identifiers are ASCII in practice; latin-1 never fails and maps ASCII unchanged.
+        value = value.decode("latin-1")
+    text = str(value).strip(" \x00")
+    return text or None
+
+
 def whitelisted_dicom_meta(dataset: Any) -> dict[str, MetaScalar]:
     """The de-identified metadata of one DICOM dataset.
 
@@ -170,9 +197,8 @@ def whitelisted_dicom_meta(dataset: Any) -> dict[str, MetaScalar]:
         value = convert(dataset.get(keyword))
         if value is not None:
             meta[meta_key] = value
-    agent = dataset.get("ContrastBolusAgent")
-    meta["contrast"] = bool(agent is not None and str(agent).strip())
-    raw_id = dataset.get("PatientID")
-    if raw_id is not None and str(raw_id).strip():
-        meta["patient_key"] = patient_key(str(raw_id))
+    meta["contrast"] = raw_dicom_text(dataset, "ContrastBolusAgent") is not None
+    raw_id = raw_dicom_text(dataset, "PatientID")
+    if raw_id is not None:
+        meta["patient_key"] = patient_key(raw_id)
     return meta
