@@ -1,0 +1,76 @@
+"""Explaining files and scoring localisation over a dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lungcancer.config import DataConfig
+from lungcancer.data.index import Sample
+from lungcancer.errors import ConfigError
+from lungcancer.explain.run import explain_file, localisation_scores, mask_on_input_grid
+from lungcancer.io.record import Scan
+
+
+def test_mask_follows_the_image_through_resizing() -> None:
+    scan = Scan(array=np.zeros((1, 64, 64), np.float32), spacing_mm=(1, 1, 1), intensity="unit")
+    mask = np.zeros((1, 64, 64), dtype=bool)
+    mask[0, 8:24, 40:56] = True
+    grid = mask_on_input_grid(mask, scan, DataConfig(image_size=32))
+    assert grid.shape == (32, 32)
+    expected = np.zeros((32, 32), dtype=bool)
+    expected[4:12, 20:28] = True
+    assert np.array_equal(grid, expected)
+
+
+def test_lung_crop_is_refused_for_scores() -> None:
+    scan = Scan(array=np.zeros((1, 8, 8), np.float32), spacing_mm=(1, 1, 1))
+    with pytest.raises(ConfigError, match="lung crop"):
+        mask_on_input_grid(np.ones((1, 8, 8), bool), scan, DataConfig(lung_crop=True))
+
+
+def test_explain_file_writes_overlays_and_scores(
+    region_bundle: Any, lesion_pngs: list[tuple[Path, Path]], tmp_path: Path
+) -> None:
+    image, mask = lesion_pngs[0]
+    out = tmp_path / "explained"
+    results = explain_file(
+        region_bundle, image, mask_path=mask, class_name="malignant", out_dir=out
+    )
+    assert len(results) == 1
+    item = results[0]
+    assert item.explained_class == "malignant"
+    assert item.pointing_hit is True
+    assert item.energy_share is not None and item.energy_share > 0.3
+    assert item.overlay.shape[2] == 3 and item.overlay.shape[0] >= 256
+    assert Path(item.overlay_path or "").is_file()
+    summary = json.loads((out / "explanations.json").read_text())
+    assert summary["explanations"][0]["pointing_hit"] is True
+    assert sum(summary["explanations"][0]["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_unknown_class_lists_the_saved_classes(
+    region_bundle: Any, lesion_pngs: list[tuple[Path, Path]]
+) -> None:
+    with pytest.raises(ConfigError, match="benign, malignant"):
+        explain_file(region_bundle, lesion_pngs[0][0], class_name="adenocarcinoma")
+
+
+def test_localisation_scores_over_a_dataset(
+    region_bundle: Any, lesion_pngs: list[tuple[Path, Path]]
+) -> None:
+    samples = [
+        Sample(path=str(img), label="malignant", mask_path=str(msk)) for img, msk in lesion_pngs
+    ]
+    samples.append(Sample(path=str(lesion_pngs[0][0]), label="malignant"))  # no mask: skipped
+    scores = localisation_scores(region_bundle, samples)
+    assert scores["n"] == 3
+    assert scores["pointing_game_hit_rate"] == pytest.approx(1.0)
+    assert 0.3 < scores["mean_energy_share"] <= 1.0
+    # Explaining the other class puts the evidence outside the lesions.
+    wrong = [Sample(path=s.path, label="benign", mask_path=s.mask_path) for s in samples]
+    assert localisation_scores(region_bundle, wrong)["pointing_game_hit_rate"] == 0.0
