@@ -200,3 +200,11 @@ class SampleCache:
         array = compute()
         self.put(key, array)
         return array
+
+    def __getstate__(self) -> dict[str, object]:
+        # DataLoader workers started by spawn/forkserver get a fresh view: open memory maps
+        # would otherwise be pickled as full array copies.
+        state = dict(self.__dict__)
+        state["_open"] = {}
+        state["_present"] = None
+        return state

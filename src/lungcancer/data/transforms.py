@@ -131,9 +131,7 @@ def _volume_lung_box(stack: np.ndarray, intensity: str) -> tuple[int, int, int, 
     )
 
 
-def _crop_padded(
-    stack: np.ndarray, y0: int, y1: int, x0: int, x1: int, fill: float
-) -> np.ndarray:
+def _crop_padded(stack: np.ndarray, y0: int, y1: int, x0: int, x1: int, fill: float) -> np.ndarray:
     """stack[:, y0:y1, x0:x1] where out-of-range parts are `fill`."""
     depth, height, width = stack.shape
     out = np.full((depth, y1 - y0, x1 - x0), fill, dtype=np.float32)

@@ -1,0 +1,107 @@
+"""The PyTorch side: a Dataset of preprocessed (optionally augmented) samples and their labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from lungcancer.config import DataConfig
+from lungcancer.data.cache import SampleCache
+from lungcancer.data.index import DatasetIndex, Sample
+from lungcancer.data.layouts import read_sample
+from lungcancer.data.transforms import Augmenter, preprocess
+
+
+def load_sample_array(
+    sample: Sample, cfg: DataConfig, cache: SampleCache | None = None
+) -> np.ndarray:
+    """A sample's preprocessed array, from the cache when one is given (read-only then).
+
+    Args:
+        sample: which image and which part of it.
+        cfg: preprocessing settings.
+        cache: preprocessed-array cache; None decodes every time.
+
+    Returns:
+        float32 (C, H, W) or (C, D, H, W) in [0, 1].
+    """
+
+    def compute() -> np.ndarray:
+        return preprocess(
+            read_sample(sample),
+            cfg,
+            slice_index=sample.slice_index,
+            center_zyx=sample.center_zyx,
+        )
+
+    return compute() if cache is None else cache.load(sample, cfg, compute)
+
+
+class ClassificationDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Samples of one split as (float32 tensor, class id) pairs.
+
+    Augmentation (when `train` and `cfg.augment`) is seeded: in the main process from
+    `cfg.seed`, in a DataLoader worker from the worker's seed, which PyTorch derives from the
+    main process's generator, so a run seeded with `torch.manual_seed` repeats exactly.
+
+    Args:
+        index: the dataset.
+        indices: positions of this split's samples in `index`.
+        cfg: preprocessing and augmentation settings.
+        train: augment (if `cfg.augment`); evaluation datasets never augment.
+        cache: preprocessed-array cache shared by all epochs.
+
+    Attributes:
+        samples: this split's samples, in `indices` order.
+        labels: class id of each sample.
+        patient_ids: patient key of each sample ("" when unknown).
+        class_names: the class list (class id = position).
+    """
+
+    def __init__(
+        self,
+        index: DatasetIndex,
+        indices: Sequence[int],
+        cfg: DataConfig,
+        *,
+        train: bool,
+        cache: SampleCache | None = None,
+    ) -> None:
+        lookup = {name: i for i, name in enumerate(index.class_names)}
+        self.samples: list[Sample] = [index.samples[i] for i in indices]
+        self.labels: list[int] = [lookup[s.label] for s in self.samples]
+        self.patient_ids: list[str] = [s.patient_id for s in self.samples]
+        self.class_names: tuple[str, ...] = index.class_names
+        self.cfg = cfg
+        self.cache = cache
+        self.train = train
+        self._augment = train and cfg.augment
+        self._augmenter: Augmenter | None = None
+        self._stream: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _augmenter_here(self) -> Augmenter:
+        info = get_worker_info()
+        stream = (info.id, info.seed) if info is not None else (-1,)
+        if self._augmenter is None:
+            self._augmenter = Augmenter(self.cfg.spatial_dims, self.cfg.seed)
+            self._stream = (-1,)
+        if stream != self._stream:
+            assert info is not None
+            self._augmenter.reseed(info.seed)
+            self._stream = stream
+        return self._augmenter
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        array = load_sample_array(self.samples[i], self.cfg, self.cache)
+        if self._augment:
+            array = self._augmenter_here()(np.asarray(array))
+        else:
+            # Cached arrays are read-only memory maps; the network gets its own copy.
+            array = np.array(array, dtype=np.float32)
+        return torch.from_numpy(array), self.labels[i]
