@@ -22,6 +22,84 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+image_app = typer.Typer(help="Read, describe and convert single images.", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("info")
+def image_info_command(
+    path: str = typer.Argument(..., help="Image file or DICOM series folder."),
+    series: str | None = typer.Option(None, "--series", help="DICOM series key or UID."),
+    not_ct: bool = typer.Option(False, "--not-ct", help="Accept non-CT DICOM (unit range)."),
+    allow_uneven: bool = typer.Option(
+        False, "--allow-uneven", help="Accept unevenly spaced DICOM slices."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Read one image and show what was understood: format, geometry, values, meta."""
+    import json
+
+    from rich.table import Table
+
+    from lungcancer.io import read_image, scan_summary
+
+    scan = read_image(path, expect_ct=not not_ct, series_uid=series, allow_uneven=allow_uneven)
+    summary = scan_summary(scan)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"{path}", show_header=False)
+    for key, value in summary.items():
+        shown = ", ".join(f"{v:g}" for v in value) if isinstance(value, list) else str(value)
+        table.add_row(key, shown)
+    console.print(table)
+
+
+@image_app.command("series")
+def image_series_command(
+    folder: str = typer.Argument(..., help="Folder of DICOM files (searched recursively)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the DICOM series in a folder (keys to pass as --series), without PHI."""
+    import dataclasses
+    import json
+
+    from rich.table import Table
+
+    from lungcancer.io import list_dicom_series
+
+    infos = list_dicom_series(folder)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(info) for info in infos], indent=2))
+        return
+    table = Table(title=f"DICOM series in {folder}")
+    for column in ("key", "modality", "files", "rows x cols", "description"):
+        table.add_column(column)
+    for info in infos:
+        size = f"{info.rows}x{info.columns}"
+        table.add_row(info.key, info.modality, str(info.n_files), size, info.description)
+    console.print(table)
+
+
+@image_app.command("convert")
+def image_convert_command(
+    source: str = typer.Argument(..., help="Image file or DICOM series folder."),
+    target: str = typer.Argument(..., help="Output .nrrd, .nii(.gz), .mha or .mhd file."),
+    series: str | None = typer.Option(None, "--series", help="DICOM series key or UID."),
+    not_ct: bool = typer.Option(False, "--not-ct", help="Accept non-CT DICOM (unit range)."),
+    allow_uneven: bool = typer.Option(
+        False, "--allow-uneven", help="Accept unevenly spaced DICOM slices."
+    ),
+) -> None:
+    """Convert an image or DICOM series to a volume file, keeping HU and geometry."""
+    from lungcancer.io import read_image, write_volume
+
+    scan = read_image(source, expect_ct=not not_ct, series_uid=series, allow_uneven=allow_uneven)
+    write_volume(scan, target)
+    spacing = " x ".join(f"{v:g}" for v in scan.spacing_mm)
+    console.print(f"wrote {target}: {scan.shape} voxels (z, y, x), {spacing} mm, {scan.intensity}")
+
+
 def main() -> None:
     """Entry point: run the app; a `LungCancerError` becomes a readable message and exit 2."""
     try:

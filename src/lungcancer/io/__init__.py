@@ -2,7 +2,13 @@
 
 from lungcancer.io.dicom import DicomSeriesInfo, list_dicom_series
 from lungcancer.io.phi import patient_key
-from lungcancer.io.reader import SUPPORTED_FORMATS, detect_format, read_image, read_mask
+from lungcancer.io.reader import (
+    SUPPORTED_FORMATS,
+    detect_format,
+    read_image,
+    read_mask,
+    scan_summary,
+)
 from lungcancer.io.record import IntensityKind, Scan
 from lungcancer.io.volume import geometry_mismatches, write_mask, write_volume
 
@@ -17,6 +23,7 @@ __all__ = [
     "patient_key",
     "read_image",
     "read_mask",
+    "scan_summary",
     "write_mask",
     "write_volume",
 ]

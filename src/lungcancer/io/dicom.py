@@ -219,7 +219,8 @@ def _series_key(uid: str) -> str:
 
 def _summary(uid: str, slices: list[_Slice]) -> str:
     modality = str(slices[0].dataset.get("Modality", "?"))
-    return f"{_series_key(uid)} ({modality}, {len(slices)} files)"
+    files = "1 file" if len(slices) == 1 else f"{len(slices)} files"
+    return f"{_series_key(uid)} ({modality}, {files})"
 
 
 def list_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
@@ -300,6 +301,8 @@ def _choose_series(
         chosen = max(candidates, key=lambda uid: (len(candidates[uid]), _series_key(uid)))
         reason = "the CT series with the most slices" if expect_ct else "the largest series"
     others = [_summary(uid, s) for uid, s in series.items() if uid != chosen]
+    if not others and series_uid is None:
+        return chosen, f"only series {_summary(chosen, series[chosen])}"
     choice = f"chose {_summary(chosen, series[chosen])}, {reason}"
     if others:
         choice += "; skipped " + ", ".join(others)

@@ -16,7 +16,7 @@ import numpy as np
 from lungcancer.errors import ImageReadError
 from lungcancer.io.dicom import looks_like_dicom, read_dicom, read_dicom_header
 from lungcancer.io.raster import read_raster
-from lungcancer.io.record import Scan
+from lungcancer.io.record import MetaValue, Scan
 from lungcancer.io.volume import check_geometry, read_volume
 
 SUPPORTED_FORMATS = (
@@ -209,3 +209,29 @@ def read_mask(path: str | Path, like: Scan) -> np.ndarray:
             hint="export the segmentation as NIfTI or NRRD (e.g. from 3D Slicer)",
         )
     return mask_scan.array != 0
+
+
+def scan_summary(scan: Scan) -> dict[str, MetaValue | list[float] | list[int]]:
+    """What a person checks first about an image: geometry, value range and de-identified meta.
+
+    Args:
+        scan: any `Scan`.
+
+    Returns:
+        A JSON-ready dict (no PHI: `meta` is already de-identified).
+    """
+    values = scan.array
+    summary: dict[str, MetaValue | list[float] | list[int]] = {
+        "format": str(scan.meta.get("format", "")),
+        "modality": scan.modality,
+        "intensity": scan.intensity,
+        "shape_zyx": list(scan.shape),
+        "spacing_mm_zyx": [round(v, 6) for v in scan.spacing_mm],
+        "origin_xyz_mm": [round(v, 4) for v in scan.origin_xyz_mm],
+        "direction_xyz": [round(v, 6) for v in scan.direction_xyz],
+        "min": float(values.min()) if values.size else 0.0,
+        "max": float(values.max()) if values.size else 0.0,
+        "mean": float(values.mean(dtype=np.float64)) if values.size else 0.0,
+    }
+    summary.update({f"meta.{key}": value for key, value in sorted(scan.meta.items())})
+    return summary
