@@ -100,6 +100,60 @@ def image_convert_command(
     console.print(f"wrote {target}: {scan.shape} voxels (z, y, x), {spacing} mm, {scan.intensity}")
 
 
+@app.command("compare")
+def compare_command(
+    runs: list[str] = typer.Argument(..., help="Run folders evaluated with `evaluate`."),
+    out: str | None = typer.Option(None, "--out", help="Output folder (default: beside runs)."),
+    allow_different_splits: bool = typer.Option(
+        False, "--allow-different-splits", help="Warn instead of refusing unlike splits."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print compare.json to stdout."),
+) -> None:
+    """Compare evaluated runs on the same split: table, forest plot, compare.json, HTML."""
+    from rich.table import Table
+
+    from lungcancer.evaluate.compare import (
+        COMPARE_LABELS,
+        COMPARE_METRICS,
+        compare_runs,
+        format_difference,
+        format_estimate,
+    )
+
+    result = compare_runs(runs, out_dir=out, allow_different_splits=allow_different_splits)
+    if as_json:
+        print(result.json_path.read_text(encoding="utf-8"), end="")
+        return
+    for warning in result.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    table = Table(title="Models on the same split (95% CI from the patient bootstrap)")
+    table.add_column("model")
+    for name in COMPARE_METRICS:
+        table.add_column(COMPARE_LABELS[name], justify="right")
+    table.add_column("train min", justify="right")
+    table.add_column("params", justify="right")
+    for row in result.rows:
+        minutes, params = row.get("train_minutes"), row.get("n_params")
+        table.add_row(
+            row["model"],
+            *[format_estimate(row["metrics"][m]) for m in COMPARE_METRICS],
+            "" if minutes is None else f"{minutes:.1f}",
+            "" if params is None else f"{params:,}",
+        )
+    console.print(table)
+    if result.differences:
+        reference = result.differences[0]["reference"]
+        diffs = Table(title=f"Difference from {reference} (paired patient bootstrap, 95% CI)")
+        diffs.add_column("model")
+        for name in COMPARE_METRICS:
+            diffs.add_column(COMPARE_LABELS[name], justify="right")
+        for diff in result.differences:
+            cells = [format_difference(diff["metrics"][m], m) for m in COMPARE_METRICS]
+            diffs.add_row(diff["model"], *cells)
+        console.print(diffs)
+    console.print(f"comparison: {result.html_path}  (table: {result.json_path.name})")
+
+
 def main() -> None:
     """Entry point: run the app; a `LungCancerError` becomes a readable message and exit 2."""
     try:

@@ -108,7 +108,7 @@ def test_compare_tabulates_runs_on_the_same_split(
         [runs["cnn"].out_dir.parent, runs["densenet"].out_dir.parent], out_dir=tmp_path
     )
     assert result.warnings == []
-    assert [r["model"] for r in result.rows] == ["cnn (cnn)", "densenet121 (densenet)"]
+    assert [r["model"] for r in result.rows] == ["cnn", "densenet121 (densenet)"]
     auc = result.rows[1]["metrics"]["macro_roc_auc"]
     assert auc["value"] == runs["densenet"].metrics["headline"]["macro_roc_auc"]
     assert auc["low"] <= auc["value"] <= auc["high"]
@@ -117,6 +117,13 @@ def test_compare_tabulates_runs_on_the_same_split(
     assert result.forest_path.is_file()
     page = result.html_path.read_text()
     assert "http" not in page and f"{auc['value']:.3f}" in page
+    # The stronger model is compared with the first one on the same resampled patients.
+    (difference,) = result.differences
+    assert difference["reference"] == "cnn"
+    assert difference["metrics"]["macro_roc_auc"]["difference"] == pytest.approx(
+        auc["value"] - result.rows[0]["metrics"]["macro_roc_auc"]["value"], abs=1e-4
+    )
+    assert "paired bootstrap" in page
 
 
 def test_compare_refuses_runs_evaluated_on_different_splits(
@@ -129,6 +136,7 @@ def test_compare_refuses_runs_evaluated_on_different_splits(
     assert not (tmp_path / "refused" / "compare.json").exists()
     allowed = compare_runs(dirs, out_dir=tmp_path / "allowed", allow_different_splits=True)
     assert allowed.warnings and "different set of samples" in allowed.warnings[0]
+    assert allowed.differences == []
     assert "different set of samples" in allowed.html_path.read_text()
 
 
@@ -144,7 +152,7 @@ def test_combined_report_holds_every_model_and_the_comparison(
         [runs["cnn"].out_dir.parent, runs["densenet"].out_dir.parent], out_dir=tmp_path
     )
     page = write_combined_report(tmp_path / "all.html", result).read_text()
-    assert page.index("Model comparison") < page.index("cnn (cnn)</h2>")
+    assert page.index("Model comparison") < page.index("cnn</h2>")
     assert "densenet121 (densenet)</h2>" in page
     # Each model's own figures are embedded: 6 per model plus the forest plot.
     assert page.count("data:image/png;base64,") == 13
@@ -163,3 +171,37 @@ def test_missing_class_end_to_end_warns_and_writes_nulls(tmp_path: Path) -> None
     saved = json.loads(result.metrics_path.read_text())
     assert saved["per_class"]["normal"]["roc_auc"] is None
     assert saved["ci"]["per_class"]["normal"]["roc_auc"]["low"] is None
+
+
+def test_cli_compare_prints_the_table_and_writes_outputs(
+    runs: dict[str, EvalResult], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from lungcancer.cli import app
+
+    dirs = [str(runs["cnn"].out_dir.parent), str(runs["densenet"].out_dir.parent)]
+    wide = {"COLUMNS": "250"}
+    result = CliRunner().invoke(app, ["compare", *dirs, "--out", str(tmp_path)], env=wide)
+    assert result.exit_code == 0, result.output
+    assert "densenet121 (densenet)" in result.output
+    assert "compare.html" in result.output
+    as_json = CliRunner().invoke(app, ["compare", *dirs, "--out", str(tmp_path), "--json"])
+    assert json.loads(as_json.output)["rows"][0]["model"] == "cnn"
+
+
+def test_cli_compare_of_unlike_splits_exits_2_with_the_reason(
+    runs: dict[str, EvalResult],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lungcancer.cli import main
+
+    dirs = [str(runs["cnn"].out_dir.parent), str(runs["other_split"].out_dir.parent)]
+    monkeypatch.setattr("sys.argv", ["lungcancer", "compare", *dirs, "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "not evaluated on the same split" in err and "Traceback" not in err

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from lungcancer.errors import LungCancerError
-from lungcancer.evaluate.bootstrap import bootstrap_metrics, cluster_ids, resample_weights
+from lungcancer.evaluate.bootstrap import (
+    bootstrap_metrics,
+    cluster_ids,
+    paired_difference,
+    resample_weights,
+)
 from lungcancer.evaluate.metrics import UndefinedMetricWarning, compute_metrics
 
 MakePredictions = Callable[..., tuple[np.ndarray, np.ndarray, list[str]]]
@@ -121,3 +126,24 @@ def test_bad_settings_raise(keys: list[str], n_boot: int, message: str) -> None:
     probs = np.array([[0.6, 0.4], [0.3, 0.7], [0.8, 0.2]])
     with pytest.raises(LungCancerError, match=message):
         bootstrap_metrics(y, probs, keys, ["a", "b"], n_boot=n_boot)
+
+
+def test_paired_difference_of_a_model_with_itself_is_exactly_zero(
+    make_predictions: MakePredictions,
+) -> None:
+    y, probs, keys = make_predictions(n_patients=20, per_patient=2)
+    diff = paired_difference(y, probs, probs, keys, NAMES, n_boot=20, seed=0)
+    for entry in diff.values():
+        assert entry["difference"] == 0.0
+        assert entry["low"] == 0.0 and entry["high"] == 0.0
+
+
+def test_paired_difference_detects_a_clearly_better_model(
+    make_predictions: MakePredictions,
+) -> None:
+    y, weak, keys = make_predictions(n_patients=60, per_patient=2, signal=0.3, seed=5)
+    _, strong, _ = make_predictions(n_patients=60, per_patient=2, signal=3.0, seed=6)
+    diff = paired_difference(y, weak, strong, keys, NAMES, n_boot=50, seed=0)
+    assert diff["macro_roc_auc"]["difference"] > 0
+    assert diff["macro_roc_auc"]["low"] > 0
+    assert diff["log_loss"]["high"] < 0

@@ -229,3 +229,63 @@ def load_metrics(path: str | Path) -> dict[str, Any]:
             hint="evaluate the run again with this version",
         )
     return data
+
+
+@dataclass(frozen=True)
+class SavedPredictions:
+    """The content of a predictions.csv.
+
+    Attributes:
+        sample_keys: (N,) sample identifiers.
+        patient_hashes: (N,) hashed patient keys ("" where unknown).
+        y_true: (N,) class ids.
+        probs: (N, C) probabilities.
+    """
+
+    sample_keys: list[str]
+    patient_hashes: list[str]
+    y_true: np.ndarray
+    probs: np.ndarray
+
+
+def load_predictions(path: str | Path, class_names: Sequence[str]) -> SavedPredictions:
+    """Read a predictions.csv written by `evaluate_predictions`.
+
+    Raises:
+        EvaluationError: when the file is missing or its columns or values do not fit.
+    """
+    p = Path(path)
+    columns = [f"p_{n}" for n in class_names]
+    lookup = {str(n): i for i, n in enumerate(class_names)}
+    try:
+        with p.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except FileNotFoundError as exc:
+        raise EvaluationError(
+            "predictions file not found", path=p, hint="evaluate the run again"
+        ) from exc
+    needed = {"sample_key", "patient_hash", "true", *columns}
+    if not rows or not needed <= set(rows[0]):
+        raise EvaluationError(
+            "predictions file does not have the expected columns",
+            path=p,
+            expected=", ".join(sorted(needed)),
+            found=", ".join(rows[0]) if rows else "no rows",
+            hint="evaluate the run again",
+        )
+    try:
+        y = np.array([lookup[r["true"]] for r in rows], dtype=np.int64)
+        probs = np.array([[float(r[c]) for c in columns] for r in rows], dtype=np.float64)
+    except (KeyError, ValueError) as exc:
+        raise EvaluationError(
+            "predictions file has a value that is not a known class or a number",
+            path=p,
+            found=str(exc),
+            hint="evaluate the run again",
+        ) from exc
+    return SavedPredictions(
+        sample_keys=[r["sample_key"] for r in rows],
+        patient_hashes=[r["patient_hash"] for r in rows],
+        y_true=y,
+        probs=probs,
+    )

@@ -17,8 +17,11 @@ from os.path import commonpath
 from pathlib import Path
 from typing import Any
 
-from lungcancer.evaluate.api import load_metrics
-from lungcancer.evaluate.metrics import EvaluationError
+import numpy as np
+
+from lungcancer.evaluate.api import load_metrics, load_predictions
+from lungcancer.evaluate.bootstrap import DEFAULT_N_BOOT, paired_difference
+from lungcancer.evaluate.metrics import LOWER_IS_BETTER, EvaluationError
 from lungcancer.evaluate.plots import plot_forest
 from lungcancer.evaluate.report import (
     METRIC_TEXT,
@@ -32,6 +35,14 @@ from lungcancer.io.atomic import atomic_write_text
 
 # Metrics in the comparison table and forest plot, in that order.
 COMPARE_METRICS = ("macro_roc_auc", "macro_f1", "accuracy", "balanced_accuracy", "ece")
+# Column headings short enough for a terminal table.
+COMPARE_LABELS = {
+    "macro_roc_auc": "macro AUC",
+    "macro_f1": "macro F1",
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced acc",
+    "ece": "ECE",
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,9 @@ class CompareResult:
     Attributes:
         rows: one dict per run: model, run_dir, metrics {name: {value, low, high}},
             train_minutes, n_params, n_samples, n_patients, split.
+        differences: for every run after the first: model, reference (the first run) and
+            metrics {name: {difference, low, high, n_used}} from a paired patient bootstrap;
+            empty when the runs do not share a split or lack predictions.csv.
         warnings: problems that did not stop the comparison (e.g. different splits allowed).
         out_dir: where compare.json, forest.png and compare.html were written.
         json_path: compare.json.
@@ -49,6 +63,7 @@ class CompareResult:
     """
 
     rows: list[dict[str, Any]]
+    differences: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     out_dir: Path = Path()
     json_path: Path = Path()
@@ -78,7 +93,8 @@ def _labels(paths: Sequence[Path], metrics: Sequence[Mapping[str, Any]]) -> list
     for path, m in zip(paths, metrics, strict=True):
         run_dir = path.parent.parent if path.parent.name == "eval" else path.parent
         model = (m.get("run") or {}).get("model")
-        labels.append(f"{model} ({run_dir.name})" if model else run_dir.name or str(run_dir))
+        folder = run_dir.name or str(run_dir)
+        labels.append(folder if not model or str(model) in folder else f"{model} ({folder})")
     if len(set(labels)) < len(labels):
         labels = [str(p.parent) for p in paths]
     return labels
@@ -159,6 +175,66 @@ def format_estimate(entry: Mapping[str, Any]) -> str:
     return text
 
 
+def paired_differences(
+    paths: Sequence[Path],
+    labels: Sequence[str],
+    metrics: Sequence[Mapping[str, Any]],
+    *,
+    n_boot: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Paired-bootstrap differences of every run from the first, aligned by sample key.
+
+    Raises:
+        EvaluationError: when a run's predictions.csv is missing or holds other samples.
+    """
+    names = metrics[0]["class_names"]
+    ref = load_predictions(paths[0].parent / "predictions.csv", names)
+    order = {key: i for i, key in enumerate(ref.sample_keys)}
+    differences = []
+    for path, label in zip(paths[1:], labels[1:], strict=True):
+        other = load_predictions(path.parent / "predictions.csv", names)
+        if sorted(other.sample_keys) != sorted(ref.sample_keys) or len(order) != len(
+            ref.sample_keys
+        ):
+            raise EvaluationError(
+                "predictions of two runs cover different samples",
+                path=path.parent / "predictions.csv",
+                expected=f"the {len(ref.sample_keys)} distinct sample keys of {labels[0]}",
+                hint="evaluate both runs again on the same split",
+            )
+        aligned = np.empty_like(ref.probs)
+        for i, key in enumerate(other.sample_keys):
+            aligned[order[key]] = other.probs[i]
+        diff = paired_difference(
+            ref.y_true,
+            ref.probs,
+            aligned,
+            ref.patient_hashes,
+            names,
+            metrics=COMPARE_METRICS,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        differences.append({"model": label, "reference": labels[0], "metrics": diff})
+    return differences
+
+
+def format_difference(entry: Mapping[str, Any], metric: str) -> str:
+    """'+0.031 [+0.010, +0.052] better': B minus A, marked only where the CI excludes 0."""
+    value = entry.get("difference")
+    if value is None:
+        return "undefined"
+    text = f"{value:+.3f}"
+    low, high = entry.get("low"), entry.get("high")
+    if low is not None and high is not None:
+        text += f" [{low:+.3f}, {high:+.3f}]"
+        if low > 0 or high < 0:
+            better = (high < 0) == (metric in LOWER_IS_BETTER)
+            text += " better" if better else " worse"
+    return text
+
+
 def comparison_section(result: CompareResult, *, title: str = "Model comparison") -> ReportSection:
     """The comparison table and forest plot as a report section (for combined reports)."""
     head = (
@@ -189,7 +265,27 @@ def comparison_section(result: CompareResult, *, title: str = "Model comparison"
     forest = ""
     if result.forest_path and Path(result.forest_path).is_file():
         forest = embed_image(result.forest_path, alt="forest plot", caption="Estimates and 95% CIs")
-    body = f"{warns}{note}<table>{head}{''.join(rows)}</table>{forest}"
+    diff_table = ""
+    if result.differences:
+        ref = html.escape(result.differences[0]["reference"])
+        diff_rows = "".join(
+            f"<tr><th>{html.escape(d['model'])}</th>"
+            + "".join(
+                f"<td class='num'>{format_difference(d['metrics'][m], m)}</td>"
+                for m in COMPARE_METRICS
+            )
+            + "</tr>"
+            for d in result.differences
+        )
+        diff_table = (
+            f"<h3>Difference from {ref} (paired bootstrap)</h3><p>Both models were scored on "
+            "the same resampled patients, so this interval answers whether one model is "
+            "better: 'better' or 'worse' is shown only where the 95% interval excludes 0.</p>"
+            f"<table><tr><th>model</th>"
+            + "".join(f"<th>{METRIC_TEXT[m][0]}</th>" for m in COMPARE_METRICS)
+            + f"</tr>{diff_rows}</table>"
+        )
+    body = f"{warns}{note}<table>{head}{''.join(rows)}</table>{diff_table}{forest}"
     return ReportSection(title=title, body=body)
 
 
@@ -198,6 +294,7 @@ def compare_runs(
     *,
     out_dir: str | Path | None = None,
     allow_different_splits: bool = False,
+    n_boot: int | None = None,
 ) -> CompareResult:
     """Compare evaluated runs: table, forest plot, compare.json and compare.html.
 
@@ -205,7 +302,8 @@ def compare_runs(
         runs: run folders (holding eval/metrics.json), eval folders or metrics.json files.
         out_dir: where to write; default "compare" beside the runs (their common parent).
         allow_different_splits: go on with a warning when the runs were evaluated on different
-            samples or classes, instead of refusing.
+            samples or classes, instead of refusing (no paired differences are computed then).
+        n_boot: resamples of the paired bootstrap; default that of the first run's evaluation.
 
     Returns:
         The rows, warnings and written paths.
@@ -223,6 +321,16 @@ def compare_runs(
     labels = _labels(paths, metrics)
     warnings = check_same_split(labels, metrics, allow_different=allow_different_splits)
     rows = [_row(label, p, m) for label, p, m in zip(labels, paths, metrics, strict=True)]
+    differences: list[dict[str, Any]] = []
+    if len(paths) > 1 and not warnings:
+        ci = metrics[0].get("ci") or {}
+        differences = paired_differences(
+            paths,
+            labels,
+            metrics,
+            n_boot=n_boot if n_boot is not None else int(ci.get("n_boot") or DEFAULT_N_BOOT),
+            seed=int(ci.get("seed", 0)),
+        )
 
     if out_dir is None:
         parents = [str(Path(r["run_dir"]).resolve().parent) for r in rows]
@@ -243,10 +351,16 @@ def compare_runs(
         out / "forest.png",
     )
     json_path = out / "compare.json"
-    payload = {"metrics": list(COMPARE_METRICS), "rows": rows, "warnings": warnings}
+    payload = {
+        "metrics": list(COMPARE_METRICS),
+        "rows": rows,
+        "differences": differences,
+        "warnings": warnings,
+    }
     atomic_write_text(json_path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     result = CompareResult(
         rows=rows,
+        differences=differences,
         warnings=warnings,
         out_dir=out,
         json_path=json_path,
