@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from lungcancer.errors import LungCancerError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from lungcancer.data.audit import AuditReport, ImageHashes
+    from lungcancer.data.index import DatasetIndex
 
 app = typer.Typer(
     name="lungcancer",
@@ -20,6 +27,60 @@ app.add_typer(data_app, name="data")
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+@app.command("compare")
+def compare_command(
+    runs: list[str] = typer.Argument(..., help="Run folders evaluated with `evaluate`."),
+    out: str | None = typer.Option(None, "--out", help="Output folder (default: beside runs)."),
+    allow_different_splits: bool = typer.Option(
+        False, "--allow-different-splits", help="Warn instead of refusing unlike splits."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print compare.json to stdout."),
+) -> None:
+    """Compare evaluated runs on the same split: table, forest plot, compare.json, HTML."""
+    from rich.table import Table
+
+    from lungcancer.evaluate.compare import (
+        COMPARE_LABELS,
+        COMPARE_METRICS,
+        compare_runs,
+        format_difference,
+        format_estimate,
+    )
+
+    result = compare_runs(runs, out_dir=out, allow_different_splits=allow_different_splits)
+    if as_json:
+        print(result.json_path.read_text(encoding="utf-8"), end="")
+        return
+    for warning in result.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    table = Table(title="Models on the same split (95% CI from the patient bootstrap)")
+    table.add_column("model")
+    for name in COMPARE_METRICS:
+        table.add_column(COMPARE_LABELS[name], justify="right")
+    table.add_column("train min", justify="right")
+    table.add_column("params", justify="right")
+    for row in result.rows:
+        minutes, params = row.get("train_minutes"), row.get("n_params")
+        table.add_row(
+            row["model"],
+            *[format_estimate(row["metrics"][m]) for m in COMPARE_METRICS],
+            "" if minutes is None else f"{minutes:.1f}",
+            "" if params is None else f"{params:,}",
+        )
+    console.print(table)
+    if result.differences:
+        reference = result.differences[0]["reference"]
+        diffs = Table(title=f"Difference from {reference} (paired patient bootstrap, 95% CI)")
+        diffs.add_column("model")
+        for name in COMPARE_METRICS:
+            diffs.add_column(COMPARE_LABELS[name], justify="right")
+        for diff in result.differences:
+            cells = [format_difference(diff["metrics"][m], m) for m in COMPARE_METRICS]
+            diffs.add_row(diff["model"], *cells)
+        console.print(diffs)
+    console.print(f"comparison: {result.html_path}  (table: {result.json_path.name})")
 
 
 image_app = typer.Typer(help="Read, describe and convert single images.", no_args_is_help=True)
@@ -100,58 +161,254 @@ def image_convert_command(
     console.print(f"wrote {target}: {scan.shape} voxels (z, y, x), {spacing} mm, {scan.intensity}")
 
 
-@app.command("compare")
-def compare_command(
-    runs: list[str] = typer.Argument(..., help="Run folders evaluated with `evaluate`."),
-    out: str | None = typer.Option(None, "--out", help="Output folder (default: beside runs)."),
-    allow_different_splits: bool = typer.Option(
-        False, "--allow-different-splits", help="Warn instead of refusing unlike splits."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print compare.json to stdout."),
+_LAYOUT_HELP = "auto, folders, manifest, volumes, luna16 or medmnist."
+_DATASET_HELP = "Dataset folder, manifest or LUNA16 annotations CSV, or MedMNIST .npz."
+
+
+def _print_json(value: object) -> None:
+    import json
+
+    print(json.dumps(value, indent=1, default=str))
+
+
+def _print_problems(problems: tuple[str, ...] | list[str], title: str, limit: int = 20) -> None:
+    if not problems:
+        return
+    err_console.print(f"[bold yellow]{title} ({len(problems)}):[/]")
+    for problem in list(problems)[:limit]:
+        err_console.print(f"  {problem}", highlight=False, markup=False)
+    if len(problems) > limit:
+        err_console.print(f"  ... and {len(problems) - limit} more (see --json)")
+
+
+@data_app.command("inspect")
+def data_inspect_command(
+    path: str = typer.Argument(..., help=_DATASET_HELP),
+    layout: str = typer.Option("auto", "--layout", help=_LAYOUT_HELP),
+    files: int = typer.Option(24, "--files", help="Images decoded for spacing/HU summaries."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Compare evaluated runs on the same split: table, forest plot, compare.json, HTML."""
+    """Show what the toolkit understood: classes, counts, patients, formats, spacing, HU."""
     from rich.table import Table
 
-    from lungcancer.evaluate.compare import (
-        COMPARE_LABELS,
-        COMPARE_METRICS,
-        compare_runs,
-        format_difference,
-        format_estimate,
-    )
+    from lungcancer.data.inspect import inspect_dataset
 
-    result = compare_runs(runs, out_dir=out, allow_different_splits=allow_different_splits)
+    summary = inspect_dataset(path, layout=layout, files=files)
     if as_json:
-        print(result.json_path.read_text(encoding="utf-8"), end="")
+        _print_json(summary.to_dict())
         return
-    for warning in result.warnings:
+    splits = sorted({split for counts in summary.counts.values() for split in counts})
+    table = Table(title=f"{summary.n_samples} samples, layout {summary.layout}")
+    table.add_column("class")
+    for split in splits:
+        table.add_column(split, justify="right")
+    table.add_column("total", justify="right")
+    for name in summary.class_names:
+        counts = summary.counts[name]
+        table.add_row(name, *[str(counts.get(s, 0)) for s in splits], str(sum(counts.values())))
+    console.print(table)
+    patients = (
+        f"{summary.n_patients} patients"
+        if summary.has_patient_ids
+        else f"no patient ids for every image ({summary.n_patients} patients known): "
+        "splits will group near-duplicate images instead"
+    )
+    console.print(patients, highlight=False)
+    console.print("formats: " + ", ".join(f"{k} {v}" for k, v in summary.formats.items()))
+    details = Table(title=f"from {summary.files_read} file(s) decoded")
+    details.add_column("quantity")
+    details.add_column("min", justify="right")
+    details.add_column("median", justify="right")
+    details.add_column("max", justify="right")
+    rows = [(f"spacing {axis} (mm)", r) for axis, r in summary.spacing_mm.items()]
+    rows += [
+        (f"{k} intensity ({summary.intensity})", r) for k, r in summary.intensity_p1_p99.items()
+    ]
+    for name, r in rows:
+        details.add_row(name, f"{r.min:g}", f"{r.median:g}", f"{r.max:g}")
+    console.print(details)
+    if summary.shapes:
+        console.print("image shapes (z x y x x): " + ", ".join(summary.shapes))
+    _print_problems(summary.problems, "problems found")
+
+
+def _split_table(title: str, index: DatasetIndex, splits: dict[str, list[int]]) -> Table:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("class")
+    names = list(splits)
+    for name in names:
+        table.add_column(name, justify="right")
+    labels = index.label_ids()
+    for class_id, class_name in enumerate(index.class_names):
+        cells = [str(sum(1 for i in splits[n] if labels[i] == class_id)) for n in names]
+        table.add_row(class_name, *cells)
+    patients = [str(len({index.samples[i].patient_id for i in splits[n]} - {""})) for n in names]
+    table.add_row("patients", *patients, style="dim")
+    return table
+
+
+def _print_audit(report: AuditReport) -> None:
+    for pair, count in report.patient_overlap.items():
+        style = "bold red" if count else "green"
+        console.print(f"[{style}]patients shared {pair}: {count}[/]", highlight=False)
+    if report.overlap_examples:
+        console.print("  e.g. patient keys " + ", ".join(report.overlap_examples))
+    if report.duplicates_checked:
+        style = "bold red" if report.cross_split else "green"
+        console.print(
+            f"[{style}]near-duplicate groups across splits: {len(report.cross_split)}[/]"
+            f" (of {report.duplicate_groups} groups in all)",
+            highlight=False,
+        )
+        for group in report.cross_split[:5]:
+            console.print(
+                f"  {' / '.join(group.splits)}: {', '.join(group.keys[:4])}",
+                highlight=False,
+                markup=False,
+            )
+    else:
+        console.print("near-duplicates: not checked (the dataset has patient ids)")
+    for warning in report.warnings:
         err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
-    table = Table(title="Models on the same split (95% CI from the patient bootstrap)")
-    table.add_column("model")
-    for name in COMPARE_METRICS:
-        table.add_column(COMPARE_LABELS[name], justify="right")
-    table.add_column("train min", justify="right")
-    table.add_column("params", justify="right")
-    for row in result.rows:
-        minutes, params = row.get("train_minutes"), row.get("n_params")
+
+
+def _hashes_if_needed(index: DatasetIndex, wanted: bool | None) -> ImageHashes | None:
+    from lungcancer.data.audit import image_hashes
+
+    if wanted is False or (wanted is None and index.has_patient_ids):
+        return None
+    with err_console.status(f"hashing {len(index.samples)} images for near-duplicates..."):
+        return image_hashes(index)
+
+
+@data_app.command("split")
+def data_split_command(
+    path: str = typer.Argument(..., help=_DATASET_HELP),
+    out: str = typer.Option(..., "--out", help="Where to write the split file (JSON)."),
+    layout: str = typer.Option("auto", "--layout", help=_LAYOUT_HELP),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same split."),
+    val: float = typer.Option(0.15, "--val", help="Share of samples for validation."),
+    test: float = typer.Option(0.2, "--test", help="Share for the test set (unless fixed)."),
+    folds: int = typer.Option(0, "--folds", help="k >= 2 for k-fold cross-validation."),
+    fold: int = typer.Option(0, "--fold", help="Which fold is val (0-based)."),
+    as_json: bool = typer.Option(False, "--json", help="Print sizes and audit as JSON."),
+) -> None:
+    """Split by patient, stratified by class, seeded; near-duplicates kept together."""
+    from lungcancer.data.audit import audit
+    from lungcancer.data.layouts import load_index
+    from lungcancer.data.splits import make_splits, save_splits
+
+    index = load_index(path, layout=layout)
+    hashes = _hashes_if_needed(index, None)
+    splits = make_splits(
+        index,
+        val_fraction=val,
+        test_fraction=test,
+        seed=seed,
+        folds=folds,
+        fold=fold,
+        hashes=hashes,
+    )
+    save_splits(splits, out)
+    report = audit(index, splits.indices, hashes=hashes)
+    if as_json:
+        _print_json(
+            {
+                "split_file": out,
+                "sizes": splits.sizes(),
+                "grouping": splits.grouping,
+                "fixed": splits.fixed,
+                "audit": report.to_dict(),
+            }
+        )
+        return
+    console.print(_split_table(f"split (seed {seed}) -> {out}", index, splits.indices))
+    console.print("kept together by: " + ", ".join(splits.grouping), highlight=False)
+    if splits.fixed:
+        console.print("kept the layout's own splits: " + ", ".join(splits.fixed))
+    _print_audit(report)
+
+
+@data_app.command("audit")
+def data_audit_command(
+    path: str = typer.Argument(..., help=_DATASET_HELP),
+    splits_file: str | None = typer.Option(
+        None,
+        "--splits",
+        help="Split file to audit (default: the layout's own split folders "
+        "or column, else a fresh default split).",
+    ),
+    layout: str = typer.Option("auto", "--layout", help=_LAYOUT_HELP),
+    duplicates: bool | None = typer.Option(
+        None,
+        "--duplicates/--no-duplicates",
+        help="Hash images for near-duplicates (default: only without patient ids).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Look for patients and near-duplicate images shared between splits; exit 1 on leakage."""
+    from lungcancer.data.audit import audit
+    from lungcancer.data.layouts import load_index
+    from lungcancer.data.splits import layout_splits, load_splits, make_splits
+
+    index = load_index(path, layout=layout)
+    hashes = _hashes_if_needed(index, duplicates)
+    if splits_file is not None:
+        splits, origin = load_splits(splits_file, index).indices, splits_file
+    elif layout_splits(index):
+        splits, origin = layout_splits(index), "the layout's own splits"
+    else:
+        splits, origin = make_splits(index, hashes=hashes).indices, "a default split (seed 0)"
+    report = audit(index, splits, hashes=hashes, check_duplicates=hashes is not None)
+    if as_json:
+        _print_json({"audited": origin, **report.to_dict()})
+    else:
+        console.print(_split_table(f"audit of {origin}", index, splits))
+        _print_audit(report)
+        verdict = "[bold red]leakage found[/]" if report.leakage else "[green]no leakage found[/]"
+        console.print(verdict)
+    if report.leakage:
+        raise typer.Exit(1)
+
+
+@app.command("measure")
+def measure_command(
+    image: str = typer.Argument(..., help="CT image (DICOM folder, NIfTI, NRRD, MetaImage...)."),
+    mask: str = typer.Option(..., "--mask", help="Lesion mask on the image's voxel grid."),
+    as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
+) -> None:
+    """Greatest lesion diameter (mm), volume (ml), T descriptor and Lung-RADS band by size."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from lungcancer.data.measure import measure_file
+
+    lesions = measure_file(image, mask)
+    if as_json:
+        _print_json({"lesions": [asdict(lesion) for lesion in lesions]})
+        return
+    table = Table(title=f"{len(lesions)} lesion(s), largest first")
+    for column in ("#", "diameter mm", "volume ml", "voxels", "centre z,y,x", "T", "Lung-RADS"):
+        table.add_column(column, justify="left" if column == "centre z,y,x" else "right")
+    for number, lesion in enumerate(lesions, start=1):
+        centre = ",".join(f"{v:.0f}" for v in lesion.center_zyx)
         table.add_row(
-            row["model"],
-            *[format_estimate(row["metrics"][m]) for m in COMPARE_METRICS],
-            "" if minutes is None else f"{minutes:.1f}",
-            "" if params is None else f"{params:,}",
+            str(number),
+            f"{lesion.diameter_mm:.1f}",
+            f"{lesion.volume_ml:.3f}",
+            str(lesion.voxel_count),
+            centre,
+            lesion.t_descriptor,
+            lesion.lung_rads_band,
         )
     console.print(table)
-    if result.differences:
-        reference = result.differences[0]["reference"]
-        diffs = Table(title=f"Difference from {reference} (paired patient bootstrap, 95% CI)")
-        diffs.add_column("model")
-        for name in COMPARE_METRICS:
-            diffs.add_column(COMPARE_LABELS[name], justify="right")
-        for diff in result.differences:
-            cells = [format_difference(diff["metrics"][m], m) for m in COMPARE_METRICS]
-            diffs.add_row(diff["model"], *cells)
-        console.print(diffs)
-    console.print(f"comparison: {result.html_path}  (table: {result.json_path.name})")
+    note = "T and Lung-RADS from size alone (invasion, nodes and nodule type not assessed)."
+    if lesions[0].in_plane_only:
+        note += " Single-slice mask: diameter measured in-plane only."
+    console.print(note)
 
 
 def main() -> None:

@@ -339,3 +339,16 @@ def load_splits(path: str | Path, index: DatasetIndex) -> Splits:
         grouping=tuple(document.get("grouping", ())),
         fixed=tuple(document.get("fixed", ())),
     )
+
+
+def layout_splits(index: DatasetIndex) -> dict[str, list[int]]:
+    """The splits the layout itself fixes (split folders, a manifest's split column).
+
+    Samples without one are under "unassigned". Empty when the layout fixes nothing.
+    """
+    if not any(s.split for s in index.samples):
+        return {}
+    fixed: dict[str, list[int]] = {}
+    for i, sample in enumerate(index.samples):
+        fixed.setdefault(sample.split or "unassigned", []).append(i)
+    return fixed
