@@ -95,3 +95,7 @@ class CheckpointError(LungCancerError):
 
 class TrainingError(LungCancerError):
     """Training cannot go on (non-finite loss, empty split, ...)."""
+
+
+class ExportError(LungCancerError):
+    """A model cannot be exported, or the export does not reproduce the model's outputs."""
