@@ -135,3 +135,17 @@ def test_bad_image_section_raises(
             sections=[("bad", tmp_path / body)],
         )
     assert not (tmp_path / "r.html").exists()
+
+
+def test_data_without_patient_ids_is_not_called_patients(
+    tmp_path: Path, metrics: dict[str, object]
+) -> None:
+    page = write_report(
+        tmp_path / "r.html",
+        title="t",
+        metrics={**metrics, "grouping": "scan file"},
+        plots={},
+        run_info={},
+    ).read_text(encoding="utf-8")
+    assert "<b>12</b> scan files (the dataset has no patient ids)" in page
+    assert "resamples of whole scan files" in page

@@ -103,6 +103,7 @@ def evaluate_predictions(
     split: str = "test",
     split_file: str | Path | None = None,
     held_out_patients: bool = False,
+    grouping: str = "patient",
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     run_info: Mapping[str, Any] | None = None,
@@ -124,6 +125,8 @@ def evaluate_predictions(
         split_file: the split file used, fingerprinted so `compare` can check runs share it.
         held_out_patients: True when no patient of this split was used in training or model
             selection (the report then says so).
+        grouping: what `patient_keys` stand for: "patient", or e.g. "scan file" for data
+            without patient ids; shown in the report so nobody mistakes files for patients.
         n_boot: bootstrap resamples (0: no intervals).
         seed: seed of the bootstrap.
         run_info: model/checkpoint/data facts shown in the report and kept in metrics.json.
@@ -167,7 +170,16 @@ def evaluate_predictions(
         "n_samples_without_patient_id": without_id,
         "split": split_block,
         "seed": int(seed),
-        "ci": bootstrap_metrics(y, p, patient_keys, names, n_boot=n_boot, seed=seed),
+        "grouping": grouping,
+        "ci": bootstrap_metrics(
+            y,
+            p,
+            patient_keys,
+            names,
+            n_boot=n_boot,
+            seed=seed,
+            unit=None if grouping == "patient" else f"{grouping} (the data has no patient ids)",
+        ),
         "run": info,
     }
 

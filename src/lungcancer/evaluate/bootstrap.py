@@ -104,6 +104,7 @@ def bootstrap_metrics(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     confidence: float = 0.95,
+    unit: str | None = None,
 ) -> dict[str, Any]:
     """Percentile confidence intervals of every headline and per-class metric.
 
@@ -115,6 +116,7 @@ def bootstrap_metrics(
         n_boot: number of resamples; 0 gives no intervals.
         seed: seed of the resampling, so a report can be reproduced exactly.
         confidence: coverage of the intervals.
+        unit: what a key stands for, in words, when it is not a patient (e.g. "scan file").
 
     Returns:
         A JSON-ready dict: method, unit, n_boot, seed, confidence, n_patients, headline
@@ -143,7 +145,7 @@ def bootstrap_metrics(
             expected="e.g. 0.95",
             found=str(confidence),
         )
-    clusters, n_clusters, unit = cluster_ids(patient_keys)
+    clusters, n_clusters, described = cluster_ids(patient_keys)
     prep = prepare(y, p)
     # The classes each macro average covers are fixed by the full data, not by each resample.
     over = defined_classes(weighted_scores(prep, np.ones((1, y.shape[0]))))
@@ -173,7 +175,7 @@ def bootstrap_metrics(
     }
     return {
         "method": "cluster bootstrap by patient, percentile interval",
-        "unit": unit,
+        "unit": described if unit is None else unit,
         "n_boot": int(n_boot),
         "seed": int(seed),
         "confidence": float(confidence),

@@ -196,16 +196,20 @@ def _plain_note(metrics: Mapping[str, Any]) -> str:
     split_name = html.escape(str(split.get("name", "evaluation")))
     n_samples = metrics.get("n_samples", "?")
     n_patients = metrics.get("n_patients", ci.get("n_patients", "?"))
+    grouping = str(metrics.get("grouping", "patient"))
+    plural = "patients" if grouping == "patient" else f"{html.escape(grouping)}s"
+    groups = plural if grouping == "patient" else f"{plural} (the dataset has no patient ids)"
     text = (
         f"These numbers come from the <b>{split_name}</b> split: <b>{n_samples}</b> images from "
-        f"<b>{n_patients}</b> patients. "
+        f"<b>{n_patients}</b> {groups}. "
     )
     if split.get("held_out_patients"):
         text += "Patients of this split were kept out of training and model selection. "
     if ci.get("n_boot"):
         text += (
             f"Each range is a {round(100 * ci.get('confidence', 0.95))}% confidence interval "
-            f"from {ci['n_boot']} bootstrap resamples of whole patients (seed {ci.get('seed')}; "
+            f"from {ci['n_boot']} bootstrap resamples of whole {plural} "
+            f"(seed {ci.get('seed')}; "
             f"resampling unit: {html.escape(str(ci.get('unit', 'patient')))}): on another group "
             "of similar patients the result would most likely fall in that range. Few patients "
             "give wide ranges; a wide range means the number is uncertain, not that it is bad."
