@@ -182,6 +182,68 @@ def write_ct_series(
     )
 
 
+def write_enhanced_ct(
+    path: Path,
+    *,
+    n_frames: int = 3,
+    rows: int = 16,
+    columns: int = 16,
+    spacing_mm: tuple[float, float, float] = (3.0, 0.6, 0.7),
+    origin_xyz_mm: tuple[float, float, float] = (10.0, -20.0, -30.0),
+    slope: float = 2.0,
+    intercept: float = -1000.0,
+    seed: int = 0,
+) -> SeriesTruth:
+    """Write one enhanced (multi-frame) CT file whose frames are stored last slice first.
+
+    Geometry and rescale live in functional groups: orientation, pixel measures and rescale
+    in the shared group, each frame's position in its own group.
+    """
+    rng = np.random.default_rng(seed)
+    stored = rng.integers(0, 1500, size=(n_frames, rows, columns)).astype(np.int16)
+    ds = ct_dataset(stored[0], position_xyz_mm=None, slope=None, intercept=None)
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    del ds.PixelSpacing
+    del ds.SliceThickness
+    ds.NumberOfFrames = n_frames
+    shared = Dataset()
+    orientation, measures, rescale = Dataset(), Dataset(), Dataset()
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    measures.PixelSpacing = [spacing_mm[1], spacing_mm[2]]
+    measures.SliceThickness = spacing_mm[0]
+    rescale.RescaleSlope = f"{slope:g}"
+    rescale.RescaleIntercept = f"{intercept:g}"
+    rescale.RescaleType = "HU"
+    shared.PlaneOrientationSequence = [orientation]
+    shared.PixelMeasuresSequence = [measures]
+    shared.PixelValueTransformationSequence = [rescale]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    order = list(reversed(range(n_frames)))  # stored frame i holds slice order[i]
+    for slice_index in order:
+        group, position = Dataset(), Dataset()
+        position.ImagePositionPatient = [
+            origin_xyz_mm[0],
+            origin_xyz_mm[1],
+            origin_xyz_mm[2] + slice_index * spacing_mm[0],
+        ]
+        group.PlanePositionSequence = [position]
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.PixelData = stored[order].astype("<i2").tobytes()
+    write_dataset(ds, path)
+    return SeriesTruth(
+        folder=path.parent,
+        paths=[path],
+        hu_volume=(stored.astype(np.float64) * slope + intercept).astype(np.float32),
+        spacing_mm=spacing_mm,
+        origin_xyz_mm=origin_xyz_mm,
+        direction_xyz=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+        series_uid=str(ds.SeriesInstanceUID),
+    )
+
+
 def read_back(path: Path) -> Dataset:
     """pydicom's own reading of a file, for comparisons."""
     return pydicom.dcmread(path)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from io_builders import ct_dataset, write_ct_series, write_dataset
+from io_builders import ct_dataset, write_ct_series, write_dataset, write_enhanced_ct
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut, get_decoder
@@ -238,3 +238,12 @@ def test_localizer_sharing_the_series_uid_is_set_aside(tmp_path: Path) -> None:
     scan = read_image(folder)
     np.testing.assert_array_equal(scan.array, truth.hu_volume)
     assert "scout.dcm: size or orientation differs" in str(scan.meta["skipped_files"])
+
+
+def test_enhanced_multiframe_ct_uses_functional_group_geometry(tmp_path: Path) -> None:
+    truth = write_enhanced_ct(tmp_path / "enhanced.dcm", n_frames=4)
+    scan = read_image(truth.paths[0])
+    np.testing.assert_array_equal(scan.array, truth.hu_volume)
+    np.testing.assert_allclose(scan.spacing_mm, truth.spacing_mm, rtol=1e-6)
+    np.testing.assert_allclose(scan.origin_xyz_mm, truth.origin_xyz_mm, atol=1e-6)
+    assert scan.meta["slice_order"] == "ImagePositionPatient"

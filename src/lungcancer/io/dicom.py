@@ -23,14 +23,18 @@ from lungcancer.errors import (
     MissingDependencyError,
     UnsupportedModalityError,
 )
+from lungcancer.io.dicom_geometry import (
+    SliceHeader,
+    largest_stack,
+    order_slices,
+    relative_name,
+    slice_headers,
+)
 from lungcancer.io.phi import raw_dicom_text, short_key, whitelisted_dicom_meta
 from lungcancer.io.record import MetaValue, Scan
 
 logger = logging.getLogger(__name__)
 
-# Gaps between neighbouring slices may differ from the median gap by this fraction before the
-# series counts as unevenly spaced (a missing slice doubles one gap).
-UNEVEN_GAP_TOLERANCE = 0.10
 # Elements larger than this stay on disk until decoded: headers of unchosen series are cheap.
 _DEFER_BYTES = 4096
 _PIXEL_DATA_TAG = 0x7FE00010
@@ -101,8 +105,6 @@ def _pixel_data_problem(dataset: Any, path: Path) -> str | None:
         if "SOPClassUID" not in dataset:
             return "truncated or corrupt: the file ends before its image attributes"
         return "no pixel data (not an image: e.g. a report, DICOMDIR or presentation state)"
-    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
-        return "enhanced multi-frame DICOM is not supported"
     element = dataset.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
     length = getattr(element, "length", None)
     value_tell = getattr(element, "value_tell", None)
@@ -120,6 +122,7 @@ def _pixel_data_problem(dataset: Any, path: Path) -> str | None:
             int(dataset.Rows)
             * int(dataset.Columns)
             * int(dataset.get("SamplesPerPixel", 1))
+            * int(dataset.get("NumberOfFrames", 1) or 1)
             * int(dataset.BitsAllocated)
             // 8
         )
@@ -310,160 +313,6 @@ def _choose_series(
     return chosen, choice
 
 
-def _orientation(dataset: Any) -> np.ndarray | None:
-    value = dataset.get("ImageOrientationPatient")
-    if value is None or len(value) != 6:
-        return None
-    return np.asarray([float(v) for v in value], dtype=np.float64)
-
-
-def _position(dataset: Any) -> np.ndarray | None:
-    value = dataset.get("ImagePositionPatient")
-    if value is None or len(value) != 3:
-        return None
-    return np.asarray([float(v) for v in value], dtype=np.float64)
-
-
-def _stack_key(dataset: Any) -> tuple[int, int, tuple[float, ...] | None]:
-    orientation = _orientation(dataset)
-    rounded = None if orientation is None else tuple(np.round(orientation, 3).tolist())
-    return int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0)), rounded
-
-
-def _largest_stack(
-    slices: list[_Slice], skipped: list[tuple[str, str]], root: Path
-) -> list[_Slice]:
-    # Localizers and reformats sometimes share a SeriesInstanceUID with the axial stack; they
-    # differ in size or orientation, so the biggest consistent stack is the series proper.
-    groups: dict[tuple[int, int, tuple[float, ...] | None], list[_Slice]] = {}
-    for item in slices:
-        groups.setdefault(_stack_key(item.dataset), []).append(item)
-    if len(groups) == 1:
-        return slices
-    main_key = max(groups, key=lambda k: len(groups[k]))
-    for key, members in groups.items():
-        if key != main_key:
-            for item in members:
-                skipped.append(
-                    (_relative(item.path, root), "size or orientation differs from the series")
-                )
-    return groups[main_key]
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return path.name
-
-
-def _single_slice_z_spacing(dataset: Any) -> tuple[float, str]:
-    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-        value = dataset.get(keyword)
-        try:
-            number = float(value) if value is not None else 0.0
-        except (TypeError, ValueError):
-            number = 0.0
-        if number > 0:
-            return number, keyword
-    return 1.0, "none in file; 1 mm assumed"
-
-
-def _order_slices(
-    slices: list[_Slice], root: Path, *, allow_uneven: bool
-) -> tuple[list[_Slice], float, np.ndarray, np.ndarray, dict[str, MetaValue]]:
-    """Sort slices; return them with z spacing, origin, 3x3 direction and geometry meta."""
-    meta: dict[str, MetaValue] = {}
-    first = slices[0].dataset
-    orientation = _orientation(first)
-    positions = [_position(item.dataset) for item in slices]
-    if orientation is not None:
-        row_dir, col_dir = orientation[:3], orientation[3:]
-        normal = np.cross(row_dir, col_dir)
-        direction = np.stack([row_dir, col_dir, normal], axis=1)
-    else:
-        normal = np.asarray([0.0, 0.0, 1.0])
-        direction = np.eye(3)
-        meta["direction_from"] = "ImageOrientationPatient missing; identity assumed"
-    if len(slices) == 1:
-        z_mm, z_from = _single_slice_z_spacing(first)
-        meta["z_spacing_from"] = z_from
-        origin = positions[0] if positions[0] is not None else np.zeros(3)
-        return slices, z_mm, origin, direction, meta
-    known = [p for p in positions if p is not None]
-    if orientation is not None and len(known) == len(slices):
-        stacked = np.stack(known)
-        along = stacked @ normal
-        order = np.argsort(along, kind="stable")
-        ordered = [slices[i] for i in order]
-        along = along[order]
-        gaps = np.diff(along)
-        _check_gaps(gaps, along, ordered, root, allow_uneven=allow_uneven, meta=meta)
-        meta["slice_order"] = "ImagePositionPatient"
-        meta["z_spacing_from"] = "slice positions (median gap)"
-        return ordered, float(np.median(gaps)), stacked[order[0]], direction, meta
-    numbers = [item.dataset.get("InstanceNumber") for item in slices]
-    if any(n is None for n in numbers):
-        raise ImageReadError(
-            "the slices of this series cannot be ordered",
-            path=root,
-            expected="ImagePositionPatient/ImageOrientationPatient, or InstanceNumber",
-            found="neither on every slice",
-            hint="re-export the series with its geometry tags",
-        )
-    ordered = [slices[i] for i in np.argsort([int(n) for n in numbers], kind="stable")]
-    z_mm, z_from = _single_slice_z_spacing(first)
-    meta["slice_order"] = "InstanceNumber (ImagePositionPatient missing)"
-    meta["z_spacing_from"] = f"{z_from} (no slice positions)"
-    logger.warning("DICOM %s: slice positions missing; ordered by InstanceNumber", root.name)
-    start = _position(ordered[0].dataset)
-    return ordered, z_mm, start if start is not None else np.zeros(3), direction, meta
-
-
-def _check_gaps(
-    gaps: np.ndarray,
-    along: np.ndarray,
-    ordered: list[_Slice],
-    root: Path,
-    *,
-    allow_uneven: bool,
-    meta: dict[str, MetaValue],
-) -> None:
-    median = float(np.median(gaps))
-    smallest = int(np.argmin(gaps))
-    if gaps[smallest] < 1e-3:
-        raise ImageReadError(
-            "two slices of the series lie at the same position",
-            path=root,
-            expected="one slice per position",
-            found=f"{_relative(ordered[smallest].path, root)} and "
-            f"{_relative(ordered[smallest + 1].path, root)} at {along[smallest]:.2f} mm",
-            hint="the series mixes acquisitions or phases; split them into separate folders",
-        )
-    deviation = np.abs(gaps - median) / median
-    worst = int(np.argmax(deviation))
-    if deviation[worst] <= UNEVEN_GAP_TOLERANCE:
-        return
-    where = (
-        f"gap of {gaps[worst]:.3g} mm between slices {worst} and {worst + 1} "
-        f"({_relative(ordered[worst].path, root)} at {along[worst]:.2f} mm, "
-        f"{_relative(ordered[worst + 1].path, root)} at {along[worst + 1]:.2f} mm); "
-        f"median gap {median:.3g} mm"
-    )
-    if not allow_uneven:
-        raise ImageReadError(
-            "the slices are unevenly spaced (a slice is probably missing)",
-            path=root,
-            expected=f"gaps within {UNEVEN_GAP_TOLERANCE:.0%} of the median gap",
-            found=where,
-            hint="re-export the complete series; or accept it with allow_uneven=True "
-            "(CLI --allow-uneven): z spacing is then the median gap and distances along z "
-            "near the gap are off",
-        )
-    meta["uneven_spacing"] = f"{gaps.min():.3g}-{gaps.max():.3g} mm; worst {where}"
-    logger.warning("DICOM %s: unevenly spaced slices accepted: %s", root.name, where)
-
-
 def _check_decodable(dataset: Any, path: Path) -> None:
     from pydicom.pixels import get_decoder
 
@@ -484,18 +333,10 @@ def _check_decodable(dataset: Any, path: Path) -> None:
         )
 
 
-def _rescale(dataset: Any) -> tuple[float, float] | None:
-    slope = dataset.get("RescaleSlope")
-    intercept = dataset.get("RescaleIntercept")
-    if slope is None or intercept is None:
-        return None
-    return float(slope), float(intercept)
-
-
-def _check_rescale(ordered: list[_Slice], root: Path) -> None:
-    missing = [item for item in ordered if _rescale(item.dataset) is None]
+def _check_rescale(ordered: list[SliceHeader], root: Path) -> None:
+    missing = [header for header in ordered if header.rescale is None]
     if missing:
-        names = ", ".join(_relative(item.path, root) for item in missing[:5])
+        names = ", ".join(relative_name(header, root) for header in missing[:5])
         raise ImageReadError(
             "CT slices without RescaleSlope/RescaleIntercept: Hounsfield units cannot be trusted",
             path=root,
@@ -511,7 +352,7 @@ def _unit_scale(pixels: np.ndarray, dataset: Any) -> np.ndarray:
     bits = int(dataset.get("BitsStored", 8 * pixels.dtype.itemsize))
     signed = int(dataset.get("PixelRepresentation", 0)) == 1
     values = pixels.astype(np.float32)
-    if values.ndim == 3:
+    if int(dataset.get("SamplesPerPixel", 1)) > 1:
         values = values[..., :3] @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
     offset = float(2 ** (bits - 1)) if signed else 0.0
     scaled = (values + offset) / float(2**bits - 1)
@@ -520,33 +361,46 @@ def _unit_scale(pixels: np.ndarray, dataset: Any) -> np.ndarray:
     return scaled
 
 
-def _decode_into(out: np.ndarray, ordered: list[_Slice], root: Path, *, hounsfield: bool) -> None:
+def _decode_file(header: SliceHeader) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
-    for index, item in enumerate(ordered):
-        try:
-            pixels = pixel_array(item.dataset)
-        except Exception as exc:
-            raise ImageReadError(
-                "the pixel data of this DICOM file cannot be decoded",
-                path=item.path,
-                expected="decodable pixel data",
-                found=f"{type(exc).__name__}: {str(exc)[:200]}",
-                hint="re-export the file; compressed data may need "
-                + _JPEG_EXTRA_HINT.replace("install the decoders with: ", ""),
-            ) from exc
+    try:
+        return pixel_array(header.dataset)
+    except Exception as exc:
+        raise ImageReadError(
+            "the pixel data of this DICOM file cannot be decoded",
+            path=header.path,
+            expected="decodable pixel data",
+            found=f"{type(exc).__name__}: {str(exc)[:200]}",
+            hint="re-export the file; compressed data may need "
+            + _JPEG_EXTRA_HINT.replace("install the decoders with: ", ""),
+        ) from exc
+
+
+def _decode_into(out: np.ndarray, ordered: list[SliceHeader], *, hounsfield: bool) -> None:
+    # A multi-frame file is decoded once and its frames placed where they sort.
+    decoded: dict[Path, np.ndarray] = {}
+    frames_left = {header.path: 0 for header in ordered}
+    for header in ordered:
+        frames_left[header.path] += 1
+    for index, header in enumerate(ordered):
+        if header.frame < 0:
+            pixels = _decode_file(header)
+        else:
+            if header.path not in decoded:
+                decoded[header.path] = _decode_file(header)
+            pixels = decoded[header.path][header.frame]
         if pixels.shape[:2] != out.shape[1:]:
             raise ImageReadError(
                 "a slice differs in size from the rest of the series",
-                path=item.path,
+                path=header.path,
                 expected=f"{out.shape[1]}x{out.shape[2]}",
                 found=f"{pixels.shape[0]}x{pixels.shape[1]}",
                 hint="remove the odd file from the folder",
             )
         if hounsfield:
-            rescale = _rescale(item.dataset)
-            assert rescale is not None
-            slope, intercept = rescale
+            assert header.rescale is not None
+            slope, intercept = header.rescale
             # Rescale in place in the output slice: no per-slice float temporaries.
             if slope == 1.0:
                 out[index] = pixels
@@ -555,9 +409,12 @@ def _decode_into(out: np.ndarray, ordered: list[_Slice], root: Path, *, hounsfie
             if intercept != 0.0:
                 out[index] += np.float32(intercept)
         else:
-            out[index] = _unit_scale(pixels, item.dataset)
-        # Let the decoded frame and the now-loaded pixel bytes go before the next slice.
-        item.dataset = None
+            out[index] = _unit_scale(pixels, header.dataset)
+        frames_left[header.path] -= 1
+        if frames_left[header.path] == 0:
+            # Let the decoded pixels and the loaded pixel bytes go before the next file.
+            decoded.pop(header.path, None)
+            header.dataset = None
 
 
 def _format_skips(skipped: list[tuple[str, str]]) -> str:
@@ -615,9 +472,14 @@ def read_dicom(
     chosen, choice = _choose_series(
         root, scanned.series, expect_ct=expect_ct, series_uid=series_uid
     )
-    skipped = list(scanned.skipped)
-    slices = _largest_stack(scanned.series[chosen], skipped, root)
-    first = slices[0].dataset
+    headers = [
+        header
+        for item in scanned.series[chosen]
+        for header in slice_headers(item.path, item.dataset)
+    ]
+    stack, stray = largest_stack(headers, root)
+    skipped = [*scanned.skipped, *stray]
+    first = stack[0].dataset
     modality = str(first.get("Modality", ""))
     if expect_ct and modality != "CT":
         raise UnsupportedModalityError(
@@ -628,17 +490,15 @@ def read_dicom(
             hint="lungcancer works on CT; pass expect_ct=False to read it as unit-range "
             "intensities",
         )
-    ordered, z_mm, origin, direction, geometry_meta = _order_slices(
-        slices, root, allow_uneven=allow_uneven
-    )
+    geometry = order_slices(stack, root, allow_uneven=allow_uneven)
+    ordered = geometry.ordered
     hounsfield = modality == "CT"
     if hounsfield:
         _check_rescale(ordered, root)
     _check_decodable(first, ordered[0].path)
     meta: dict[str, MetaValue] = whitelisted_dicom_meta(first)
-    pixel_spacing = first.get("PixelSpacing")
-    if pixel_spacing is not None and len(pixel_spacing) == 2:
-        spacing_y, spacing_x = float(pixel_spacing[0]), float(pixel_spacing[1])
+    if ordered[0].pixel_spacing_mm is not None:
+        spacing_y, spacing_x = ordered[0].pixel_spacing_mm
     else:
         spacing_y, spacing_x = 1.0, 1.0
         meta["pixel_spacing_from"] = "PixelSpacing missing; 1 mm assumed"
@@ -646,7 +506,7 @@ def read_dicom(
     syntax = getattr(getattr(first, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is not None:
         meta["transfer_syntax"] = str(syntax.name)
-    meta.update(geometry_meta)
+    meta.update(geometry.meta)
     meta.update(
         {"series_key": _series_key(chosen), "series_choice": choice, "n_slices": len(ordered)}
     )
@@ -656,12 +516,12 @@ def read_dicom(
         logger.warning(
             "DICOM %s: %d file(s) skipped: %s", root.name, len(skipped), meta["skipped_files"]
         )
-    rows, columns = int(first.Rows), int(first.Columns)
-    hu_volume = np.empty((len(ordered), rows, columns), dtype=np.float32)
-    _decode_into(hu_volume, ordered, root, hounsfield=hounsfield)
+    hu_volume = np.empty((len(ordered), ordered[0].rows, ordered[0].columns), dtype=np.float32)
+    _decode_into(hu_volume, ordered, hounsfield=hounsfield)
+    origin, direction = geometry.origin_xyz_mm, geometry.direction
     return Scan(
         array=hu_volume,
-        spacing_mm=(float(z_mm), spacing_y, spacing_x),
+        spacing_mm=(geometry.z_spacing_mm, spacing_y, spacing_x),
         origin_xyz_mm=(float(origin[0]), float(origin[1]), float(origin[2])),
         direction_xyz=tuple(float(v) for v in direction.reshape(-1)),
         modality=modality or "OT",
