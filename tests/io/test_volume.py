@@ -63,15 +63,16 @@ def test_storage_type_keeps_hu_exact(tmp_path: Path, scan: Scan, stored: int) ->
     np.testing.assert_array_equal(read_image(path).array, scan.array)
 
 
-def test_unit_intensity_and_modality_survive_nrrd(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".nii.gz"])
+def test_unit_intensity_and_modality_survive_a_round_trip(tmp_path: Path, suffix: str) -> None:
     scan = Scan(
         array=np.linspace(0, 1, 20, dtype=np.float32).reshape(1, 4, 5),
         spacing_mm=(1.0, 0.5, 0.5),
         modality="OT",
         intensity="unit",
     )
-    write_volume(scan, tmp_path / "slice.nrrd")
-    back = read_image(tmp_path / "slice.nrrd")
+    write_volume(scan, tmp_path / f"slice{suffix}")
+    back = read_image(tmp_path / f"slice{suffix}")
     assert (back.modality, back.intensity) == ("OT", "unit")
     np.testing.assert_array_equal(back.array, scan.array)
 

@@ -147,6 +147,8 @@ DICOM_WHITELIST: dict[str, tuple[str, Callable[[Any], MetaScalar | None]]] = {
     "Columns": ("columns", _integer),
     "BitsStored": ("bits_stored", _integer),
     "PhotometricInterpretation": ("photometric", _text),
+    # Stored value (before rescale) that marks voxels outside the reconstructed field of view.
+    "PixelPaddingValue": ("pixel_padding_value", _integer),
     "BodyPartExamined": ("body_part", _text),
     "PatientPosition": ("patient_position", _text),
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,6 +31,8 @@ DIRECTION_TOL = 1e-3
 _INT16_MIN, _INT16_MAX = -32768, 32767
 _META_MODALITY = "lungcancer_modality"
 _META_INTENSITY = "lungcancer_intensity"
+_NOTES_KEY = "ITK_FileNotes"
+_NOTE_PATTERN = re.compile(r"lungcancer modality=(\w+) intensity=(HU|unit)")
 
 
 def volume_suffix(path: str | Path) -> str | None:
@@ -118,11 +121,25 @@ def _read_sitk(path: Path, format_name: str) -> Any:
         ) from exc
 
 
+def _written_kind(image: Any) -> tuple[str, str]:
+    """(modality, intensity) as this toolkit wrote them, else CT in HU."""
+    keys = set(image.GetMetaDataKeys())
+    if _META_MODALITY in keys and _META_INTENSITY in keys:
+        return image.GetMetaData(_META_MODALITY), image.GetMetaData(_META_INTENSITY)
+    # NIfTI has no free key-value header; its 80-character description carries the note.
+    for key in ("descrip", _NOTES_KEY):
+        if key in keys:
+            match = _NOTE_PATTERN.fullmatch(image.GetMetaData(key).strip())
+            if match:
+                return match.group(1), match.group(2)
+    return "CT", "HU"
+
+
 def read_volume(path: str | Path, format_name: str = "") -> Scan:
     """Read a NIfTI, NRRD or MetaImage volume.
 
     Volumes are taken as CT in Hounsfield units unless the file was written by this toolkit
-    with another modality or intensity kind (stored in the NRRD/MetaImage header).
+    with another modality or intensity kind (recorded in its header).
 
     Args:
         path: the volume file (for detached formats, the header).
@@ -137,9 +154,7 @@ def read_volume(path: str | Path, format_name: str = "") -> Scan:
     file_path = Path(path)
     image = _read_sitk(file_path, format_name)
     array, spacing_mm, origin, direction = _image_to_scan_parts(image, file_path)
-    keys = set(image.GetMetaDataKeys())
-    modality = image.GetMetaData(_META_MODALITY) if _META_MODALITY in keys else "CT"
-    intensity_text = image.GetMetaData(_META_INTENSITY) if _META_INTENSITY in keys else "HU"
+    modality, intensity_text = _written_kind(image)
     meta: dict[str, MetaValue] = {"format": format_name or (volume_suffix(file_path) or "")}
     meta["source_dtype"] = str(array.dtype)
     return Scan(
@@ -284,8 +299,8 @@ def write_volume(scan: Scan, path: str | Path, *, compress: bool = True) -> None
 
     The write is atomic and keeps spacing, origin and direction. HU volumes whose values are
     whole numbers within int16 are stored as int16 (exact, half the size); anything else as
-    float32. NRRD and MetaImage headers also record modality and intensity kind so
-    `read_image` gives them back; NIfTI cannot, and reads back as CT in HU.
+    float32. The header records modality and intensity kind (NIfTI: in its description)
+    so `read_image` gives them back; volumes from elsewhere read as CT in HU.
 
     Args:
         scan: the image to write.
@@ -298,6 +313,7 @@ def write_volume(scan: Scan, path: str | Path, *, compress: bool = True) -> None
     image = _to_sitk(_storage_array(scan), scan)
     image.SetMetaData(_META_MODALITY, scan.modality)
     image.SetMetaData(_META_INTENSITY, scan.intensity)
+    image.SetMetaData(_NOTES_KEY, f"lungcancer modality={scan.modality} intensity={scan.intensity}")
     _write_sitk_atomic(image, path, compress=compress)
 
 
