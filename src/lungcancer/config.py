@@ -92,6 +92,60 @@ class TrainConfig:
     resume: bool = False
 
 
+@dataclass(frozen=True)
+class GanConfig:
+    """How the progression GAN is trained (docs/readme/progression.md explains each part).
+
+    Patches are lesion-centred and resampled to `patch_spacing_mm` per pixel, so the field of
+    view is `patch_size * patch_spacing_mm` millimetres whatever the scan's pixel size. HU are
+    windowed to [-1, 1] over [window_low_hu, window_high_hu] and inverted back for outputs.
+    `mode` is "paired" (LungSim longitudinal pairs) or "unpaired" (stage labels only).
+    Loss weights are `lambda_*`; `r1_every` is the lazy-R1 interval in steps.
+    """
+
+    data: str = ""
+    out_dir: str = "runs/gan"
+    mode: str = "paired"
+    spatial_dims: int = 2
+    patch_size: int = 64
+    patch_spacing_mm: float = 1.0
+    window_low_hu: float = -1000.0
+    window_high_hu: float = 400.0
+    stages: tuple[str, ...] = ("I", "II", "III", "IV")
+    base_channels: int = 32
+    levels: int = 4
+    cond_dim: int = 64
+    soft_gate: bool = True
+    d_channels: int = 32
+    d_layers: int = 3
+    steps: int = 2000
+    batch_size: int = 16
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.99
+    ema_beta: float = 0.995
+    r1_gamma: float = 1.0
+    r1_every: int = 16
+    lambda_adv: float = 1.0
+    lambda_l1: float = 20.0
+    lambda_ssim: float = 5.0
+    lambda_lesion: float = 20.0
+    lambda_size: float = 0.5
+    lambda_cls: float = 1.0
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 5.0
+    augment: tuple[str, ...] = ("translation", "cutout")
+    sample_every: int = 250
+    checkpoint_every: int = 250
+    log_every: int = 25
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    max_minutes: float = 20.0
+    resume: bool = False
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Turn YAML scalars/lists/dicts into the annotated field type, or fail with the key."""
     origin = typing.get_origin(tp)

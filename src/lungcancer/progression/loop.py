@@ -1,0 +1,514 @@
+"""The GAN training loop: D main, D reg (lazy R1), G main, EMA of G — one step per batch.
+
+Pure: it takes resolved configs and patch arrays and writes into one run folder (checkpoint,
+losses JSONL, sample grids). Reading the dataset and splitting patients is `train_gan`'s job
+(progression/training.py); the CLI only parses flags.
+
+Precision: bf16 autocast + channels_last where the CPU (AVX512-BF16/AMX) or GPU supports it;
+losses, the R1 penalty and the EMA are computed in fp32.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.nn import functional as F
+
+from lungcancer.config import GanConfig
+from lungcancer.errors import CheckpointError, TrainingError
+from lungcancer.models.gan import ProgressionDiscriminator, ProgressionGenerator, radial_grid
+from lungcancer.progression import losses
+from lungcancer.progression.checkpoint import (
+    build_discriminator,
+    build_generator,
+    check_compatible,
+    read_gan_checkpoint,
+    save_gan_checkpoint,
+)
+from lungcancer.progression.pairs import PatchSet
+from lungcancer.progression.patches import LESION_THRESHOLD_HU, HUWindow
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class GanTrainResult:
+    """What a training run produced.
+
+    Attributes:
+        out_dir: the run folder.
+        checkpoint: the checkpoint file.
+        steps: training steps completed (counting resumed ones).
+        minutes: wall-clock minutes of this run.
+        stopped_early: True when `max_minutes` ended the run before `steps`.
+        losses: the last logged average of every loss term.
+        val_l1: mean |G_ema(input) - true future| on validation pairs (window units), or None.
+        log: the JSONL loss log.
+        samples: sample-grid PNGs written.
+    """
+
+    out_dir: Path
+    checkpoint: Path
+    steps: int
+    minutes: float
+    stopped_early: bool
+    losses: dict[str, float]
+    val_l1: float | None
+    log: Path
+    samples: tuple[Path, ...]
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> CUDA when available, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast here (AVX512-BF16/AMX on CPU, bf16 tensor cores on GPU)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Resolve a precision setting ("auto", "bf16", "fp32") to bf16 on or off."""
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    if precision == "auto":
+        return bf16_supported(device)
+    raise TrainingError(
+        "unknown precision",
+        expected="auto, bf16 or fp32",
+        found=precision,
+        hint="fix gan.precision",
+    )
+
+
+class _Batch:
+    """Tensors of one batch on the training device."""
+
+    def __init__(self, data: dict[str, torch.Tensor]) -> None:
+        self.source = data["source"]
+        self.target = data["target"]
+        self.source_mask = data["source_mask"]
+        self.target_mask = data["target_mask"]
+        self.source_size = data["source_size"]
+        self.target_size = data["target_size"]
+        self.source_stage = data["source_stage"]
+        self.target_stage = data["target_stage"]
+
+
+def _as_tensors(patches: PatchSet, device: torch.device) -> dict[str, torch.Tensor]:
+    names = (
+        "source", "target", "source_mask", "target_mask",
+        "source_size", "target_size", "source_stage", "target_stage",
+    )  # fmt: skip
+    return {
+        n: torch.from_numpy(np.ascontiguousarray(getattr(patches, n))).to(device) for n in names
+    }
+
+
+def _sample_batch(
+    data: dict[str, torch.Tensor],
+    size: int,
+    rng: np.random.Generator,
+    memory_format: torch.memory_format,
+) -> _Batch:
+    n = data["source"].shape[0]
+    idx = torch.from_numpy(rng.integers(0, n, size=size))
+    batch = {k: v[idx.to(v.device)] for k, v in data.items()}
+    # Flips and 90-degree turns (same for input and future): lesions have no preferred side.
+    spatial = list(range(2, batch["source"].ndim))
+    flips = [a for a in spatial if rng.random() < 0.5]
+    turns = int(rng.integers(0, 4))
+    for k in ("source", "target", "source_mask", "target_mask"):
+        v = batch[k]
+        if flips:
+            v = torch.flip(v, flips)
+        if turns:
+            v = torch.rot90(v, turns, dims=(spatial[-2], spatial[-1]))
+        batch[k] = v.contiguous(memory_format=memory_format)
+    return _Batch(batch)
+
+
+def _lesion_roi(batch: _Batch, patch_size: int) -> torch.Tensor:
+    """Disc around the centre where the lesion is looked for: 0.75 x the larger diameter + 3 px."""
+    radial = radial_grid(tuple(batch.source.shape[2:]), batch.source.device, torch.float32)
+    radius = 0.75 * torch.maximum(batch.source_size, batch.target_size) + 3.0 / patch_size
+    view = (-1, 1) + (1,) * radial.ndim
+    return (radial.expand(1, 1, *radial.shape) <= radius.reshape(view)).float()
+
+
+def _item(value: torch.Tensor) -> float:
+    """A scalar for the log, detached from the graph."""
+    return float(value.detach())
+
+
+def _dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    pool = F.max_pool2d if mask.ndim == 4 else F.max_pool3d
+    return pool(mask.float(), kernel_size=2 * pixels + 1, stride=1, padding=pixels)
+
+
+class _Trainer:
+    """Holds the networks and optimizers; one method per phase of a step."""
+
+    def __init__(self, cfg: GanConfig, device: torch.device, bf16: bool) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.bf16 = bf16
+        self.memory_format = (
+            (torch.channels_last if cfg.spatial_dims == 2 else torch.channels_last_3d)
+            if bf16
+            else torch.contiguous_format
+        )
+        self.G: ProgressionGenerator = build_generator(cfg).to(device)
+        self.D: ProgressionDiscriminator = build_discriminator(cfg).to(device)
+        self.G.to(memory_format=self.memory_format)  # type: ignore[call-overload]
+        self.D.to(memory_format=self.memory_format)  # type: ignore[call-overload]
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
+        # Lazy R1: Adam's moments are rescaled as in StyleGAN2 so the penalty's step matches.
+        ratio = cfg.r1_every / (cfg.r1_every + 1)
+        self.opt_d = torch.optim.Adam(
+            self.D.parameters(), lr=cfg.lr_d * ratio, betas=(cfg.beta1**ratio, cfg.beta2**ratio)
+        )
+        self.window = HUWindow(cfg.window_low_hu, cfg.window_high_hu)
+        self.threshold_unit = self.window.unit_threshold(LESION_THRESHOLD_HU)
+        self.ssim = losses.SSIMTerm(cfg.spatial_dims, cfg.patch_size)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _d_input(self, batch: _Batch, candidate: torch.Tensor) -> torch.Tensor:
+        if self.cfg.mode == "paired":
+            return torch.cat([batch.source, candidate], dim=1)
+        return candidate
+
+    def _augment_pair(
+        self, real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        both = losses.diff_augment(torch.cat([real, fake]), gen, self.cfg.augment)
+        return both[: real.shape[0]], both[real.shape[0] :]
+
+    def _targets(
+        self, batch: _Batch, rng: np.random.Generator, sizes_by_stage: list[np.ndarray]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target stage and size: the future's (paired), or drawn at or above the input."""
+        if self.cfg.mode == "paired":
+            return batch.target_stage, batch.target_size
+        n_stages = len(self.cfg.stages)
+        stages, sizes = [], []
+        for s, d in zip(batch.source_stage.tolist(), batch.source_size.tolist(), strict=True):
+            t = int(rng.integers(s, n_stages))
+            pool = sizes_by_stage[t]
+            drawn = float(pool[rng.integers(0, len(pool))]) if len(pool) else d
+            stages.append(t)
+            sizes.append(max(d, drawn))
+        return (
+            torch.tensor(stages, device=self.device),
+            torch.tensor(sizes, device=self.device, dtype=torch.float32),
+        )
+
+    def d_main(
+        self, batch: _Batch, stage_t: torch.Tensor, size_t: torch.Tensor, gen: torch.Generator
+    ) -> dict[str, float]:
+        with torch.no_grad(), self.autocast():
+            fake = self.G(batch.source, stage_t, size_t, batch.source_size)
+        real_img = batch.target if self.cfg.mode == "paired" else batch.source
+        real_stage = stage_t if self.cfg.mode == "paired" else batch.source_stage
+        real_in, fake_in = self._augment_pair(
+            self._d_input(batch, real_img), self._d_input(batch, fake.float()), gen
+        )
+        with self.autocast():
+            real_logits, real_cls = self.D(real_in, real_stage)
+            fake_logits, _ = self.D(fake_in, stage_t)
+        loss = losses.d_hinge_loss(real_logits, fake_logits)
+        terms = {"d_hinge": _item(loss)}
+        if real_cls is not None:
+            cls_loss = F.cross_entropy(real_cls.float(), batch.source_stage)
+            loss = loss + self.cfg.lambda_cls * cls_loss
+            terms["d_cls"] = _item(cls_loss)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        return terms
+
+    def d_reg(self, batch: _Batch, stage_t: torch.Tensor) -> dict[str, float]:
+        real_img = batch.target if self.cfg.mode == "paired" else batch.source
+        real_stage = stage_t if self.cfg.mode == "paired" else batch.source_stage
+        real_in = self._d_input(batch, real_img).detach().requires_grad_(True)
+        logits, _ = self.D(real_in, real_stage)  # fp32: R1 is a second-order term
+        penalty = losses.r1_penalty(logits, real_in)
+        loss = penalty * (self.cfg.r1_gamma / 2) * self.cfg.r1_every
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        return {"r1": _item(penalty)}
+
+    def g_main(
+        self, batch: _Batch, stage_t: torch.Tensor, size_t: torch.Tensor, gen: torch.Generator
+    ) -> dict[str, float]:
+        cfg = self.cfg
+        with self.autocast():
+            fake = self.G(batch.source, stage_t, size_t, batch.source_size)
+        fake = fake.float()
+        real_img = batch.target if cfg.mode == "paired" else batch.source
+        _, fake_in = self._augment_pair(
+            self._d_input(batch, real_img), self._d_input(batch, fake), gen
+        )
+        with self.autocast():
+            fake_logits, fake_cls = self.D(fake_in, stage_t)
+        adv = losses.g_hinge_loss(fake_logits)
+        terms = {"g_adv": _item(adv)}
+        loss = cfg.lambda_adv * adv
+        roi = _lesion_roi(batch, cfg.patch_size)
+        if cfg.mode == "paired":
+            l1 = (fake - batch.target).abs().mean()
+            ssim = self.ssim(fake, batch.target)
+            lesion_w = _dilate(torch.maximum(batch.source_mask, batch.target_mask), 2)
+            lesion = losses.masked_l1(fake, batch.target, lesion_w)
+            target_area = losses.soft_lesion_area(batch.target, roi, self.threshold_unit)
+            size = losses.size_loss(fake, target_area, roi, self.threshold_unit)
+            loss = loss + cfg.lambda_l1 * l1 + cfg.lambda_ssim * ssim + cfg.lambda_lesion * lesion
+            loss = loss + cfg.lambda_size * size
+            terms.update(
+                l1=_item(l1), ssim=_item(ssim), lesion_l1=_item(lesion), size_px=_item(size)
+            )
+        else:
+            assert fake_cls is not None
+            cls = F.cross_entropy(fake_cls.float(), stage_t)
+            with self.autocast():
+                back = self.G(fake, batch.source_stage, batch.source_size, size_t).float()
+                same = self.G(
+                    batch.source, batch.source_stage, batch.source_size, batch.source_size
+                ).float()
+            cycle = (back - batch.source).abs().mean()
+            identity = (same - batch.source).abs().mean()
+            target_area = math.pi * (size_t * cfg.patch_size / 2) ** 2
+            size = losses.size_loss(fake, target_area, roi, self.threshold_unit)
+            loss = loss + cfg.lambda_cls * cls + cfg.lambda_cycle * cycle
+            loss = loss + cfg.lambda_identity * identity + cfg.lambda_size * size
+            terms.update(
+                g_cls=_item(cls), cycle=_item(cycle), identity=_item(identity), size_px=_item(size)
+            )
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                "the generator loss is not finite",
+                found=str({k: round(v, 4) for k, v in terms.items()}),
+                hint="lower gan.lr_g / gan.lr_d or use --precision fp32",
+            )
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        return terms
+
+    @torch.no_grad()
+    def update_ema(self, step: int) -> None:
+        # Ramp the decay up from 0 so early EMA weights are not stuck at the random start.
+        beta = min(self.cfg.ema_beta, (1.0 + step) / (10.0 + step))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
+            p_ema.lerp_(p.detach(), 1.0 - beta)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            b_ema.copy_(b)
+
+    @torch.no_grad()
+    def render(self, patches: PatchSet, use_ema: bool = True) -> np.ndarray:
+        """Run G (or G_ema) over a PatchSet toward its targets, in chunks."""
+        net = self.G_ema if use_ema else self.G
+        outs = []
+        for start in range(0, len(patches), 32):
+            part = _as_tensors(
+                patches.subset(range(start, min(start + 32, len(patches)))), self.device
+            )
+            with self.autocast():
+                out = net(
+                    part["source"].contiguous(memory_format=self.memory_format),
+                    part["target_stage"],
+                    part["target_size"],
+                    part["source_size"],
+                )
+            outs.append(out.float().cpu().numpy())
+        return np.concatenate(outs)
+
+    def load_state(self, payload: dict[str, Any]) -> int:
+        self.G.load_state_dict(payload["G"])
+        self.G_ema.load_state_dict(payload["G_ema"])
+        self.D.load_state_dict(payload["D"])
+        self.opt_g.load_state_dict(payload["opt_g"])
+        self.opt_d.load_state_dict(payload["opt_d"])
+        return int(payload["step"])
+
+
+def _sizes_by_stage(patches: PatchSet, n_stages: int) -> list[np.ndarray]:
+    return [patches.source_size[patches.source_stage == s] for s in range(n_stages)]
+
+
+def training_loop(
+    cfg: GanConfig,
+    train_set: PatchSet,
+    val_set: PatchSet | None,
+    out_dir: str | Path,
+    *,
+    train_patients: tuple[str, ...] = (),
+    heldout_patients: tuple[str, ...] = (),
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> GanTrainResult:
+    """Train the GAN on patch arrays and write checkpoint, losses and sample grids to `out_dir`.
+
+    Args:
+        cfg: resolved GAN config (`cfg.resume` continues from `out_dir/checkpoint.pt`).
+        train_set: training examples.
+        val_set: validation examples for the end-of-run L1 and the sample grids, or None.
+        out_dir: run folder.
+        train_patients: recorded in the checkpoint.
+        heldout_patients: recorded in the checkpoint (evaluation refuses training patients).
+        progress: show a progress bar.
+        on_step: called after every step with the step number and its loss terms.
+
+    Returns:
+        What the run produced.
+    """
+    from lungcancer.progression.render import save_sample_grid
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    trainer = _Trainer(cfg, device, use_bf16(cfg.precision, device))
+    ckpt_path = out / CHECKPOINT_NAME
+    start_step = 0
+    if cfg.resume:
+        if not ckpt_path.is_file():
+            raise CheckpointError(
+                "nothing to resume", path=ckpt_path, hint="drop --resume to start a new run"
+            )
+        payload = read_gan_checkpoint(ckpt_path)
+        check_compatible(
+            payload,
+            ckpt_path,
+            patch_size=cfg.patch_size,
+            stages=cfg.stages,
+            spatial_dims=cfg.spatial_dims,
+        )
+        start_step = trainer.load_state(payload)
+    data = _as_tensors(train_set, device)
+    sizes_by_stage = _sizes_by_stage(train_set, len(cfg.stages))
+    preview = (val_set if val_set is not None and len(val_set) else train_set).subset(
+        range(min(8, len(val_set) if val_set is not None and len(val_set) else len(train_set)))
+    )
+    max_diameter_mm = float(train_set.target_size.max()) * cfg.patch_size * cfg.patch_spacing_mm
+    log_path = out / "losses.jsonl"
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    last: dict[str, float] = {}
+    samples: list[Path] = []
+    t0 = time.perf_counter()
+    stopped_early = False
+    done = start_step
+
+    def save(step_done: int) -> None:
+        save_gan_checkpoint(
+            ckpt_path, cfg=cfg, generator=trainer.G, generator_ema=trainer.G_ema,
+            discriminator=trainer.D, opt_g=trainer.opt_g, opt_d=trainer.opt_d, step=step_done,
+            train_patients=train_patients, heldout_patients=heldout_patients,
+            max_diameter_mm=max_diameter_mm, metrics=last,
+        )  # fmt: skip
+
+    bar = _progress_bar(progress)
+    task = bar.add_task("gan train", total=cfg.steps, completed=start_step) if bar else None
+    try:
+        if bar:
+            bar.start()
+        with log_path.open("a", encoding="utf-8") as log:
+            for step in range(start_step, cfg.steps):
+                rng = np.random.default_rng([cfg.seed, step])
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+                trainer.G.train()
+                batch = _sample_batch(data, cfg.batch_size, rng, trainer.memory_format)
+                stage_t, size_t = trainer._targets(batch, rng, sizes_by_stage)
+                terms = trainer.d_main(batch, stage_t, size_t, gen)
+                if cfg.r1_gamma > 0 and step % cfg.r1_every == 0:
+                    terms.update(trainer.d_reg(batch, stage_t))
+                terms.update(trainer.g_main(batch, stage_t, size_t, gen))
+                trainer.update_ema(step)
+                for k, v in terms.items():
+                    sums[k] += v
+                    counts[k] += 1
+                if on_step is not None:
+                    on_step(step + 1, terms)
+                done = step + 1
+                if done % cfg.log_every == 0 or done == cfg.steps:
+                    last = {k: sums[k] / counts[k] for k in sums}
+                    minutes = (time.perf_counter() - t0) / 60
+                    log.write(
+                        json.dumps({"step": done, "minutes": round(minutes, 3), **last}) + "\n"
+                    )
+                    log.flush()
+                    sums.clear()
+                    counts.clear()
+                if done % cfg.sample_every == 0 or done == cfg.steps:
+                    path = out / f"samples_{done:06d}.png"
+                    save_sample_grid(path, preview, trainer.render(preview), cfg.mode == "paired")
+                    samples.append(path)
+                if done % cfg.checkpoint_every == 0:
+                    save(done)
+                if bar and task is not None:
+                    bar.update(
+                        task,
+                        completed=done,
+                        description=f"gan train g={terms.get('l1', terms.get('g_adv', 0.0)):.3f}",
+                    )
+                if (
+                    cfg.max_minutes > 0
+                    and (time.perf_counter() - t0) / 60 > cfg.max_minutes
+                    and done < cfg.steps
+                ):
+                    stopped_early = True
+                    break
+    finally:
+        if bar:
+            bar.stop()
+    steps_done = done
+    if not last and sums:
+        last = {k: sums[k] / counts[k] for k in sums}
+    save(steps_done)
+    val_l1 = None
+    if val_set is not None and len(val_set) and cfg.mode == "paired":
+        val_l1 = float(np.abs(trainer.render(val_set) - val_set.target).mean())
+    return GanTrainResult(
+        out_dir=out,
+        checkpoint=ckpt_path,
+        steps=steps_done,
+        minutes=(time.perf_counter() - t0) / 60,
+        stopped_early=stopped_early,
+        losses=last,
+        val_l1=val_l1,
+        log=log_path,
+        samples=tuple(samples),
+    )
+
+
+def _progress_bar(enabled: bool) -> Progress | None:
+    if not enabled:
+        return None
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+    )  # fmt: skip
