@@ -1,0 +1,142 @@
+"""Preprocessing (windowing, slice/patch choice, spacing, lung crop, resize) and augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from data_builders import chest_slice_hu
+
+from lungcancer.config import DataConfig, WindowConfig
+from lungcancer.data.transforms import Augmenter, lung_box, preprocess, window
+from lungcancer.io import Scan
+
+
+def _volume(depth: int = 6, size: int = 64, spacing=(2.5, 0.7, 0.7)) -> Scan:
+    stack = np.stack([chest_slice_hu(size) + z for z in range(depth)]).astype(np.float32)
+    return Scan(array=stack, spacing_mm=spacing)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "kwargs", "expected_shape"),
+    [
+        (DataConfig(image_size=32), {}, (1, 32, 32)),
+        (DataConfig(image_size=48, lung_crop=True), {"slice_index": 2}, (1, 48, 48)),
+        (DataConfig(image_size=32, spacing_mm=(1.5, 1.5)), {}, (1, 32, 32)),
+        (
+            DataConfig(image_size=16, windows=(WindowConfig(), WindowConfig(40.0, 400.0))),
+            {},
+            (2, 16, 16),
+        ),
+        (DataConfig(spatial_dims=3, patch_size_3d=16), {}, (1, 16, 16, 16)),
+        (
+            DataConfig(spatial_dims=3, patch_size_3d=8),
+            {"center_zyx": (1.0, 5.0, 60.0)},
+            (1, 8, 8, 8),
+        ),
+    ],
+)
+def test_output_shapes(cfg: DataConfig, kwargs: dict, expected_shape: tuple[int, ...]) -> None:
+    out = preprocess(_volume(), cfg, **kwargs)
+    assert out.shape == expected_shape
+    assert out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_lung_window_maps_hu_to_unit_range() -> None:
+    hu = np.array([-1350.0, -600.0, 150.0, 3000.0], dtype=np.float32)
+    np.testing.assert_allclose(window(hu, "HU", (WindowConfig(),))[0], [0.0, 0.5, 1.0, 1.0])
+
+
+def test_unit_images_pass_through_once_per_window() -> None:
+    unit = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
+    out = window(unit, "unit", (WindowConfig(), WindowConfig(40.0, 400.0)))
+    assert out.shape == (2, 4, 4)
+    np.testing.assert_allclose(out[0], unit)
+    np.testing.assert_allclose(out[1], unit)
+
+
+def test_slice_choice_follows_index_then_centre_then_middle() -> None:
+    scan = _volume(depth=5)
+    scan.array[:, 0, 0] = np.arange(5) * 100 - 1000  # a per-slice marker in the corner
+    cfg = DataConfig(image_size=64, windows=(WindowConfig(-500.0, 1000.0),))
+    marker = [
+        preprocess(scan, cfg, **kw)[0, 0, 0]
+        for kw in (
+            {"slice_index": 1},
+            {"center_zyx": (3.2, 0.0, 0.0)},
+            {},
+        )
+    ]
+    assert marker == pytest.approx([0.1, 0.3, 0.2], abs=0.02)
+
+
+def test_target_spacing_keeps_physical_size() -> None:
+    # The same 20 mm disk scanned at two pixel sizes fills the same share of the output.
+    shares = []
+    for pixel_mm in (0.5, 1.0):
+        size = int(round(64 / pixel_mm))
+        yy, xx = np.mgrid[0:size, 0:size] * pixel_mm
+        disk = ((yy - 32) ** 2 + (xx - 32) ** 2 <= 10**2).astype(np.float32)
+        scan = Scan(array=(disk * 1000 - 1000)[None], spacing_mm=(1.0, pixel_mm, pixel_mm))
+        out = preprocess(scan, DataConfig(image_size=32, spacing_mm=(2.0, 2.0)))
+        shares.append(float((out[0] > 0.5).mean()))
+    assert shares[0] == pytest.approx(shares[1], abs=0.01)
+    assert shares[0] == pytest.approx(np.pi * 10**2 / 64**2, abs=0.02)
+
+
+def test_spacing_is_not_applied_to_rasters_without_one() -> None:
+    scan = Scan(
+        array=np.ones((1, 20, 20), dtype=np.float32) * 0.5,
+        spacing_mm=(1.0, 1.0, 1.0),
+        intensity="unit",
+        meta={"spacing_from": "none in file; 1 mm assumed"},
+    )
+    notes: list[str] = []
+    preprocess(scan, DataConfig(image_size=8, spacing_mm=(0.5, 0.5)), notes=notes)
+    assert any("spacing_mm was not applied" in n for n in notes)
+
+
+def test_lung_crop_finds_the_lungs_and_falls_back_with_a_note() -> None:
+    box = lung_box(chest_slice_hu(64), "HU")
+    assert box is not None
+    y0, y1, x0, x1 = box
+    assert 6 < y0 < 20 and 44 < y1 < 58 and 6 < x0 < 20 and 44 < x1 < 58
+    no_lungs = Scan(
+        array=chest_slice_hu(64, lungs=False)[None].astype(np.float32), spacing_mm=(1.0, 1.0, 1.0)
+    )
+    notes: list[str] = []
+    cropped = preprocess(no_lungs, DataConfig(image_size=64, lung_crop=True), notes=notes)
+    full = preprocess(no_lungs, DataConfig(image_size=64))
+    assert notes == ["no lung field found; the whole image was used"]
+    np.testing.assert_allclose(cropped, full)
+
+
+def test_lung_crop_zooms_in_on_the_lungs() -> None:
+    scan = Scan(array=chest_slice_hu(64)[None].astype(np.float32), spacing_mm=(1.0, 1.0, 1.0))
+    full = preprocess(scan, DataConfig(image_size=64))
+    cropped = preprocess(scan, DataConfig(image_size=64, lung_crop=True))
+
+    # Lung parenchyma (-850 HU) sits at 0.33 in the lung window, outside air at 0.22.
+    def lung_share(image: np.ndarray) -> float:
+        return float(((image > 0.3) & (image < 0.37)).mean())
+
+    assert lung_share(cropped) > lung_share(full) * 1.3
+
+
+def test_preprocess_is_deterministic() -> None:
+    cfg = DataConfig(image_size=32, lung_crop=True, spacing_mm=(1.0, 1.0))
+    np.testing.assert_array_equal(preprocess(_volume(), cfg), preprocess(_volume(), cfg))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_augmentation_is_seeded_and_changes_images(spatial_dims: int) -> None:
+    shape = (1, 32, 32) if spatial_dims == 2 else (1, 16, 16, 16)
+    image = np.random.default_rng(0).random(shape, dtype=np.float32)
+    first = [Augmenter(spatial_dims, seed=3)(image) for _ in range(1)]
+    again = Augmenter(spatial_dims, seed=3)
+    outputs = [again(image) for _ in range(4)]
+    np.testing.assert_array_equal(first[0], outputs[0])
+    assert any(not np.array_equal(out, image) for out in outputs)
+    assert all(out.shape == shape and out.min() >= 0 and out.max() <= 1 for out in outputs)
+    other = Augmenter(spatial_dims, seed=4)
+    assert any(not np.array_equal(other(image), out) for out in outputs[:1])
