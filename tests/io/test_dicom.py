@@ -247,3 +247,11 @@ def test_enhanced_multiframe_ct_uses_functional_group_geometry(tmp_path: Path) -
     np.testing.assert_allclose(scan.spacing_mm, truth.spacing_mm, rtol=1e-6)
     np.testing.assert_allclose(scan.origin_xyz_mm, truth.origin_xyz_mm, atol=1e-6)
     assert scan.meta["slice_order"] == "ImagePositionPatient"
+
+
+def test_gap_left_by_a_broken_file_names_that_file(tmp_path: Path) -> None:
+    truth = write_ct_series(tmp_path / "s", n_slices=5)
+    _truncate(truth.paths[2], 1000)
+    with pytest.raises(ImageReadError, match="unevenly spaced") as info:
+        read_image(tmp_path / "s")
+    assert f"skipped files: {truth.paths[2].name}: truncated" in str(info.value.found)

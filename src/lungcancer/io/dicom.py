@@ -490,7 +490,19 @@ def read_dicom(
             hint="lungcancer works on CT; pass expect_ct=False to read it as unit-range "
             "intensities",
         )
-    geometry = order_slices(stack, root, allow_uneven=allow_uneven)
+    try:
+        geometry = order_slices(stack, root, allow_uneven=allow_uneven)
+    except ImageReadError as exc:
+        if not skipped:
+            raise
+        # A gap is often the broken file that was skipped: say so next to the gap.
+        raise ImageReadError(
+            exc.message,
+            path=exc.path,
+            expected=exc.expected,
+            found=f"{exc.found}; skipped files: {_format_skips(skipped)}",
+            hint=exc.hint,
+        ) from exc
     ordered = geometry.ordered
     hounsfield = modality == "CT"
     if hounsfield:
