@@ -133,9 +133,8 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert loaded.indices == splits.indices
     assert (loaded.seed, loaded.folds, loaded.fold) == (5, 3, 1)
     document = json.loads((tmp_path / "splits.json").read_text())
-    assert document["splits"]["test"][0].startswith("a/") or document["splits"]["test"][
-        0
-    ].startswith("b/")
+    # Keys are relative to the dataset root, so the file survives moving the dataset.
+    assert document["splits"]["test"][0].split("/")[0] in ("a", "b")
 
 
 def test_a_split_file_that_no_longer_matches_is_an_error(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ def test_output_shapes(cfg: DataConfig, kwargs: dict, expected_shape: tuple[int,
     out = preprocess(_volume(), cfg, **kwargs)
     assert out.shape == expected_shape
     assert out.dtype == np.float32
-    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert out.min() >= 0.0 and out.max() <= 1.0
 
 
 def test_lung_window_maps_hu_to_unit_range() -> None:
@@ -74,7 +74,7 @@ def test_target_spacing_keeps_physical_size() -> None:
     # The same 20 mm disk scanned at two pixel sizes fills the same share of the output.
     shares = []
     for pixel_mm in (0.5, 1.0):
-        size = int(round(64 / pixel_mm))
+        size = round(64 / pixel_mm)
         yy, xx = np.mgrid[0:size, 0:size] * pixel_mm
         disk = ((yy - 32) ** 2 + (xx - 32) ** 2 <= 10**2).astype(np.float32)
         scan = Scan(array=(disk * 1000 - 1000)[None], spacing_mm=(1.0, pixel_mm, pixel_mm))

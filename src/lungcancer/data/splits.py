@@ -179,17 +179,22 @@ def make_splits(
     labels = index.label_ids()
     groups = _union_groups(index, hashes)
     fixed_names = sorted({s.split for s in index.samples if s.split})
-    # A group is fixed to a split when any of its samples is (first fixed split wins; the audit
-    # reports groups the layout itself put in several splits).
-    fixed_of: dict[int, str] = {}
-    for gi, group in enumerate(groups):
+    # Fixed samples stay where the layout put them; free samples grouped with them follow the
+    # group's most common fixed split. A group the layout itself spreads over several splits
+    # stays spread, and the audit reports it (prepare_data refuses shared patients).
+    free: list[list[int]] = []
+    fixed: dict[str, list[list[int]]] = {name: [] for name in SPLIT_NAMES}
+    for group in groups:
         named = [index.samples[i].split for i in group if index.samples[i].split]
-        if named:
-            fixed_of[gi] = Counter(named).most_common(1)[0][0]
-    free = [g for gi, g in enumerate(groups) if gi not in fixed_of]
-    fixed = {
-        name: [g for gi, g in enumerate(groups) if fixed_of.get(gi) == name] for name in SPLIT_NAMES
-    }
+        if not named:
+            free.append(group)
+            continue
+        majority = Counter(named).most_common(1)[0][0]
+        parts: dict[str, list[int]] = {}
+        for i in group:
+            parts.setdefault(index.samples[i].split or majority, []).append(i)
+        for name, members in parts.items():
+            fixed[name].append(members)
     total = len(index.samples)
 
     if fixed["test"]:

@@ -342,6 +342,7 @@ class Augmenter:
 
     def __call__(self, array: np.ndarray) -> np.ndarray:
         """Augment one sample; returns float32 in [0, 1] of the same shape."""
-        out = self._compose(torch.from_numpy(np.ascontiguousarray(array)))
+        # A copy: cached inputs are read-only memory maps, and MONAI may write in place.
+        out = self._compose(torch.from_numpy(np.array(array, dtype=np.float32)))
         data = out.as_tensor() if hasattr(out, "as_tensor") else out
         return np.clip(np.asarray(data, dtype=np.float32), 0.0, 1.0)

@@ -1,0 +1,133 @@
+"""prepare_data, ClassificationDataset and preprocess_file: what training and predict call."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from data_builders import chest_slice_hu, class_folders, pattern, sphere_volume, write_png
+from torch.utils.data import DataLoader
+
+from lungcancer.config import DataConfig
+from lungcancer.data.cache import SampleCache
+from lungcancer.data.prepare import SLICES_PER_VOLUME, prepare_data, preprocess_file
+from lungcancer.data.torch_dataset import ClassificationDataset
+from lungcancer.errors import ConfigError, DatasetError
+from lungcancer.io import Scan, write_volume
+
+
+def _manifest_dataset(root: Path, split_for_patient: dict[str, str] | None = None) -> Path:
+    rows = ["path,label,patient_id,split"]
+    for p in range(12):
+        label = "ab"[p % 2]
+        for k in range(2):
+            name = f"p{p}_{k}.png"
+            write_png(root / name, pattern(p * 10 + k))
+            split = (split_for_patient or {}).get(f"p{p}", "")
+            if split_for_patient and p == 0 and k == 1:
+                split = "test"  # the same patient in train and test: leakage
+            rows.append(f"{name},{label},p{p},{split}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root / "manifest.csv"
+
+
+def _cfg(source: Path, tmp_path: Path, **changes: object) -> DataConfig:
+    values = {"source": str(source), "image_size": 16, "cache_dir": str(tmp_path / "cache")}
+    values.update(changes)
+    return DataConfig(**values)  # type: ignore[arg-type]
+
+
+def test_prepare_splits_saves_and_reuses(tmp_path: Path) -> None:
+    cfg = _cfg(_manifest_dataset(tmp_path / "d"), tmp_path)
+    prepared = prepare_data(cfg, tmp_path / "run")
+    assert prepared.split_file == tmp_path / "run" / "splits.json"
+    assert prepared.class_names == ("a", "b")
+    assert not prepared.audit.leakage
+    assert sum(len(v) for v in prepared.splits.values()) == 24
+    reused = prepare_data(
+        _cfg(cfg.source, tmp_path, split_file=str(prepared.split_file), seed=99), tmp_path / "r2"
+    )
+    assert reused.splits == prepared.splits
+    assert not (tmp_path / "r2" / "splits.json").exists()
+
+
+def test_prepare_refuses_patients_shared_between_splits(tmp_path: Path) -> None:
+    splits = {f"p{p}": ("test" if p >= 9 else "train") for p in range(12)}
+    cfg = _cfg(_manifest_dataset(tmp_path / "d", splits), tmp_path)
+    with pytest.raises(DatasetError, match="patients are shared between splits"):
+        prepare_data(cfg, tmp_path / "run")
+
+
+def test_prepare_without_a_source_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no dataset given"):
+        prepare_data(DataConfig(), tmp_path)
+
+
+def test_prepare_rejects_a_split_file_of_another_fold(tmp_path: Path) -> None:
+    cfg = _cfg(_manifest_dataset(tmp_path / "d"), tmp_path, folds=3, fold=0)
+    prepared = prepare_data(cfg, tmp_path / "run")
+    other = _cfg(cfg.source, tmp_path, folds=3, fold=1, split_file=str(prepared.split_file))
+    with pytest.raises(DatasetError, match="other cross-validation settings"):
+        prepare_data(other, tmp_path / "run2")
+
+
+def test_dataset_items_labels_and_augmentation_only_when_training(tmp_path: Path) -> None:
+    class_folders(tmp_path / "d", {"a": 3, "b": 3})
+    cfg = _cfg(tmp_path / "d", tmp_path)
+    prepared = prepare_data(cfg, tmp_path / "run")
+    cache = SampleCache(cfg.cache_dir)
+    everything = list(range(len(prepared.index.samples)))
+    evaluation = ClassificationDataset(prepared.index, everything, cfg, train=False, cache=cache)
+    image, label = evaluation[0]
+    assert image.shape == (1, 16, 16) and image.dtype == torch.float32
+    assert evaluation.labels == [0, 0, 0, 1, 1, 1] and label == 0
+    assert evaluation.patient_ids == [""] * 6
+    assert torch.equal(evaluation[0][0], image)
+    training = ClassificationDataset(prepared.index, everything, cfg, train=True, cache=cache)
+    augmented = [training[0][0] for _ in range(4)]
+    assert any(not torch.equal(a, image) for a in augmented)
+    again = ClassificationDataset(prepared.index, everything, cfg, train=True, cache=cache)
+    assert all(torch.equal(a, again[0][0]) for a in augmented[:1])
+
+
+def test_dataloader_batches_in_3d(tmp_path: Path) -> None:
+    sphere_volume(tmp_path / "d" / "malignant", "c1", centres_zyx=((3, 6, 6), (8, 17, 17)))
+    sphere_volume(tmp_path / "d" / "benign", "c2")
+    cfg = _cfg(
+        tmp_path / "d",
+        tmp_path,
+        spatial_dims=3,
+        patch_size_3d=8,
+        val_fraction=0.0,
+        test_fraction=0.0,
+    )
+    prepared = prepare_data(cfg, tmp_path / "run")
+    dataset = ClassificationDataset(prepared.index, prepared.splits["train"], cfg, train=True)
+    images, labels = next(iter(DataLoader(dataset, batch_size=3)))
+    assert images.shape == (3, 1, 8, 8, 8) and labels.tolist() == dataset.labels
+
+
+def test_preprocess_file_for_2d_volumes_with_and_without_masks(tmp_path: Path) -> None:
+    cfg = DataConfig(image_size=16)
+    png = write_png(tmp_path / "slice.png", pattern(0))
+    assert [name for name, _ in preprocess_file(png, cfg)] == ["image"]
+    image, mask = sphere_volume(tmp_path, "case", centres_zyx=((3, 6, 6), (8, 16, 16)))
+    lesions = preprocess_file(image, cfg, mask_path=mask)
+    assert [name.split(" (")[0] for name, _ in lesions] == ["lesion 1", "lesion 2"]
+    assert all(array.shape == (1, 16, 16) for _, array in lesions)
+    volume = np.stack([chest_slice_hu(32)] * 20).astype(np.float32)
+    write_volume(Scan(array=volume, spacing_mm=(5.0, 1.0, 1.0)), tmp_path / "ct.nrrd")
+    slices = preprocess_file(tmp_path / "ct.nrrd", cfg)
+    assert len(slices) == SLICES_PER_VOLUME and slices[0][0] == "slice 0"
+    patches = preprocess_file(tmp_path / "ct.nrrd", DataConfig(spatial_dims=3, patch_size_3d=8))
+    assert len(patches) == 27 and patches[0][1].shape == (1, 8, 8, 8)
+
+
+def test_split_file_is_plain_json(tmp_path: Path) -> None:
+    cfg = _cfg(_manifest_dataset(tmp_path / "d"), tmp_path)
+    prepared = prepare_data(cfg, tmp_path / "run")
+    document = json.loads(prepared.split_file.read_text())
+    assert set(document["splits"]) == {"train", "val", "test"}
