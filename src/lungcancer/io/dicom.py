@@ -68,6 +68,21 @@ class DicomSeriesInfo:
 class _Slice:
     path: Path
     dataset: Any
+    headers: list[SliceHeader]
+
+
+def _parsed(path: Path) -> _Slice:
+    """Header, slice geometry and modality of one file; any unreadable value is an error."""
+    dataset = read_dicom_header(path)
+    try:
+        # pydicom converts values lazily: convert the ones we use now, so a corrupt value
+        # surfaces here (and the file is skipped) rather than halfway through a read.
+        headers = slice_headers(path, dataset)
+        str(dataset.get("Modality", ""))
+        whitelisted_dicom_meta(dataset)
+    except Exception as exc:
+        raise _corrupt(path, exc) from exc
+    return _Slice(path, dataset, headers)
 
 
 @dataclass
@@ -207,12 +222,12 @@ def _scan_folder(folder: Path) -> _Scanned:
                 scanned.skipped.append((relative, "not a DICOM file"))
                 continue
             try:
-                dataset = read_dicom_header(path)
+                item = _parsed(path)
             except ImageReadError as exc:
                 scanned.skipped.append((relative, exc.found or exc.message))
                 continue
-            uid = raw_dicom_text(dataset, "SeriesInstanceUID") or ""
-            scanned.series.setdefault(uid, []).append(_Slice(path, dataset))
+            uid = raw_dicom_text(item.dataset, "SeriesInstanceUID") or ""
+            scanned.series.setdefault(uid, []).append(item)
     return scanned
 
 
@@ -466,17 +481,13 @@ def read_dicom(
                 hint="point at the folder of one DICOM series, or fix the files listed",
             )
     else:
-        scanned = _Scanned(series={"": [_Slice(root, read_dicom_header(root))]})
+        scanned = _Scanned(series={"": [_parsed(root)]})
         uid = raw_dicom_text(scanned.series[""][0].dataset, "SeriesInstanceUID") or ""
         scanned.series = {uid: scanned.series[""]}
     chosen, choice = _choose_series(
         root, scanned.series, expect_ct=expect_ct, series_uid=series_uid
     )
-    headers = [
-        header
-        for item in scanned.series[chosen]
-        for header in slice_headers(item.path, item.dataset)
-    ]
+    headers = [header for item in scanned.series[chosen] for header in item.headers]
     stack, stray = largest_stack(headers, root)
     skipped = [*scanned.skipped, *stray]
     first = stack[0].dataset

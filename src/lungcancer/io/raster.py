@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from lungcancer.errors import ImageReadError
 from lungcancer.io.record import MetaValue, Scan
@@ -132,7 +132,16 @@ def read_raster(path: str | Path) -> Scan:
             source_mode = image.mode
     except ImageReadError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(
+            "the raster image is too large to decode safely",
+            path=file_path,
+            found=str(exc),
+            hint="downsample the image before using it",
+        ) from exc
+    except Exception as exc:
+        # Pillow signals damaged files with many exception types (OSError, SyntaxError,
+        # TypeError "Missing dimensions", struct.error...); all mean the same to the user.
         raise ImageReadError(
             "the raster image is corrupt or truncated",
             path=file_path,
@@ -140,13 +149,6 @@ def read_raster(path: str | Path) -> Scan:
             found=f"{type(exc).__name__}: {exc}",
             hint="re-export or re-download the image; if only a few files are broken, "
             "remove them from the dataset",
-        ) from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(
-            "the raster image is too large to decode safely",
-            path=file_path,
-            found=str(exc),
-            hint="downsample the image before using it",
         ) from exc
     shapes = {frame.shape for frame in frames}
     if len(shapes) != 1:
