@@ -79,7 +79,6 @@ def _parsed(path: Path) -> _Slice:
         # surfaces here (and the file is skipped) rather than halfway through a read.
         headers = slice_headers(path, dataset)
         str(dataset.get("Modality", ""))
-        whitelisted_dicom_meta(dataset)
     except Exception as exc:
         raise _corrupt(path, exc) from exc
     return _Slice(path, dataset, headers)
@@ -260,7 +259,10 @@ def list_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
         )
     infos: list[DicomSeriesInfo] = []
     for uid, slices in _scan_folder(root).series.items():
-        first = whitelisted_dicom_meta(slices[0].dataset)
+        try:
+            first = whitelisted_dicom_meta(slices[0].dataset)
+        except Exception as exc:
+            raise _corrupt(slices[0].path, exc) from exc
         parts = [str(first.get("modality", "?")), f"{len(slices)} files"]
         parts.append(f"{first.get('rows', '?')}x{first.get('columns', '?')}")
         if "convolution_kernel" in first:
@@ -519,7 +521,10 @@ def read_dicom(
     if hounsfield:
         _check_rescale(ordered, root)
     _check_decodable(first, ordered[0].path)
-    meta: dict[str, MetaValue] = whitelisted_dicom_meta(first)
+    try:
+        meta: dict[str, MetaValue] = whitelisted_dicom_meta(first)
+    except Exception as exc:
+        raise _corrupt(ordered[0].path, exc) from exc
     if ordered[0].pixel_spacing_mm is not None:
         spacing_y, spacing_x = ordered[0].pixel_spacing_mm
     else:
