@@ -128,7 +128,9 @@ def grad_cam(
     handle = module.register_forward_hook(hook)
     try:
         with torch.enable_grad():
-            inputs = x.detach().float().requires_grad_(True)
+            first = next(model.parameters(), None)
+            device = first.device if first is not None else x.device
+            inputs = x.detach().float().to(device).requires_grad_(True)
             logits = model(inputs)
             if not captured:
                 raise ConfigError(
@@ -140,9 +142,9 @@ def grad_cam(
             if class_index is None:
                 targets = logits.argmax(1)
             elif isinstance(class_index, int):
-                targets = torch.full((batch,), class_index, dtype=torch.long)
+                targets = torch.full((batch,), class_index, dtype=torch.long, device=device)
             else:
-                targets = torch.as_tensor(list(class_index), dtype=torch.long)
+                targets = torch.as_tensor(list(class_index), dtype=torch.long, device=device)
             if targets.shape[0] != batch or int(targets.max()) >= logits.shape[1]:
                 raise ConfigError(
                     "class index out of range",
@@ -163,7 +165,7 @@ def grad_cam(
         handle.remove()
         model.train(was_training)
     return CamResult(
-        maps=cam.numpy().astype(np.float32),
+        maps=cam.cpu().numpy().astype(np.float32),
         class_indices=tuple(int(t) for t in targets.tolist()),
-        probabilities=probabilities.numpy().astype(np.float32),
+        probabilities=probabilities.cpu().numpy().astype(np.float32),
     )

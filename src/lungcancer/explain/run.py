@@ -178,8 +178,7 @@ def explain_input(
     Returns:
         Probabilities, map, overlay and (with a mask) the localisation scores.
     """
-    device = next(clf.model.parameters()).device
-    batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(device)
+    batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
     result = grad_cam(clf.model, batch, class_index=class_index(clf, class_name), method=method)
     names = list(clf.class_names)
     probabilities = {n: float(p) for n, p in zip(names, result.probabilities[0], strict=True)}

@@ -1,0 +1,1 @@
+"""Deployment formats: ONNX and TorchScript export with a parity check, and ONNX inference."""
