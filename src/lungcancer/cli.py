@@ -411,6 +411,68 @@ def measure_command(
     console.print(note)
 
 
+@app.command("evaluate")
+def evaluate_command(
+    target: str = typer.Argument(..., help="Run folder (uses best.pt) or checkpoint file."),
+    split: str = typer.Option("test", "--split", help="Which split of the run: test, val, train."),
+    out: str | None = typer.Option(None, "--out", help="Output folder (default RUN_DIR/eval)."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples; 0 = no CIs."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    data: str | None = typer.Option(None, "--data", help="Dataset path if it moved."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
+) -> None:
+    """Evaluate a trained run: metrics with patient-bootstrap CIs, plots, HTML report."""
+    import warnings
+
+    from rich.table import Table
+
+    from lungcancer.evaluate.api import evaluate_run
+    from lungcancer.evaluate.metrics import HEADLINE_METRICS, UndefinedMetricWarning
+    from lungcancer.evaluate.report import METRIC_TEXT
+
+    with warnings.catch_warnings():
+        # The same messages are in metrics["warnings"] and printed once below.
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        result = evaluate_run(
+            target,
+            split=split,
+            out_dir=out,
+            n_boot=n_boot,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            data_source=data,
+        )
+    metrics = result.metrics
+    if as_json:
+        print(result.metrics_path.read_text(encoding="utf-8"), end="")
+        return
+    for warning in metrics["warnings"]:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    ci = metrics["ci"]
+    table = Table(
+        title=f"{metrics['run'].get('model', '')} on the {split} split: "
+        f"{metrics['n_samples']} images, {metrics['n_patients']} {metrics['grouping']}s"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    for name in HEADLINE_METRICS:
+        value = metrics["headline"][name]
+        interval = ci["headline"][name]
+        table.add_row(
+            METRIC_TEXT[name][0],
+            "undefined" if value is None else f"{value:.3f}",
+            "" if interval["low"] is None else f"{interval['low']:.3f} – {interval['high']:.3f}",
+        )
+    console.print(table)
+    if ci["n_boot"]:
+        console.print(f"CIs: {ci['n_boot']} resamples by {ci['unit']}, seed {ci['seed']}")
+    console.print(f"report: {result.report_path}")
+
+
 def main() -> None:
     """Entry point: run the app; a `LungCancerError` becomes a readable message and exit 2."""
     try:

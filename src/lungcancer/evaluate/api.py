@@ -10,6 +10,8 @@ import csv
 import hashlib
 import io
 import json
+import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +211,178 @@ def evaluate_predictions(
         predictions_path=predictions_path,
         report_path=report_path,
         plots=plots,
+    )
+
+
+def resolve_run(run_dir_or_ckpt: str | Path) -> tuple[Path, Path]:
+    """The run folder and checkpoint for a run folder (best.pt, else last.pt) or a .pt file.
+
+    Raises:
+        EvaluationError: when the path does not exist or the folder holds no checkpoint.
+    """
+    p = Path(run_dir_or_ckpt)
+    if p.is_file():
+        return p.parent, p
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (p / name).is_file():
+                return p, p / name
+        raise EvaluationError(
+            "no checkpoint in this folder",
+            path=p,
+            expected="a run folder from `lungcancer train` (best.pt or last.pt)",
+            found=", ".join(sorted(c.name for c in p.iterdir())[:8]) or "an empty folder",
+            hint="pass the run folder or the checkpoint file",
+        )
+    raise EvaluationError(
+        "run folder or checkpoint not found",
+        path=p,
+        expected="a run folder from `lungcancer train` or a .pt checkpoint",
+        hint="check the path",
+    )
+
+
+def _run_split_file(run_dir: Path, configured: str) -> Path:
+    """The split the run was trained with; never a new one, which could leak test patients."""
+    for candidate in (run_dir / "splits.json", Path(configured) if configured else None):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    raise EvaluationError(
+        "the run's split file is missing, so its test patients are unknown",
+        path=run_dir / "splits.json",
+        expected="splits.json in the run folder (written by `lungcancer train`)",
+        hint="copy the run's splits.json back; evaluating on a fresh split could score the "
+        "model on patients it was trained on",
+    )
+
+
+def _train_minutes(run_dir: Path, checkpoint: Mapping[str, Any]) -> float | None:
+    history_path = run_dir / "history.jsonl"
+    rows: Sequence[Mapping[str, Any]]
+    if history_path.is_file():
+        with warnings.catch_warnings():
+            # A torn last line is already reported by the training curves' reader.
+            warnings.simplefilter("ignore")
+            rows = read_history(history_path)
+    else:
+        rows = list(checkpoint.get("history") or [])
+    seconds = [r.get("seconds") for r in rows]
+    valid = [float(s) for s in seconds if isinstance(s, int | float) and math.isfinite(s)]
+    return round(sum(valid) / 60.0, 2) if valid else None
+
+
+def evaluate_run(
+    run_dir_or_ckpt: str | Path,
+    *,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "cpu",
+    data_source: str | None = None,
+) -> EvalResult:
+    """Evaluate a trained run on one of its own splits and write RUN_DIR/eval.
+
+    The checkpoint supplies the model, class list and preprocessing; the run's splits.json
+    supplies the split, so the test patients are exactly those training held out.
+
+    Args:
+        run_dir_or_ckpt: a run folder (best.pt is used, else last.pt) or a checkpoint file.
+        split: "test" (default), "val" or "train".
+        out_dir: where to write; default RUN_DIR/eval.
+        n_boot: bootstrap resamples (0: no intervals).
+        seed: bootstrap seed.
+        batch_size: images per forward pass.
+        device: "cpu", "cuda" or "auto".
+        data_source: the dataset's location when it moved since training.
+
+    Returns:
+        The paths written and the metrics.
+
+    Raises:
+        EvaluationError: no checkpoint, no split file, an empty split, or other classes in
+            the data than in the checkpoint.
+        CheckpointError: an unreadable or unsafe checkpoint.
+        DatasetError: the dataset cannot be read or no longer fits the split file.
+    """
+    import dataclasses
+
+    from lungcancer.data import ClassificationDataset, SampleCache, prepare_data, sample_key
+    from lungcancer.train.inference import load_classifier, predict_dataset
+
+    run_dir, ckpt_path = resolve_run(run_dir_or_ckpt)
+    clf = load_classifier(ckpt_path, device=device)
+    split_file = _run_split_file(run_dir, clf.data_config.split_file)
+    changes: dict[str, Any] = {"split_file": str(split_file)}
+    if data_source is not None:
+        changes["source"] = data_source
+    cfg = dataclasses.replace(clf.data_config, **changes)
+    prepared = prepare_data(cfg, run_dir)
+    if tuple(prepared.class_names) != tuple(clf.class_names):
+        raise EvaluationError(
+            "the data's classes differ from the checkpoint's",
+            path=cfg.source,
+            expected=", ".join(clf.class_names),
+            found=", ".join(prepared.class_names),
+            hint="evaluate on the dataset (and class map) the model was trained on",
+        )
+    members = prepared.splits.get(split, [])
+    if not members:
+        raise EvaluationError(
+            f"the '{split}' split is empty",
+            path=split_file,
+            expected="a split with at least one sample",
+            found=", ".join(f"{k}: {len(v)}" for k, v in prepared.splits.items()),
+            hint="choose another --split",
+        )
+    cache = SampleCache(cfg.cache_dir) if cfg.cache_dir else None
+    dataset = ClassificationDataset(prepared.index, members, cfg, train=False, cache=cache)
+    probs = predict_dataset(clf, dataset, batch_size=batch_size)
+
+    index = prepared.index
+    keys = [sample_key(s, index.root) for s in dataset.samples]
+    if index.has_patient_ids:
+        grouping, groups = "patient", list(dataset.patient_ids)
+    else:
+        # Slices or patches of one file come from one scan: resample them together.
+        grouping = "image file"
+        groups = [
+            "file:" + (k.removesuffix(f"#{s.selector}") if s.selector else k)
+            for k, s in zip(keys, dataset.samples, strict=True)
+        ]
+    model = clf.checkpoint["model"]
+    run_info = {
+        "model": model["name"],
+        "n_params": int(sum(p.numel() for p in clf.model.parameters())),
+        "train_minutes": _train_minutes(run_dir, clf.checkpoint),
+        "checkpoint": ckpt_path.name,
+        "checkpoint epoch": clf.checkpoint.get("epoch"),
+        "run folder": run_dir.name,
+        "data source": Path(cfg.source).name,
+        "image size": cfg.image_size,
+        "spatial dims": model["args"].get("spatial_dims"),
+        "split file": split_file.name,
+        "split seed": cfg.seed,
+        "git hash": str(clf.checkpoint.get("git_hash", ""))[:12],
+        "inference": f"{clf.policy.device} {clf.policy.name}",
+    }
+    return evaluate_predictions(
+        np.asarray(dataset.labels, dtype=np.int64),
+        probs,
+        clf.class_names,
+        patient_keys=groups,
+        sample_keys=keys,
+        out_dir=out_dir if out_dir is not None else run_dir / "eval",
+        split=split,
+        split_file=split_file,
+        held_out_patients=split == "test",
+        grouping=grouping,
+        n_boot=n_boot,
+        seed=seed,
+        run_info=run_info,
+        history_path=run_dir / "history.jsonl",
+        title=f"{model['name']} on the {split} split",
     )
 
 
