@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from lungcancer.evaluate.api import (
         EvalResult,
         evaluate_predictions,
+        evaluate_run,
         load_metrics,
     )
     from lungcancer.evaluate.compare import (
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "EvalResult": "api",
     "evaluate_predictions": "api",
+    "evaluate_run": "api",
     "load_metrics": "api",
     "CompareResult": "compare",
     "compare_runs": "compare",
@@ -57,6 +59,7 @@ __all__ = [
     "comparison_section",
     "compute_metrics",
     "evaluate_predictions",
+    "evaluate_run",
     "load_metrics",
     "model_section",
     "write_combined_report",
