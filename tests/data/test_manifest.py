@@ -96,3 +96,27 @@ def test_a_csv_that_fits_no_layout_says_which_columns_were_expected(tmp_path: Pa
     with pytest.raises(DatasetError) as raised:
         load_index(tmp_path / "table.csv")
     assert "path,label" in str(raised.value) and "seriesuid" in str(raised.value)
+
+
+def test_rows_with_empty_masks_or_empty_centres_stay_whole_image_samples(tmp_path: Path) -> None:
+    sphere_volume(tmp_path, "lesion")
+    array = np.full((4, 8, 8), -800.0, dtype=np.float32)
+    scan = Scan(array=array, spacing_mm=(2.0, 1.0, 1.0))
+    write_volume(scan, tmp_path / "normal.nrrd")
+    write_mask(np.zeros(array.shape, dtype=bool), scan, tmp_path / "normal_mask.nrrd")
+    (tmp_path / "a.csv").write_text(
+        "path,label,mask_path\nlesion.nrrd,cancer,lesion_mask.nrrd\n"
+        "normal.nrrd,normal,normal_mask.nrrd\n"
+    )
+    index = load_index(tmp_path / "a.csv")
+    assert [(s.label, s.center_zyx is None) for s in index.samples] == [
+        ("cancer", False),
+        ("normal", True),
+    ]
+    (tmp_path / "b.csv").write_text(
+        "path,label,mask_path,lesion_center_z,lesion_center_y,lesion_center_x\n"
+        "lesion.nrrd,cancer,lesion_mask.nrrd,6,12,12\nnormal.nrrd,normal,normal_mask.nrrd,,,\n"
+    )
+    index = load_index(tmp_path / "b.csv")
+    assert [s.center_zyx for s in index.samples] == [(6.0, 12.0, 12.0), None]
+    assert index.samples[1].slice_index == -1

@@ -131,3 +131,17 @@ def test_split_file_is_plain_json(tmp_path: Path) -> None:
     prepared = prepare_data(cfg, tmp_path / "run")
     document = json.loads(prepared.split_file.read_text())
     assert set(document["splits"]) == {"train", "val", "test"}
+
+
+def test_dataloader_workers_read_the_cache_filled_by_the_main_process(tmp_path: Path) -> None:
+    class_folders(tmp_path / "d", {"a": 2, "b": 2})
+    cfg = _cfg(tmp_path / "d", tmp_path)
+    prepared = prepare_data(cfg, tmp_path / "run")  # hashing fills the cache (no patient ids)
+    everything = list(range(len(prepared.index.samples)))
+    cache = SampleCache(cfg.cache_dir)
+    data = ClassificationDataset(prepared.index, everything, cfg, train=False, cache=cache)
+    in_main = torch.stack([data[i][0] for i in everything])
+    assert cache.misses == 0
+    loader = DataLoader(data, batch_size=4, num_workers=1)
+    from_worker, labels = next(iter(loader))
+    assert torch.equal(from_worker, in_main) and labels.tolist() == [0, 0, 1, 1]

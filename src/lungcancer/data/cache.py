@@ -191,7 +191,14 @@ class SampleCache:
         Returns:
             float32 array (read-only when it comes from the cache).
         """
-        key = self.key(sample, cfg)
+        return self.load_keyed(self.key(sample, cfg), compute)
+
+    def load_keyed(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """Like `load`, for a key computed beforehand (no file hashing or stat here).
+
+        Datasets compute their keys once in the main process, so DataLoader workers, which
+        may be restarted every epoch, never hash file contents again.
+        """
         cached = self.get(key)
         if cached is not None:
             self.hits += 1

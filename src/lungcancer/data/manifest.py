@@ -3,7 +3,9 @@
 A manifest row is one image: `path` and `label` are required, `patient_id`, `mask_path`,
 `split` and `time_point` optional, any other column is kept in `Sample.extra`. Paths are
 relative to the manifest's folder (absolute paths work too). Lesion centres come from
-`lesion_center_z/y/x` (voxels) when present, else from the mask's connected components.
+`lesion_center_z/y/x` (voxels; empty cells: no lesion, the whole image is the sample). Without
+those columns, a row with a mask becomes one sample per lesion (connected component of the
+mask), or stays one whole-image sample when the mask is empty.
 
 A LUNA16 annotations CSV (seriesuid, coordX, coordY, coordZ in world mm, diameter_mm) points at
 `<seriesuid>.mhd` volumes anywhere under its folder; each row becomes a lesion-centred sample.
@@ -97,20 +99,26 @@ def _require_columns(path: Path, header: list[str], required: tuple[str, ...], k
         )
 
 
-def lesion_samples(base: Sample, *, where: str) -> tuple[list[Sample], str | None]:
+def lesion_samples(
+    base: Sample, *, where: str, keep_without_lesion: bool = False
+) -> tuple[list[Sample], str | None]:
     """One sample per lesion of `base.mask_path` (largest component only for 2D images).
 
     Args:
         base: the image's sample, with `mask_path` set.
         where: how to name the case in a problem message.
+        keep_without_lesion: an empty mask keeps `base` as a whole-image sample (a manifest
+            row is a sample even without a lesion) instead of skipping it.
 
     Returns:
         The lesion samples (slice at the lesion centre, centre in voxels, diameter in extra),
         or no samples and the reason the case was skipped.
     """
     try:
-        scan = read_image(base.path, expect_ct=False)
+        scan = read_image(base.path)
         mask = read_mask(base.mask_path, like=scan)
+        if keep_without_lesion and int(mask.sum()) < MIN_LESION_VOXELS:
+            return [base], None
         lesions = measure_lesions(
             mask, scan.spacing_mm, min_voxels=MIN_LESION_VOXELS, source=base.mask_path
         )
@@ -225,9 +233,14 @@ def read_manifest(path: str | Path) -> LayoutRead:
             found=_listed(missing),
             hint="fix the paths, or move the manifest next to the data it lists",
         )
+    # With centre columns the manifest already says where lesions are (empty: none), so masks
+    # are read only when those columns are absent.
+    find_lesions = not all(c in header for c in _CENTRE_COLUMNS)
     for number, sample in pending:
-        if sample.mask_path and sample.center_zyx is None and sample.slice_index < 0:
-            lesions, problem = lesion_samples(sample, where=f"row {number}")
+        if find_lesions and sample.mask_path and sample.slice_index < 0:
+            lesions, problem = lesion_samples(
+                sample, where=f"row {number}", keep_without_lesion=True
+            )
             result.samples.extend(lesions)
             if problem:
                 result.problems.append(problem)

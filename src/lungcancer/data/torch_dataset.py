@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -13,6 +13,18 @@ from lungcancer.data.cache import SampleCache
 from lungcancer.data.index import DatasetIndex, Sample
 from lungcancer.data.layouts import read_sample
 from lungcancer.data.transforms import Augmenter, preprocess
+
+
+def _decoder(sample: Sample, cfg: DataConfig) -> Callable[[], np.ndarray]:
+    def compute() -> np.ndarray:
+        return preprocess(
+            read_sample(sample),
+            cfg,
+            slice_index=sample.slice_index,
+            center_zyx=sample.center_zyx,
+        )
+
+    return compute
 
 
 def load_sample_array(
@@ -28,15 +40,7 @@ def load_sample_array(
     Returns:
         float32 (C, H, W) or (C, D, H, W) in [0, 1].
     """
-
-    def compute() -> np.ndarray:
-        return preprocess(
-            read_sample(sample),
-            cfg,
-            slice_index=sample.slice_index,
-            center_zyx=sample.center_zyx,
-        )
-
+    compute = _decoder(sample, cfg)
     return compute() if cache is None else cache.load(sample, cfg, compute)
 
 
@@ -46,6 +50,8 @@ class ClassificationDataset(Dataset[tuple[torch.Tensor, int]]):
     Augmentation (when `train` and `cfg.augment`) is seeded: in the main process from
     `cfg.seed`, in a DataLoader worker from the worker's seed, which PyTorch derives from the
     main process's generator, so a run seeded with `torch.manual_seed` repeats exactly.
+    With a cache, every sample's cache key (which hashes its file's content) is computed here,
+    once, in the main process: DataLoader workers then only open cached arrays.
 
     Args:
         index: the dataset.
@@ -81,6 +87,7 @@ class ClassificationDataset(Dataset[tuple[torch.Tensor, int]]):
         self._augment = train and cfg.augment
         self._augmenter: Augmenter | None = None
         self._stream: tuple[int, ...] | None = None
+        self._keys = [cache.key(s, cfg) for s in self.samples] if cache is not None else []
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -98,7 +105,9 @@ class ClassificationDataset(Dataset[tuple[torch.Tensor, int]]):
         return self._augmenter
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        array = load_sample_array(self.samples[i], self.cfg, self.cache)
+        compute = _decoder(self.samples[i], self.cfg)
+        cache = self.cache
+        array = compute() if cache is None else cache.load_keyed(self._keys[i], compute)
         if self._augment:
             array = self._augmenter_here()(np.asarray(array))
         else:
