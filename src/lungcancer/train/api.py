@@ -1,0 +1,511 @@
+"""`train(data_cfg, model_cfg, train_cfg) -> TrainResult`: the whole training run.
+
+Reads like nanoGPT: set up (data, model, optimizer, schedule, precision), then one loop over
+epochs that trains, validates, checkpoints, logs, and stops early, on a time budget, on Ctrl-C
+or on a non-finite loss. Every file the run writes goes through `RunFolder`, which only the
+main process (rank 0) lets through, so a DDP launch needs no change here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator, Sized
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Sampler
+
+from lungcancer.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from lungcancer.errors import ConfigError, TrainingError
+from lungcancer.models import Classifier, create_model
+from lungcancer.train.checkpoint import (
+    FORMAT,
+    VERSION,
+    RunFolder,
+    capture_rng,
+    git_hash,
+    library_versions,
+    progress_bar,
+    restore_rng,
+    seed_everything,
+)
+from lungcancer.train.loop import (
+    BALANCE_MODES,
+    EpochMetrics,
+    EpochProgress,
+    EpochSampler,
+    class_weights,
+    epoch_metrics,
+    epoch_seed,
+    evaluate_epoch,
+    gather_predictions,
+    make_loader,
+    train_one_epoch,
+)
+from lungcancer.train.precision import resolve_policy
+from lungcancer.train.schedule import WarmupCosine, build_optimizer
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        run_dir: the run folder.
+        best_checkpoint: checkpoint of the epoch with the best validation macro ROC-AUC.
+        last_checkpoint: checkpoint of the last completed (or interrupted) epoch.
+        best_metric: validation macro ROC-AUC of the best epoch (NaN if undefined).
+        best_epoch: 1-based epoch of the best checkpoint (0 if no epoch completed).
+        history: one row of metrics per completed epoch.
+        stopped: "completed", "early_stopping", "time_budget" or "interrupted".
+        class_names: the class list (class id = position).
+    """
+
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_metric: float
+    best_epoch: int
+    history: list[dict[str, Any]]
+    stopped: str
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped == "interrupted"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a checkpoint must record to rebuild the model and repeat the run."""
+
+    model_name: str
+    model_args: dict[str, Any]
+    class_names: tuple[str, ...]
+    data_cfg: DataConfig
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+
+
+@dataclass
+class _BestSoFar:
+    auc: float = math.nan
+    loss: float = math.inf
+    epoch: int = 0
+    epochs_since: int = 0
+
+    def key(self) -> tuple[float, float]:
+        return (_auc_key(self.auc), -self.loss)
+
+
+def _auc_key(auc: float) -> float:
+    # Early stopping watches macro AUC; a single-class validation split has none, and then
+    # the loss decides alone (the same for every epoch of the run, as the split is fixed).
+    return auc if math.isfinite(auc) else -math.inf
+
+
+def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig) -> TrainResult:
+    """Train a classifier on a dataset and write a run folder.
+
+    Args:
+        data_cfg: dataset, splits and preprocessing.
+        model_cfg: architecture and initialisation.
+        train_cfg: optimisation, precision, budget and the output folder (`out_dir`).
+
+    Returns:
+        Paths of the best and last checkpoints, the best metric and the history.
+
+    Raises:
+        ConfigError: inconsistent settings.
+        DatasetError: unusable data.
+        TrainingError: an empty split, a busy or used run folder, or a non-finite loss.
+        CheckpointError: `resume` with a checkpoint of another model or class set.
+    """
+    from lungcancer.data import ClassificationDataset, SampleCache, prepare_data
+
+    _check_configs(data_cfg, model_cfg, train_cfg)
+    run = RunFolder(train_cfg.out_dir)
+    with run.locked():
+        run.check_fresh_or_resumable(train_cfg.resume)
+        prepared = prepare_data(data_cfg, run.path)
+        run.keep_copy(prepared.split_file, "splits.json")
+        for warning in prepared.audit.warnings:
+            run.warn(f"data audit: {warning}")
+        cache = SampleCache(data_cfg.cache_dir) if data_cfg.cache_dir else None
+        splits = prepared.splits
+        train_set = ClassificationDataset(
+            prepared.index, splits["train"], data_cfg, train=True, cache=cache
+        )
+        val_set = ClassificationDataset(
+            prepared.index, splits["val"], data_cfg, train=False, cache=cache
+        )
+        spec = RunSpec(
+            model_name=model_cfg.name,
+            model_args={
+                "in_chans": model_cfg.in_chans,
+                "num_classes": len(prepared.class_names),
+                "spatial_dims": model_cfg.spatial_dims,
+                "dropout": model_cfg.dropout,
+            },
+            class_names=tuple(prepared.class_names),
+            data_cfg=data_cfg,
+            model_cfg=model_cfg,
+            train_cfg=train_cfg,
+        )
+        return fit(spec, train_set, val_set, run)
+
+
+def fit(
+    spec: RunSpec,
+    train_set: Dataset[tuple[torch.Tensor, int]],
+    val_set: Dataset[tuple[torch.Tensor, int]],
+    run: RunFolder,
+    *,
+    sampler: Sampler[int] | None = None,
+) -> TrainResult:
+    """The epoch loop on ready datasets (any Dataset with a `labels` list works).
+
+    Args:
+        spec: model, classes and configs (recorded in every checkpoint).
+        train_set: training samples; must have `labels` (class id per sample).
+        val_set: validation samples; must have `labels`.
+        run: the run folder (locked by the caller).
+        sampler: training sampler; by default an `EpochSampler` following `train_cfg.balance`.
+            It must offer `set_epoch(epoch, skip)` for resuming.
+
+    Returns:
+        The run's result.
+    """
+    cfg = spec.train_cfg
+    train_labels = list(getattr(train_set, "labels", []))
+    val_labels = list(getattr(val_set, "labels", []))
+    if not train_labels or not val_labels:
+        raise TrainingError(
+            "the training and validation splits must both hold samples",
+            path=run.path,
+            found=f"train: {len(train_labels)}, val: {len(val_labels)} samples",
+            hint="add data, or lower data.test_fraction / raise data.val_fraction",
+        )
+    num_classes = len(spec.class_names)
+    seed_everything(cfg.seed)
+    policy = resolve_policy(cfg.precision, cfg.device, threads=cfg.threads)
+    policy.apply_threads()
+    run.log(policy.describe())
+
+    net = create_model(spec.model_name, **spec.model_args)
+    resumed = run.load_resume_state(spec) if cfg.resume else None
+    if resumed is None and spec.model_cfg.pretrained:
+        from lungcancer.models.pretrained import load_pretrained
+
+        run.log(load_pretrained(net, spec.model_name, spec.model_cfg.pretrained).summary())
+    elif resumed is not None:
+        net.load_state_dict(resumed["state_dict"])
+    model = policy.prepare_model(net, spec.model_args["spatial_dims"])
+    assert isinstance(model, Classifier)
+
+    # The lower backbone rate is a transfer-learning device: from scratch every layer is new.
+    scale = cfg.backbone_lr_scale if spec.model_cfg.pretrained else 1.0
+    optimizer = build_optimizer(
+        model, lr=cfg.lr, weight_decay=cfg.weight_decay, backbone_lr_scale=scale
+    )
+    drop_last = len(train_labels) > cfg.batch_size  # a 1-image batch breaks batch norm
+    steps_per_epoch = len(train_labels) // cfg.batch_size if drop_last else 1
+    schedule = WarmupCosine(
+        optimizer,
+        base_lr=cfg.lr,
+        warmup_steps=cfg.warmup_epochs * steps_per_epoch,
+        total_steps=cfg.epochs * steps_per_epoch,
+    )
+    scaler = torch.amp.GradScaler(policy.device.type) if policy.use_grad_scaler else None
+    weights = class_weights(train_labels, num_classes) if cfg.balance == "weights" else None
+    loss_fn = nn.CrossEntropyLoss(
+        weight=None if weights is None else weights.to(policy.device),
+        label_smoothing=cfg.label_smoothing,
+    )
+    sampler = sampler or EpochSampler(train_labels, balance=cfg.balance, seed=cfg.seed)
+
+    history: list[dict[str, Any]] = []
+    best = _BestSoFar()
+    start_epoch = 0
+    progress = EpochProgress()
+    if resumed is not None:
+        optimizer.load_state_dict(resumed["optimizer"])
+        schedule.load_state_dict(resumed["scheduler"])
+        if scaler is not None and resumed.get("scaler"):
+            scaler.load_state_dict(resumed["scaler"])
+        history = list(resumed["history"])
+        best = _BestSoFar(**resumed["best"])
+        start_epoch = int(resumed["epoch"])
+        progress = EpochProgress(**(resumed.get("epoch_progress") or {}))
+        run.log(f"resumed from {run.last} at epoch {start_epoch + 1} (step {progress.steps})")
+    run.save_configs(spec)
+    run.log(
+        f"{spec.model_name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
+        f"{len(train_labels)} train / {len(val_labels)} val samples, classes "
+        f"{', '.join(spec.class_names)}; balance={cfg.balance}, backbone lr x{scale:g}"
+    )
+
+    stopped = "completed"
+    session_start = time.monotonic()
+    val_loader = make_loader(
+        val_set, batch_size=cfg.batch_size * 2, sampler=None, workers=cfg.workers, seed=cfg.seed
+    )
+    with _stop_on_sigint() as stop_requested, _errors_logged(run):
+        for epoch in range(start_epoch, cfg.epochs):
+            _set_frozen(model, epoch, cfg.freeze_epochs, run)
+            seed = epoch_seed(cfg.seed, epoch)
+            _reseed_epoch(train_set, seed)
+            if progress.steps and resumed is not None and resumed.get("epoch_progress"):
+                restore_rng(resumed["rng"])  # continue mid-epoch with the saved RNG streams
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch, skip=progress.seen)
+            loader = make_loader(
+                train_set,
+                batch_size=cfg.batch_size,
+                sampler=sampler,
+                workers=cfg.workers,
+                seed=seed,
+                drop_last=drop_last,
+            )
+            with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", _epoch_size(sampler)) as advance:
+                train_one_epoch(
+                    model,
+                    loader,
+                    optimizer,
+                    schedule,
+                    loss_fn,
+                    policy,
+                    progress=progress,
+                    grad_clip=cfg.grad_clip,
+                    scaler=scaler,
+                    on_batch=advance,
+                    should_stop=stop_requested,
+                )
+            if stop_requested():
+                stopped = "interrupted"
+                ckpt = _checkpoint(spec, model, optimizer, schedule, scaler, epoch, history, best)
+                ckpt["epoch_progress"] = vars(progress).copy()
+                run.save_checkpoint("last.pt", ckpt)
+                run.log(
+                    f"interrupted during epoch {epoch + 1} after {progress.steps} steps; "
+                    f"saved {run.last}; continue with --resume"
+                )
+                break
+
+            val_started = time.perf_counter()
+            predictions = gather_predictions(evaluate_epoch(model, val_loader, policy))
+            metrics = epoch_metrics(predictions, spec.class_names)
+            _warn_absent(metrics, run)
+            row = _history_row(epoch, schedule, progress, metrics, val_started, model)
+            history.append(row)
+            improved = (_auc_key(metrics.macro_auc), -metrics.loss) > best.key()
+            if improved:
+                best = _BestSoFar(metrics.macro_auc, metrics.loss, epoch + 1, 0)
+            else:
+                best.epochs_since += 1
+            ckpt = _checkpoint(spec, model, optimizer, schedule, scaler, epoch + 1, history, best)
+            ckpt["metrics"] = row
+            run.save_checkpoint("last.pt", ckpt)
+            if improved:
+                run.save_checkpoint("best.pt", ckpt)
+            run.write_history(history)
+            run.log(_epoch_line(row, cfg.epochs, improved))
+            progress = EpochProgress()
+            resumed = None
+            if cfg.patience and best.epochs_since >= cfg.patience:
+                stopped = "early_stopping"
+                run.log(f"early stopping: no better validation AUC for {cfg.patience} epochs")
+                break
+            minutes = (time.monotonic() - session_start) / 60
+            if cfg.max_minutes and minutes >= cfg.max_minutes and epoch + 1 < cfg.epochs:
+                stopped = "time_budget"
+                run.log(f"time budget: {minutes:.1f} of {cfg.max_minutes:g} minutes used")
+                break
+    run.close()
+    if stopped != "interrupted":
+        run.log(f"done ({stopped}); best epoch {best.epoch}, val macro AUC {best.auc:.4f}")
+    return TrainResult(
+        run_dir=run.path,
+        best_checkpoint=run.best,
+        last_checkpoint=run.last,
+        best_metric=best.auc,
+        best_epoch=best.epoch,
+        history=history,
+        stopped=stopped,
+        class_names=spec.class_names,
+    )
+
+
+def _epoch_size(sampler: Sampler[int]) -> int:
+    return len(sampler) if isinstance(sampler, Sized) else 0
+
+
+def _check_configs(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    if cfg.balance not in BALANCE_MODES:
+        raise ConfigError(
+            "unknown class balancing", expected=" | ".join(BALANCE_MODES), found=cfg.balance
+        )
+    if model_cfg.spatial_dims != data_cfg.spatial_dims:
+        raise ConfigError(
+            "the model and the data disagree on 2D vs 3D",
+            expected=f"model.spatial_dims == data.spatial_dims ({data_cfg.spatial_dims})",
+            found=f"model.spatial_dims = {model_cfg.spatial_dims}",
+            hint="set both to 2 (slices) or both to 3 (volume patches)",
+        )
+    if model_cfg.in_chans != len(data_cfg.windows):
+        raise ConfigError(
+            "the model's input channels must equal the number of CT windows",
+            expected=f"model.in_chans = {len(data_cfg.windows)} (one per data.windows entry)",
+            found=f"model.in_chans = {model_cfg.in_chans}",
+            hint="set model.in_chans to the number of windows",
+        )
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise ConfigError(
+            "epochs, batch size and learning rate must be positive",
+            found=f"epochs={cfg.epochs}, batch_size={cfg.batch_size}, lr={cfg.lr}",
+        )
+
+
+def _set_frozen(model: Classifier, epoch: int, freeze_epochs: int, run: RunFolder) -> None:
+    if freeze_epochs <= 0:
+        return
+    frozen = epoch < freeze_epochs
+    model.set_backbone_trainable(not frozen)
+    if epoch == 0 and frozen:
+        run.log(f"backbone frozen for the first {freeze_epochs} epoch(s); training the head")
+    elif epoch == freeze_epochs:
+        run.log("backbone unfrozen")
+
+
+def _reseed_epoch(dataset: object, seed: int) -> None:
+    """Seed every RNG an epoch uses, so epoch k is the same whether or not the run resumed."""
+    seed_everything(seed)
+    reseed = getattr(dataset, "reseed", None)
+    if callable(reseed):
+        reseed(seed)
+    else:
+        from monai.data.utils import set_rnd
+
+        set_rnd(dataset, seed)
+
+
+def _warn_absent(metrics: EpochMetrics, run: RunFolder) -> None:
+    if metrics.absent_classes:
+        run.warn(
+            f"classes absent from the validation split: {', '.join(metrics.absent_classes)}; "
+            "macro AUC is computed over the classes present"
+        )
+
+
+def _history_row(
+    epoch: int,
+    schedule: WarmupCosine,
+    progress: EpochProgress,
+    metrics: EpochMetrics,
+    val_started: float,
+    model: Classifier,
+) -> dict[str, Any]:
+    return {
+        "epoch": epoch + 1,
+        "lr": schedule.lr_at(max(0, schedule.step_count - 1)),
+        "train_loss": progress.loss,
+        "train_acc": progress.accuracy,
+        "val_loss": metrics.loss,
+        "val_acc": metrics.accuracy,
+        "val_macro_auc": metrics.macro_auc,
+        "val_macro_f1": metrics.macro_f1,
+        "seconds": progress.seconds + (time.perf_counter() - val_started),
+        "images_per_s": progress.images_per_s,
+        "backbone_frozen": not any(p.requires_grad for _, p in model.backbone_parameters()),
+    }
+
+
+def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
+    return (
+        f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} "
+        f"acc {row['train_acc']:.3f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} "
+        f"AUC {row['val_macro_auc']:.4f} F1 {row['val_macro_f1']:.3f} | lr {row['lr']:.2e} "
+        f"| {row['images_per_s']:.0f} img/s, {row['seconds']:.1f} s{' *' if improved else ''}"
+    )
+
+
+def _checkpoint(
+    spec: RunSpec,
+    model: Classifier,
+    optimizer: torch.optim.Optimizer,
+    schedule: WarmupCosine,
+    scaler: torch.amp.GradScaler | None,
+    epoch: int,
+    history: list[dict[str, Any]],
+    best: _BestSoFar,
+) -> dict[str, Any]:
+    # Weights are stored contiguous so loading never depends on the training memory format.
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {"name": spec.model_name, "args": dict(spec.model_args)},
+        "class_names": list(spec.class_names),
+        "data_config": to_dict(spec.data_cfg),
+        "model_config": to_dict(spec.model_cfg),
+        "train_config": to_dict(spec.train_cfg),
+        "state_dict": state,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": schedule.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "epoch": epoch,
+        "metrics": history[-1] if history else {},
+        "best": vars(best).copy(),
+        "history": [dict(r) for r in history],
+        "epoch_progress": None,
+        "rng": capture_rng(),
+        "versions": library_versions(),
+        "git_hash": git_hash(),
+    }
+
+
+@contextlib.contextmanager
+def _errors_logged(run: RunFolder) -> Iterator[None]:
+    """Record why a run stopped in train.log before the error reaches the caller."""
+    try:
+        yield
+    except TrainingError as exc:
+        run.log(f"error: {exc}")
+        raise
+
+
+@contextlib.contextmanager
+def _stop_on_sigint() -> Iterator[Callable[[], bool]]:
+    """Turn the first Ctrl-C into a request to stop after the current batch.
+
+    The loop then saves `last.pt` and returns; a second Ctrl-C interrupts at once.
+    """
+    requested = {"stop": False}
+    previous: Any = None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if requested["stop"]:
+            raise KeyboardInterrupt
+        requested["stop"] = True
+
+    in_main_thread = _is_main_thread()
+    if in_main_thread:
+        previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: requested["stop"]
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,251 @@
+"""The epoch loop through `fit`: files, learning, determinism, resume, stops and refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from train_builders import BlobDataset, make_spec
+
+from lungcancer.errors import CheckpointError, ConfigError, TrainingError
+from lungcancer.train.api import TrainResult, fit
+from lungcancer.train.checkpoint import HISTORY_FIELDS, RunFolder, load_checkpoint
+
+
+def run_fit(
+    out: Path,
+    train_set: BlobDataset | None = None,
+    val_set: BlobDataset | None = None,
+    **spec_kwargs: object,
+) -> TrainResult:
+    spec = make_spec(**spec_kwargs)  # type: ignore[arg-type]
+    folder = RunFolder(out, echo=False)
+    with folder.locked():
+        folder.check_fresh_or_resumable(spec.train_cfg.resume)
+        return fit(
+            spec,
+            train_set if train_set is not None else BlobDataset(24, seed=1),
+            val_set if val_set is not None else BlobDataset(8, seed=2),
+            folder,
+        )
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["state_dict"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def test_a_run_writes_its_folder(tmp_path: Path) -> None:
+    result = run_fit(tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.yaml", "best.pt", "last.pt", "history.jsonl", "history.csv", "train.log"):
+        assert (run / name).is_file(), name
+    assert not (run / ".lock").exists()
+    rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] == [r["epoch"] for r in result.history]
+    assert set(HISTORY_FIELDS) <= set(rows[0])
+    assert (run / "history.csv").read_text().splitlines()[0] == ",".join(HISTORY_FIELDS)
+    log = (run / "train.log").read_text()
+    assert "precision fp32 on cpu" in log and "fp32 was requested" in log
+    ckpt = load_checkpoint(result.last_checkpoint)
+    assert ckpt["model"] == {
+        "name": "cnn",
+        "args": {"in_chans": 1, "num_classes": 2, "spatial_dims": 2, "dropout": 0.1},
+    }
+    assert ckpt["class_names"] == ["benign", "malignant"]
+    assert ckpt["epoch"] == 2
+    assert ckpt["train_config"]["epochs"] == 2
+    assert ckpt["data_config"]["image_size"] == 32
+    assert set(ckpt["versions"]) == {"torch", "monai", "lungcancer"}
+    assert isinstance(ckpt["git_hash"], str)
+
+
+def test_training_learns_an_easy_task(tmp_path: Path) -> None:
+    result = run_fit(
+        tmp_path / "run",
+        BlobDataset(64, seed=1),
+        BlobDataset(24, seed=2),
+        epochs=6,
+        lr=3e-3,
+    )
+    assert result.best_metric > 0.9
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_same_seed_gives_the_same_weights_and_another_seed_does_not(tmp_path: Path) -> None:
+    a = run_fit(tmp_path / "a", seed=3)
+    b = run_fit(tmp_path / "b", seed=3)
+    c = run_fit(tmp_path / "c", seed=4)
+    assert_same_weights(a.last_checkpoint, b.last_checkpoint)
+    assert a.history[-1]["val_loss"] == b.history[-1]["val_loss"]
+    assert not torch.equal(
+        weights(a.last_checkpoint)["fc.weight"], weights(c.last_checkpoint)["fc.weight"]
+    )
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_resume_from_an_epoch_boundary_continues_exactly(tmp_path: Path, precision: str) -> None:
+    straight = run_fit(tmp_path / "straight", epochs=3, precision=precision)
+    run_fit(tmp_path / "resumed", epochs=3, precision=precision, max_minutes=1e-6)
+    partial = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert partial["epoch"] == 1
+    resumed = run_fit(tmp_path / "resumed", epochs=3, precision=precision, resume=True)
+    assert resumed.stopped == "completed"
+    assert_same_weights(straight.last_checkpoint, resumed.last_checkpoint)
+    assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in straight.history]
+    assert resumed.best_epoch == straight.best_epoch
+
+
+class InterruptingDataset(BlobDataset):
+    """Sends the process a SIGINT (as Ctrl-C does) while fetching item number `at`."""
+
+    def __init__(self, *args: object, at: int, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.at = at
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if self.calls + 1 == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().__getitem__(i)
+
+
+def test_ctrl_c_saves_last_and_resume_continues_exactly(tmp_path: Path) -> None:
+    straight = run_fit(tmp_path / "straight", epochs=2)
+    # Item 30 is in the second epoch (24 items per epoch): stop after its batch.
+    interrupted = run_fit(tmp_path / "run", InterruptingDataset(24, seed=1, at=30), epochs=2)
+    assert interrupted.interrupted
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["epoch"] == 1
+    assert ckpt["epoch_progress"]["steps"] == 1
+    assert "continue with --resume" in (tmp_path / "run" / "train.log").read_text()
+    resumed = run_fit(tmp_path / "run", epochs=2, resume=True)
+    assert resumed.stopped == "completed"
+    assert_same_weights(straight.last_checkpoint, resumed.last_checkpoint)
+    assert resumed.history[-1]["train_loss"] == pytest.approx(straight.history[-1]["train_loss"])
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    # 24 items per epoch: the second epoch's images turn to NaN.
+    with pytest.raises(TrainingError, match="loss became nan"):
+        run_fit(tmp_path / "run", BlobDataset(24, seed=1, nan_from=24), epochs=3)
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["epoch"] == 1
+    assert all(
+        torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
+    )
+    assert "loss became nan" in (tmp_path / "run" / "train.log").read_text()
+    assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_early_stopping_and_time_budget(tmp_path: Path) -> None:
+    noise = BlobDataset(24, seed=1, labels=[i % 2 for i in range(24)])
+    noise.images = torch.rand_like(noise.images)  # nothing to learn: AUC cannot keep rising
+    early = run_fit(tmp_path / "early", noise, epochs=12, patience=1, lr=1e-5)
+    assert early.stopped == "early_stopping"
+    assert len(early.history) < 12
+    budget = run_fit(tmp_path / "budget", epochs=5, max_minutes=1e-6)
+    assert budget.stopped == "time_budget"
+    assert len(budget.history) == 1
+
+
+def test_a_class_missing_from_validation_warns_and_still_scores(tmp_path: Path) -> None:
+    classes = ("a", "b", "c")
+    train_set = BlobDataset(24, num_classes=3, seed=1)
+    val_set = BlobDataset(8, seed=2, labels=[0, 1] * 4)
+    result = run_fit(tmp_path / "run", train_set, val_set, class_names=classes, epochs=1)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "classes absent from the validation split: c" in log
+    assert 0.0 <= result.history[0]["val_macro_auc"] <= 1.0
+
+
+@pytest.mark.parametrize("balance", ["weights", "none"])
+def test_other_balancing_modes_train(tmp_path: Path, balance: str) -> None:
+    train_set = BlobDataset(24, seed=1, labels=[0] * 18 + [1] * 6)
+    result = run_fit(tmp_path / "run", train_set, epochs=1, balance=balance)
+    assert result.history[0]["train_loss"] > 0
+
+
+def test_frozen_backbone_does_not_move_then_trains_at_a_lower_rate(tmp_path: Path) -> None:
+    source = run_fit(tmp_path / "source", epochs=1)
+    frozen = run_fit(
+        tmp_path / "frozen",
+        epochs=2,
+        freeze_epochs=2,
+        pretrained=str(source.last_checkpoint),
+    )
+    before, after = weights(source.last_checkpoint), weights(frozen.last_checkpoint)
+    assert torch.equal(before["stages.0.0.weight"], after["stages.0.0.weight"])
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+    assert all(r["backbone_frozen"] for r in frozen.history)
+
+    thawed = run_fit(
+        tmp_path / "thawed",
+        epochs=2,
+        freeze_epochs=1,
+        backbone_lr_scale=0.1,
+        pretrained=str(source.last_checkpoint),
+    )
+    assert [r["backbone_frozen"] for r in thawed.history] == [True, False]
+    assert not torch.equal(
+        before["stages.0.0.weight"], weights(thawed.last_checkpoint)["stages.0.0.weight"]
+    )
+    groups = load_checkpoint(thawed.last_checkpoint)["optimizer"]["param_groups"]
+    scales = {g["name"]: g["lr_scale"] for g in groups}
+    assert scales["backbone"] == 0.1 and scales["head"] == 1.0
+    assert "backbone unfrozen" in (tmp_path / "thawed" / "train.log").read_text()
+
+
+def test_a_used_folder_needs_resume_and_resume_needs_a_run(tmp_path: Path) -> None:
+    run_fit(tmp_path / "run", epochs=1)
+    with pytest.raises(TrainingError, match="already holds a training run"):
+        run_fit(tmp_path / "run", epochs=1)
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        run_fit(tmp_path / "empty", epochs=1, resume=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": "densenet121"}, "another model"),
+        ({"class_names": ("benign", "malignant", "other")}, "another class set"),
+    ],
+)
+def test_resume_refuses_another_model_or_class_set(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    run_fit(tmp_path / "run", epochs=1)
+    with pytest.raises(CheckpointError, match=message):
+        run_fit(tmp_path / "run", epochs=2, resume=True, **change)
+
+
+def test_a_live_lock_is_refused_and_a_stale_one_taken_over(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").write_text(f"{holder.pid}\n")
+        with pytest.raises(TrainingError, match=f"pid {holder.pid}") as info:
+            run_fit(run, epochs=1)
+        assert str(run) in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is gone now: its lock is stale and the next run takes the folder.
+    assert run_fit(run, epochs=1).stopped == "completed"
+
+
+def test_precision_requests_the_cpu_cannot_run_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        run_fit(tmp_path / "run", epochs=1, precision="fp16")

@@ -1,0 +1,106 @@
+"""Tiny data for the training tests: in-memory datasets, run specs, image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lungcancer.config import DataConfig, ModelConfig, TrainConfig
+from lungcancer.train.api import RunSpec
+
+
+class BlobDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Noise images; class k > 0 adds a bright square whose size grows with k.
+
+    Args:
+        n: samples.
+        num_classes: classes, assigned round-robin (or from `labels`).
+        size: image side in pixels.
+        seed: image content seed.
+        labels: explicit class ids (overrides round-robin).
+        nan_from: items at positions >= this are all-NaN (to break training on purpose).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        num_classes: int = 2,
+        size: int = 32,
+        seed: int = 0,
+        labels: list[int] | None = None,
+        nan_from: int | None = None,
+    ) -> None:
+        rng = np.random.default_rng(seed)
+        self.labels = labels if labels is not None else [i % num_classes for i in range(n)]
+        images = rng.normal(0.3, 0.1, size=(len(self.labels), 1, size, size)).astype(np.float32)
+        for i, label in enumerate(self.labels):
+            if label:
+                side = 4 + 3 * label
+                y, x = rng.integers(0, size - side, size=2)
+                images[i, 0, y : y + side, x : x + side] += 0.6
+        self.images = torch.from_numpy(images)
+        self.nan_from = nan_from
+        self.calls = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        self.calls += 1
+        image = self.images[i]
+        if self.nan_from is not None and self.calls > self.nan_from:
+            image = torch.full_like(image, float("nan"))
+        return image, self.labels[i]
+
+
+def make_spec(
+    class_names: tuple[str, ...] = ("benign", "malignant"),
+    model: str = "cnn",
+    pretrained: str = "",
+    **train: object,
+) -> RunSpec:
+    train_defaults: dict[str, object] = {
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "warmup_epochs": 1,
+        "precision": "fp32",
+        "patience": 0,
+        "threads": 1,
+    }
+    train_defaults.update(train)
+    train_cfg = TrainConfig(**train_defaults)  # type: ignore[arg-type]
+    model_cfg = ModelConfig(name=model, pretrained=pretrained, dropout=0.1)
+    return RunSpec(
+        model_name=model,
+        model_args={
+            "in_chans": 1,
+            "num_classes": len(class_names),
+            "spatial_dims": 2,
+            "dropout": 0.1,
+        },
+        class_names=class_names,
+        data_cfg=DataConfig(image_size=32),
+        model_cfg=model_cfg,
+        train_cfg=train_cfg,
+    )
+
+
+def write_png_dataset(root: Path, per_class: int = 12, size: int = 32) -> Path:
+    """A folder-per-class PNG dataset with patient ids in the file names."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("benign", "malignant")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = rng.normal(0.3, 0.08, size=(size, size))
+            if label:
+                y, x = rng.integers(2, size - 12, size=2)
+                image[y : y + 10, x : x + 10] += 0.6
+            pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"patient_{label}{i:02d}_a.png")
+    return root
