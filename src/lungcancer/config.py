@@ -90,6 +90,8 @@ class TrainConfig:
     workers: int = 0
     max_minutes: float = 0.0
     resume: bool = False
+    # CPU threads; 0 = one per physical core (fewer helps when other jobs share the CPU).
+    threads: int = 0
 
 
 @dataclass(frozen=True)
