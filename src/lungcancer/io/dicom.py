@@ -38,6 +38,11 @@ logger = logging.getLogger(__name__)
 # Elements larger than this stay on disk until decoded: headers of unchosen series are cheap.
 _DEFER_BYTES = 4096
 _PIXEL_DATA_TAG = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+# Lossless codecs shrink a CT slice a few times and a blank one at most a few thousand times;
+# images up to the allowance below pass whatever their compressed size.
+_MAX_COMPRESSION_RATIO = 10_000
+_ALWAYS_PLAUSIBLE_BYTES = 64 * 1024 * 1024
 _PREAMBLE_GROUPS = (0x0002, 0x0008)
 _JPEG_EXTRA_HINT = 'install the decoders with: pip install "lungcancer[jpeg]"'
 _MAX_LISTED_SKIPS = 20
@@ -119,30 +124,41 @@ def _pixel_data_problem(dataset: Any, path: Path) -> str | None:
         if "SOPClassUID" not in dataset:
             return "truncated or corrupt: the file ends before its image attributes"
         return "no pixel data (not an image: e.g. a report, DICOMDIR or presentation state)"
-    element = dataset.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
-    length = getattr(element, "length", None)
-    value_tell = getattr(element, "value_tell", None)
-    if length is None or value_tell is None or length == 0xFFFFFFFF:
-        return None
-    size = path.stat().st_size
-    if value_tell + length > size:
-        available = size - value_tell
-        return f"truncated: pixel data needs {length} bytes, the file holds {available}"
-    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is not None and syntax.is_compressed:
-        return None
     try:
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
         needed = (
-            int(dataset.Rows)
-            * int(dataset.Columns)
-            * int(dataset.get("SamplesPerPixel", 1))
-            * int(dataset.get("NumberOfFrames", 1) or 1)
+            (rows * columns * int(dataset.get("SamplesPerPixel", 1)) * frames)
             * int(dataset.BitsAllocated)
             // 8
         )
-    except (AttributeError, TypeError, ValueError):
-        return "missing Rows/Columns/BitsAllocated"
-    if length < needed:
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return "missing or unreadable Rows/Columns/BitsAllocated/NumberOfFrames"
+    if min(rows, columns, frames) < 1 or needed < 1:
+        return f"an image without pixels: {rows}x{columns}, {frames} frame(s)"
+    element = dataset.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
+    length = getattr(element, "length", None)
+    value_tell = getattr(element, "value_tell", None)
+    if length is None or value_tell is None:
+        return None
+    size = path.stat().st_size
+    # Encapsulated (compressed) pixel data has an undefined length and runs to the file's end.
+    stored = size - value_tell
+    if length != _UNDEFINED_LENGTH:
+        if value_tell + length > size:
+            return f"truncated: pixel data needs {length} bytes, the file holds {stored}"
+        stored = length
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_compressed:
+        # Rows, Columns and NumberOfFrames size the buffers before anything is decoded; a
+        # corrupt header would otherwise cost gigabytes for a few hundred bytes of data.
+        if needed > _MAX_COMPRESSION_RATIO * stored + _ALWAYS_PLAUSIBLE_BYTES:
+            return (
+                f"the header declares {needed} bytes of pixels, more than {stored} bytes "
+                "of compressed data can hold"
+            )
+        return None
+    if length != _UNDEFINED_LENGTH and length < needed:
         return f"truncated: pixel data holds {length} bytes, the image needs {needed}"
     return None
 
