@@ -207,12 +207,12 @@ def data_inspect_command(
         counts = summary.counts[name]
         table.add_row(name, *[str(counts.get(s, 0)) for s in splits], str(sum(counts.values())))
     console.print(table)
-    patients = (
-        f"{summary.n_patients} patients"
-        if summary.has_patient_ids
-        else f"no patient ids for every image ({summary.n_patients} patients known): "
-        "splits will group near-duplicate images instead"
-    )
+    if summary.has_patient_ids:
+        patients = f"{summary.n_patients} patients"
+    elif summary.n_patients:
+        patients = f"patient ids for some images only ({summary.n_patients} patients known)"
+    else:
+        patients = "no patient ids: splits will keep near-duplicate images together instead"
     console.print(patients, highlight=False)
     console.print("formats: " + ", ".join(f"{k} {v}" for k, v in summary.formats.items()))
     details = Table(title=f"from {summary.files_read} file(s) decoded")
