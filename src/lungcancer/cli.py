@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect, split and audit datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+gan_app = typer.Typer(help="Train and evaluate the progression GAN.", no_args_is_help=True)
+app.add_typer(gan_app, name="gan")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -471,6 +473,169 @@ def evaluate_command(
     if ci["n_boot"]:
         console.print(f"CIs: {ci['n_boot']} resamples by {ci['unit']}, seed {ci['seed']}")
     console.print(f"report: {result.report_path}")
+
+
+@gan_app.command("train")
+def gan_train_command(
+    data: str = typer.Option(..., "--data", help="LungSim folder or manifest with lesion masks."),
+    config: str | None = typer.Option(None, "--config", help="YAML with gan: and data: sections."),
+    mode: str | None = typer.Option(None, "--mode", help="paired (LungSim pairs) | unpaired."),
+    patch: int | None = typer.Option(None, "--patch", help="Patch side in pixels (64 default)."),
+    steps: int | None = typer.Option(None, "--steps", help="Training steps."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Examples per step."),
+    max_minutes: float | None = typer.Option(
+        None, "--max-minutes", help="Stop (and save) after this many minutes; 0 = no limit."
+    ),
+    precision: str | None = typer.Option(None, "--precision", help="auto | bf16 | fp32."),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    seed: int | None = typer.Option(None, "--seed", help="Training seed."),
+    out: str | None = typer.Option(None, "--out", help="Run folder (default runs/gan)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt."),
+) -> None:
+    """Train the progression GAN; writes checkpoint.pt, losses.jsonl and sample grids."""
+    from lungcancer.config import DataConfig, GanConfig, load_section, override
+    from lungcancer.progression.training import train_gan
+
+    gan_cfg = override(
+        load_section(config, "gan", GanConfig),
+        data=data,
+        mode=mode,
+        patch_size=patch,
+        steps=steps,
+        batch_size=batch_size,
+        max_minutes=max_minutes,
+        precision=precision,
+        device=device,
+        seed=seed,
+        out_dir=out,
+        resume=resume or None,
+    )
+    data_cfg = load_section(config, "data", DataConfig)
+    result = train_gan(gan_cfg, data_cfg)
+    if result.stopped_early:
+        err_console.print(
+            f"[bold yellow]warning:[/] stopped at step {result.steps} of {gan_cfg.steps} "
+            f"(--max-minutes {gan_cfg.max_minutes:g})",
+            highlight=False,
+        )
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in result.losses.items())
+    console.print(f"steps {result.steps} in {result.minutes:.1f} min; last losses: {losses}")
+    if result.val_l1 is not None:
+        console.print(f"validation L1 (window units): {result.val_l1:.4f}")
+    console.print(f"checkpoint: {result.checkpoint}", highlight=False)
+
+
+@gan_app.command("evaluate")
+def gan_evaluate_command(
+    gan_ckpt: str = typer.Argument(..., help="GAN checkpoint (checkpoint.pt)."),
+    data: str = typer.Option(..., "--data", help="LungSim folder with longitudinal series."),
+    classifier: str | None = typer.Option(
+        None, "--classifier", help="Classifier checkpoint: stage fidelity, FID and KID."
+    ),
+    months: float = typer.Option(12.0, "--months", help="Render month 0 -> this month."),
+    config: str | None = typer.Option(
+        None, "--config", help="YAML whose data: section set the training split."
+    ),
+    out: str | None = typer.Option(None, "--out", help="Folder for metrics.json/metrics.md."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
+) -> None:
+    """Score the GAN and two baselines on held-out patients against their true future."""
+    from lungcancer.config import DataConfig, load_section
+    from lungcancer.progression.fidelity import evaluate_gan
+
+    result = evaluate_gan(
+        gan_ckpt,
+        data,
+        classifier=classifier,
+        months=months,
+        data_cfg=load_section(config, "data", DataConfig),
+        out_dir=out,
+    )
+    if as_json:
+        _print_json(result.metrics)
+        return
+    console.print(result.table, highlight=False)
+    for name, check in result.metrics["targets"].items():
+        if isinstance(check, dict) and check.get("measured") is not None:
+            verdict = "met" if check["met"] else f"MISSED by {check['miss_by']}"
+            console.print(f"{name}: {check['measured']} (target {check['target']}) {verdict}")
+        elif isinstance(check, bool):
+            console.print(f"{name}: {'yes' if check else 'NO'}")
+    if "stage_fidelity" not in result.metrics:
+        console.print("stage fidelity, FID and KID need --classifier", highlight=False)
+    for kind, path in result.files.items():
+        console.print(f"{kind}: {path}", highlight=False)
+
+
+@app.command("simulate")
+def simulate_command(
+    gan_ckpt: str = typer.Argument(..., help="GAN checkpoint (checkpoint.pt)."),
+    image: str = typer.Argument(..., help="CT slice or volume (DICOM, NIfTI, NRRD, ...)."),
+    mask: str | None = typer.Option(None, "--mask", help="Lesion mask on the image's grid."),
+    point: str | None = typer.Option(
+        None, "--point", help="Lesion centre in voxels, z,y,x (or y,x for a slice)."
+    ),
+    diameter_mm: float | None = typer.Option(
+        None, "--diameter-mm", help="Lesion diameter (needed with --point)."
+    ),
+    classifier: str | None = typer.Option(
+        None, "--classifier", help="Classifier checkpoint that scores every frame."
+    ),
+    months: str = typer.Option("0,3,6,12,18,24", "--months", help="Months from baseline."),
+    histology: str = typer.Option(
+        "adeno", "--histology", help="adeno | squamous | large-cell | ground-glass."
+    ),
+    vdt_days: float | None = typer.Option(
+        None, "--vdt-days", help="Volume-doubling time (default: the histology's median)."
+    ),
+    n: str | None = typer.Option(None, "--n", help="N descriptor (default N0, held)."),
+    m: str | None = typer.Option(None, "--m", help="M descriptor (default M0, held)."),
+    stage: str | None = typer.Option(
+        None, "--stage", help="The lesion's known current stage (I-IV), if any."
+    ),
+    allow_regression: bool = typer.Option(
+        False, "--allow-regression", help="Allow frames at an earlier stage than now."
+    ),
+    patch: int | None = typer.Option(None, "--patch", help="Refuse a GAN of another patch size."),
+    out: str = typer.Option("runs/simulate", "--out", help="Output folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print timeline.json to stdout."),
+) -> None:
+    """Simulate a tumour's growth: strip PNG, GIF, timeline JSON and plot."""
+    from rich.table import Table
+
+    from lungcancer.progression.simulate import parse_months, parse_point, simulate
+
+    result = simulate(
+        gan_ckpt,
+        image,
+        mask=mask,
+        point_zyx=parse_point(point) if point else None,
+        diameter_mm=diameter_mm,
+        classifier=classifier,
+        months=parse_months(months),
+        histology=histology,
+        vdt_days=vdt_days,
+        n=n,
+        m=m,
+        current_stage=stage,
+        allow_regression=allow_regression,
+        patch_size=patch,
+        out_dir=out,
+    )
+    if as_json:
+        print(result.files["timeline_json"].read_text(encoding="utf-8"), end="")
+        return
+    table = Table(title=f"progression ({result.histology}, VDT {result.vdt_days:g} days)")
+    for column in ("month", "diameter (mm)", "T", "stage", *result.class_names):
+        table.add_column(column)
+    for f in result.timeline:
+        probs = [f"{f.probabilities[c]:.2f}" for c in result.class_names]
+        table.add_row(f"{f.months:g}", f"{f.diameter_mm:.1f}", f.t, f.stage_group, *probs)
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    for kind, path in result.files.items():
+        console.print(f"{kind}: {path}", highlight=False)
 
 
 def main() -> None:

@@ -1,79 +1,27 @@
-"""Tiny disc-growth data: a bright disc on noisy lung-like background that grows with time."""
+"""Fixtures for the progression tests (builders live in gan_builders.py beside this file)."""
 
 from __future__ import annotations
 
-import numpy as np
+import sys
+from pathlib import Path
+
 import pytest
 
+# With --import-mode=importlib this folder is not on sys.path by itself.
+sys.path.insert(0, str(Path(__file__).parent))
+
+from gan_builders import tiny_config, write_untrained_checkpoint
+
 from lungcancer.config import GanConfig
-from lungcancer.progression.pairs import LesionView
-from lungcancer.progression.patches import disc_mask
-from lungcancer.staging import coarse_stage, stage_group, t_from_diameter
-from lungcancer.synth.growth import diameter_at_months
-
-LESION_HU = 30.0
-LUNG_HU = -850.0
-
-
-def disc_view(
-    diameter_mm: float,
-    patient: str,
-    months: float,
-    size: int = 48,
-    spacing_mm: float = 1.0,
-    seed: int = 0,
-    center: tuple[float, float] | None = None,
-) -> LesionView:
-    """One slice with a disc lesion; the background noise is fixed per patient (same anatomy)."""
-    rng = np.random.default_rng(abs(hash(patient)) % 2**32 + seed)
-    image = LUNG_HU + 30.0 * rng.standard_normal((size, size)).astype(np.float32)
-    # A "vessel": a bright line away from the lesion, so identity outside the ROI is testable.
-    image[:, 4:6] = 40.0
-    c = center or ((size - 1) / 2, (size - 1) / 2)
-    mask = disc_mask((size, size), c, diameter_mm, (spacing_mm, spacing_mm))
-    image[mask] = LESION_HU
-    stage = coarse_stage(stage_group(t_from_diameter(diameter_mm), "N0", "M0"))
-    return LesionView(
-        image_hu=image.astype(np.float32),
-        mask=mask,
-        spacing_mm=(spacing_mm, spacing_mm),
-        center=c,
-        diameter_mm=diameter_mm,
-        stage=stage,
-        patient_id=patient,
-        months=months,
-    )
-
-
-def disc_series(n_patients: int, months: tuple[float, ...] = (0.0, 6.0, 12.0)) -> list[LesionView]:
-    """Longitudinal disc views: baseline 6-14 mm, VDT 120 days."""
-    rng = np.random.default_rng(1)
-    views = []
-    for p in range(n_patients):
-        d0 = float(rng.uniform(6.0, 14.0))
-        for m in months:
-            views.append(disc_view(diameter_at_months(d0, m, 120.0), f"p{p}", m))
-    return views
 
 
 @pytest.fixture
-def tiny_gan_cfg(tmp_path: object) -> GanConfig:
+def tiny_gan_cfg() -> GanConfig:
     """A GAN small enough to train a few steps in seconds on 2 cores."""
-    return GanConfig(
-        patch_size=32,
-        patch_spacing_mm=1.0,
-        base_channels=8,
-        levels=3,
-        cond_dim=16,
-        d_channels=8,
-        d_layers=2,
-        batch_size=8,
-        steps=4,
-        sample_every=1000,
-        checkpoint_every=1000,
-        log_every=2,
-        r1_every=2,
-        precision="fp32",
-        device="cpu",
-        max_minutes=0.0,
-    )
+    return tiny_config()
+
+
+@pytest.fixture
+def untrained_checkpoint(tmp_path: Path, tiny_gan_cfg: GanConfig) -> Path:
+    """Path of an untrained tiny GAN checkpoint (patch 32, stages I-IV)."""
+    return write_untrained_checkpoint(tmp_path / "gan.pt", tiny_gan_cfg)

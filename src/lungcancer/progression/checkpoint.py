@@ -72,8 +72,8 @@ def _versions() -> dict[str, str]:
 
     return {
         "lungcancer": __version__,
-        "torch": torch.__version__,
-        "monai": monai.__version__,
+        "torch": str(torch.__version__),
+        "monai": str(monai.__version__),
         "python": platform.python_version(),
     }
 

@@ -29,6 +29,7 @@ class LesionScores:
         dice: Dice of the segmented lesion against the true future's lesion mask.
         diameter_mm: area-equivalent diameter of the segmented lesion.
         diameter_error_mm: |diameter_mm - true future diameter|.
+        diameter_bias_mm: diameter_mm - true future diameter (signed: > 0 too big).
         identity_ssim: SSIM against the *input* patch outside the lesion ROI (1 = untouched).
     """
 
@@ -37,6 +38,7 @@ class LesionScores:
     dice: float
     diameter_mm: float
     diameter_error_mm: float
+    diameter_bias_mm: float
     identity_ssim: float
 
 
@@ -148,5 +150,6 @@ def score_patch(
         dice=dice(lesion, target_mask > 0),
         diameter_mm=diameter,
         diameter_error_mm=abs(diameter - target_diameter_mm),
+        diameter_bias_mm=diameter - target_diameter_mm,
         identity_ssim=identity_ssim(rendered_unit, source_unit, roi),
     )

@@ -1,0 +1,370 @@
+"""`evaluate_gan`: held-out LungSim patients, rendered at month k, scored against the true scan.
+
+For every held-out patient with a scan at month 0 and at month k, three methods render the
+month-k patch from the month-0 patch: the GAN (EMA generator), "no change" and "geometric
+growth". Each is scored against the true month-k scan with `metrics.score_patch`, and the true
+scan itself is scored the same way (the "true future" row: the ceiling the segmentation ruler
+allows). With a classifier, the rendered patch is pasted into the full slice and the classifier
+gives stage fidelity (accuracy against the true month-k stage) and realism: FID and KID on its
+pooled features against the true month-k slices, beside the real-versus-real FID of two halves
+of the held-out patients (the floor a perfect generator would reach at that sample size).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lungcancer.config import DataConfig
+from lungcancer.errors import CheckpointError, DatasetError
+from lungcancer.io.atomic import atomic_write_text
+from lungcancer.progression.baselines import geometric_growth, no_change
+from lungcancer.progression.checkpoint import LoadedGan, load_gan
+from lungcancer.progression.metrics import LesionScores, score_patch
+from lungcancer.progression.pairs import LesionView, PatchSet, make_patch_set, view_grid
+
+METHODS = ("gan", "no_change", "geometric_growth")
+# Targets at 12 months (issue 5); "min" targets must be reached or exceeded, "max" not exceeded.
+TARGETS = {
+    "dice": ("min", 0.8),
+    "diameter_mae_mm": ("max", 2.0),
+    "stage_fidelity": ("min", 0.8),
+    "identity_ssim": ("min", 0.95),
+}
+
+
+@dataclass(frozen=True)
+class GanEvalResult:
+    """What `evaluate_gan` measured.
+
+    Attributes:
+        metrics: the metrics.json document (per-method means, targets, comparisons).
+        table: the same numbers as a Markdown table.
+        n_pairs: held-out (month 0, month k) pairs scored.
+        files: written outputs by kind.
+    """
+
+    metrics: dict[str, Any]
+    table: str
+    n_pairs: int
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def heldout_pairs(
+    views: Sequence[LesionView], patients: Sequence[str], months: float
+) -> list[tuple[LesionView, LesionView]]:
+    """(month 0, month `months`) view pairs of the given patients."""
+    chosen = set(patients)
+    by_patient: dict[str, dict[float, LesionView]] = {}
+    for v in views:
+        if v.patient_id in chosen:
+            by_patient.setdefault(v.patient_id, {})[v.months] = v
+    pairs = []
+    for patient in sorted(by_patient):
+        series = by_patient[patient]
+        if 0.0 in series and months in series:
+            pairs.append((series[0.0], series[months]))
+    return pairs
+
+
+def render_gan(gan: LoadedGan, patches: PatchSet) -> np.ndarray:
+    """G_ema outputs toward each example's target stage and size, (N, 1, *patch)."""
+    device = next(gan.generator.parameters()).device
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(patches), 32):
+            part = patches.subset(range(start, min(start + 32, len(patches))))
+            out = gan.generator(
+                torch.from_numpy(part.source).to(device),
+                torch.from_numpy(part.target_stage).to(device),
+                torch.from_numpy(part.target_size).to(device),
+                torch.from_numpy(part.source_size).to(device),
+            )
+            outs.append(out.float().cpu().numpy())
+    return np.concatenate(outs)
+
+
+def render_baseline(method: str, patches: PatchSet) -> np.ndarray:
+    """A baseline's outputs, (N, 1, *patch)."""
+    out = np.empty_like(patches.source)
+    for i in range(len(patches)):
+        if method == "no_change":
+            out[i, 0] = no_change(patches.source[i, 0])
+        else:
+            scale = float(patches.target_size[i] / patches.source_size[i])
+            out[i, 0] = geometric_growth(patches.source[i, 0], patches.source_mask[i, 0], scale)
+    return out
+
+
+def _mean_scores(scores: Sequence[LesionScores]) -> dict[str, float]:
+    return {
+        "ssim": float(np.mean([s.ssim for s in scores])),
+        "psnr_db": float(np.mean([s.psnr_db for s in scores])),
+        "dice": float(np.mean([s.dice for s in scores])),
+        "diameter_mae_mm": float(np.mean([s.diameter_error_mm for s in scores])),
+        "diameter_bias_mm": float(np.mean([s.diameter_bias_mm for s in scores])),
+        "identity_ssim": float(np.mean([s.identity_ssim for s in scores])),
+    }
+
+
+def _realism(
+    scorer: Any,
+    real: list[np.ndarray],
+    fakes: dict[str, list[np.ndarray]],
+    spacing: list[tuple[float, float]],
+) -> dict[str, dict[str, float]]:
+    """FID and KID (classifier features, float64) of each method against the real frames."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    n = len(real)
+    subset = max(2, min(50, n // 2))
+    real_x = scorer.inputs(real, spacing)
+    fid = FrechetInceptionDistance(feature=scorer.features, reset_real_features=False)
+    kid = KernelInceptionDistance(
+        feature=scorer.features, subsets=50, subset_size=subset, reset_real_features=False
+    )
+    fid.update(real_x, real=True)
+    kid.update(real_x, real=True)
+    out: dict[str, dict[str, float]] = {}
+    for method, frames in fakes.items():
+        x = scorer.inputs(frames, spacing)
+        fid.update(x, real=False)
+        kid.update(x, real=False)
+        kid_mean, kid_std = kid.compute()
+        out[method] = {
+            "fid": float(fid.compute()),
+            "kid": float(kid_mean),
+            "kid_std": float(kid_std),
+        }
+        fid.reset()
+        kid.reset()
+    # The floor: two disjoint halves of the real frames (patients are already one pair each).
+    half = n // 2
+    floor = FrechetInceptionDistance(feature=scorer.features)
+    floor.update(real_x[:half], real=True)
+    floor.update(real_x[half : 2 * half], real=False)
+    out["real_vs_real_floor"] = {"fid": float(floor.compute()), "n_per_half": float(half)}
+    return out
+
+
+def evaluate_gan(
+    gan: str | Path | LoadedGan,
+    data: str | Path,
+    *,
+    classifier: str | Path | None = None,
+    months: float = 12.0,
+    data_cfg: DataConfig | None = None,
+    out_dir: str | Path | None = None,
+) -> GanEvalResult:
+    """Score the GAN and both baselines on held-out patients against their true future scans.
+
+    Args:
+        gan: GAN checkpoint (or a loaded one).
+        data: LungSim dataset (folder or manifest) with longitudinal series.
+        classifier: classifier checkpoint for stage fidelity and FID/KID (skipped without).
+        months: the time point to render (pairs are month 0 -> month `months`).
+        data_cfg: split settings; must match training so held-out patients stay held out.
+        out_dir: where metrics.json, metrics.md and examples.png go (None: write nothing).
+
+    Returns:
+        The metrics, the table and the written files.
+    """
+    from lungcancer.progression.pairs import lesion_views_from_index
+    from lungcancer.progression.training import patient_splits
+
+    loaded = gan if isinstance(gan, LoadedGan) else load_gan(gan)
+    splits = patient_splits(data, data_cfg or DataConfig())
+    test_patients = splits.get("test", ())
+    leaked = sorted(set(test_patients) & set(loaded.train_patients))
+    if leaked:
+        raise DatasetError(
+            "the evaluation patients include patients the GAN was trained on",
+            path=data,
+            expected="held-out patients only",
+            found=f"{len(leaked)} training patients in the test split (e.g. {leaked[0]})",
+            hint="evaluate with the same dataset and split settings (seed, fractions) as training",
+        )
+    views = lesion_views_from_index(data, loaded.stages, loaded.config.spatial_dims)
+    if not views:
+        raise CheckpointError(
+            "the GAN checkpoint was trained on another stage (class) set than this dataset's",
+            path=loaded.path,
+            expected=f"lesions with stages {', '.join(loaded.stages)}",
+            found="no lesion in the dataset has one of these stages",
+            hint="evaluate on a dataset labelled like the GAN's training data",
+        )
+    pairs = heldout_pairs(views, test_patients, months)
+    if not pairs:
+        available = sorted({v.months for v in views})
+        raise DatasetError(
+            f"no held-out patient has scans at month 0 and month {months:g}",
+            path=data,
+            expected=f"months 0 and {months:g} among {available}",
+            found=f"{len(test_patients)} held-out patients",
+            hint="pick --months from the dataset's time points",
+        )
+    patches = make_patch_set(
+        pairs, loaded.stages, loaded.patch_size, loaded.patch_spacing_mm, loaded.window
+    )
+    rendered = {"gan": render_gan(loaded, patches)}
+    for method in METHODS[1:]:
+        rendered[method] = render_baseline(method, patches)
+    rendered_true = patches.target
+    window = loaded.window
+    per_method: dict[str, dict[str, float]] = {}
+    for method, outs in {**rendered, "true_future": rendered_true}.items():
+        scores = [
+            score_patch(
+                outs[i, 0],
+                patches.source[i, 0],
+                patches.target[i, 0],
+                patches.target_mask[i, 0],
+                source_diameter_mm=pairs[i][0].diameter_mm,
+                target_diameter_mm=pairs[i][1].diameter_mm,
+                patch_spacing_mm=loaded.patch_spacing_mm,
+                window_low_hu=window.low_hu,
+                window_high_hu=window.high_hu,
+            )
+            for i in range(len(pairs))
+        ]
+        per_method[method] = _mean_scores(scores)
+    document: dict[str, Any] = {
+        "gan": loaded.path,
+        "data": str(data),
+        "months": months,
+        "n_pairs": len(pairs),
+        "heldout_patients": len(test_patients),
+        "segmentation": "HU > -400 inside a disc of radius 0.75 x max(input, target diameter)"
+        " + 3 mm, connected component at the centre; diameter = area-equivalent",
+        "methods": per_method,
+    }
+    if classifier is not None:
+        document["classifier"] = str(classifier)
+        document.update(_classifier_metrics(loaded, classifier, pairs, patches, rendered))
+    document["targets"] = _targets(document)
+    table = metrics_table(document)
+    files: dict[str, Path] = {}
+    if out_dir is not None:
+        from lungcancer.progression.render import save_sample_grid
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files = {
+            "metrics": out / "metrics.json",
+            "table": out / "metrics.md",
+            "examples": out / "examples.png",
+        }
+        atomic_write_text(files["metrics"], json.dumps(document, indent=1) + "\n")
+        atomic_write_text(files["table"], table)
+        shown = patches.subset(range(min(8, len(patches))))
+        columns = np.concatenate([rendered[m][: len(shown)] for m in METHODS], axis=-1)
+        source_row = np.concatenate([shown.source] * len(METHODS), axis=-1)
+        target_row = np.concatenate([shown.target] * len(METHODS), axis=-1)
+        grid = PatchSet(**{**shown.__dict__, "source": source_row, "target": target_row})
+        save_sample_grid(files["examples"], grid, columns, paired=True)
+    return GanEvalResult(metrics=document, table=table, n_pairs=len(pairs), files=files)
+
+
+def _classifier_metrics(
+    gan: LoadedGan,
+    classifier: str | Path,
+    pairs: Sequence[tuple[LesionView, LesionView]],
+    patches: PatchSet,
+    rendered: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """Stage fidelity and FID/KID: rendered patches pasted into the month-0 slice."""
+    from lungcancer.progression.scoring import FrameScorer
+
+    scorer = FrameScorer(classifier)
+    spacing = [(float(s.spacing_mm[-2]), float(s.spacing_mm[-1])) for s, _ in pairs]
+    source_hu = [gan.window.to_hu(patches.source[i, 0]) for i in range(len(pairs))]
+    frames: dict[str, list[np.ndarray]] = {}
+    for method, outs in rendered.items():
+        frames[method] = [
+            view_grid(src, gan.patch_size, gan.patch_spacing_mm).paste_residual(
+                src.image_hu, gan.window.to_hu(outs[i, 0]) - source_hu[i]
+            )
+            for i, (src, _) in enumerate(pairs)
+        ]
+    real = [tgt.image_hu for _, tgt in pairs]
+    targets = [tgt.stage for _, tgt in pairs]
+    fidelity: dict[str, float] = {}
+    for method, method_frames in {**frames, "true_future": real}.items():
+        probs = scorer.probabilities(method_frames, spacing)
+        predicted = [scorer.class_names[int(k)] for k in probs.argmax(axis=1)]
+        fidelity[method] = float(np.mean([p == t for p, t in zip(predicted, targets, strict=True)]))
+    realism = _realism(scorer, real, frames, spacing) if len(pairs) >= 4 else {}
+    return {"stage_fidelity": fidelity, "realism": realism}
+
+
+def _targets(document: dict[str, Any]) -> dict[str, Any]:
+    """Each target with the GAN's value, pass/miss and the size of a miss; baseline checks."""
+    gan = dict(document["methods"]["gan"])
+    if "stage_fidelity" in document:
+        gan["stage_fidelity"] = document["stage_fidelity"]["gan"]
+    out: dict[str, Any] = {}
+    for name, (kind, bound) in TARGETS.items():
+        if name not in gan:
+            out[name] = {"target": f"{'>=' if kind == 'min' else '<='} {bound}", "measured": None}
+            continue
+        value = gan[name]
+        ok = value >= bound if kind == "min" else value <= bound
+        out[name] = {
+            "target": f"{'>=' if kind == 'min' else '<='} {bound}",
+            "measured": round(value, 4),
+            "met": bool(ok),
+            "miss_by": 0.0 if ok else round(abs(value - bound), 4),
+        }
+    methods = document["methods"]
+    for baseline in METHODS[1:]:
+        out[f"dice_beats_{baseline}"] = bool(methods["gan"]["dice"] > methods[baseline]["dice"])
+        out[f"diameter_beats_{baseline}"] = bool(
+            methods["gan"]["diameter_mae_mm"] < methods[baseline]["diameter_mae_mm"]
+        )
+    realism = document.get("realism") or {}
+    if "gan" in realism:
+        out["fid_beats_geometric_growth"] = bool(
+            realism["gan"]["fid"] < realism["geometric_growth"]["fid"]
+        )
+    return out
+
+
+def metrics_table(document: dict[str, Any]) -> str:
+    """A Markdown table of the per-method numbers (one row per method)."""
+    realism = document.get("realism") or {}
+    fidelity = document.get("stage_fidelity") or {}
+    header = (
+        "| method | Dice | diameter MAE (mm) | SSIM | PSNR (dB) | identity SSIM "
+        "| stage fidelity | FID | KID |"
+    )
+    lines = [
+        f"Held-out pairs: {document['n_pairs']} (month 0 -> month {document['months']:g})",
+        "",
+        header,
+        "|" + " --- |" * 9,
+    ]
+    for method, m in document["methods"].items():
+        r = realism.get(method, {})
+        lines.append(
+            f"| {method} | {m['dice']:.3f} | {m['diameter_mae_mm']:.2f} | {m['ssim']:.3f} | "
+            f"{m['psnr_db']:.1f} | {m['identity_ssim']:.3f} | "
+            f"{_fmt(fidelity.get(method))} | {_fmt(r.get('fid'), 2)} | {_fmt(r.get('kid'), 4)} |"
+        )
+    if "real_vs_real_floor" in realism:
+        floor = realism["real_vs_real_floor"]
+        lines.append(
+            f"| real vs real (floor, {int(floor['n_per_half'])} per half) | | | | | | | "
+            f"{floor['fid']:.2f} | |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,436 @@
+"""`simulate`: watch one tumour grow — growth timeline, GAN-rendered frames, classifier belief.
+
+The growth model (Gompertz with a volume-doubling time) gives the diameter, T and stage at each
+month; the GAN renders the lesion patch at that stage and size *from the baseline image* (every
+frame is rendered from month 0, so errors do not compound), and the change is pasted back into
+the full slice with a feathered blend. N and M are held at their baseline values unless given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lungcancer.errors import CheckpointError
+from lungcancer.io.atomic import atomic_write_text
+from lungcancer.io.record import Scan
+from lungcancer.progression.checkpoint import LoadedGan, load_gan
+from lungcancer.progression.patches import PatchGrid, equivalent_diameter_mm
+from lungcancer.progression.render import save_gif, save_strip, save_timeline_plot
+from lungcancer.progression.timeline import (
+    COARSE_STAGES,
+    SimulationError,
+    TimelineFrame,
+    check_no_regression,
+    default_vdt_days,
+    growth_timeline,
+    resolve_histology,
+)
+
+DEFAULT_MONTHS = (0.0, 3.0, 6.0, 12.0, 18.0, 24.0)
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """Where the lesion is and how big, in the image's voxel grid.
+
+    Attributes:
+        center_zyx: lesion centre in voxels.
+        diameter_mm: baseline diameter.
+        source: "mask" or "point".
+    """
+
+    center_zyx: tuple[float, float, float]
+    diameter_mm: float
+    source: str
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """A simulated progression.
+
+    Attributes:
+        timeline: one frame description per month (with probabilities when scored).
+        frames_hu: the full slice through the lesion at each month, in HU.
+        lesion: baseline lesion position and size.
+        vdt_days: volume-doubling time used.
+        histology: growth-model histology key.
+        notes: what the user should know (padding, N/M held, size limits, ...).
+        class_names: the classifier's classes (empty without a classifier).
+        files: written outputs by kind (strip, gif, timeline_json, plot, frames).
+    """
+
+    timeline: tuple[TimelineFrame, ...]
+    frames_hu: tuple[np.ndarray, ...]
+    lesion: Lesion
+    vdt_days: float
+    histology: str
+    notes: tuple[str, ...]
+    class_names: tuple[str, ...] = ()
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def parse_months(text: str) -> tuple[float, ...]:
+    """ "0,3,6,12" -> (0.0, 3.0, 6.0, 12.0); a clear error for anything else."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise SimulationError(
+            "--months must be numbers separated by commas", expected="e.g. 0,3,6,12", found=text
+        ) from exc
+    if not values:
+        raise SimulationError("no time points", expected="e.g. 0,3,6,12", found=repr(text))
+    return values
+
+
+def parse_point(text: str) -> tuple[float, ...]:
+    """"12,80,64" -> (12.0, 80.0, 64.0) (z,y,x voxels; y,x for a slice)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise SimulationError(
+            "--point must be voxel indices separated by commas",
+            expected="z,y,x (or y,x for a slice), e.g. 0,120,88",
+            found=text,
+        ) from exc
+    if len(values) not in (2, 3):
+        raise SimulationError(
+            "--point needs two or three numbers", expected="z,y,x or y,x", found=text
+        )
+    return values
+
+
+def locate_lesion(
+    scan: Scan,
+    mask: np.ndarray | None,
+    point_zyx: Sequence[float] | None,
+    diameter_mm: float | None,
+) -> Lesion:
+    """The lesion from a mask (centre of its largest slice, area-equivalent diameter) or a point.
+
+    Raises:
+        SimulationError: no mask and no point, a point without a diameter, an empty mask, or
+            a point outside the image.
+    """
+    if mask is not None:
+        if not mask.any():
+            raise SimulationError(
+                "the lesion mask is empty",
+                path=scan.source or None,
+                expected="at least one lesion voxel",
+                found="an all-zero mask",
+                hint="check the mask file, or give --point z,y,x and --diameter-mm",
+            )
+        z = int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
+        ys, xs = np.nonzero(mask[z])
+        measured = equivalent_diameter_mm(mask[z], (scan.spacing_mm[1], scan.spacing_mm[2]))
+        return Lesion(
+            (float(z), float(ys.mean()), float(xs.mean())),
+            float(diameter_mm) if diameter_mm else measured,
+            "mask",
+        )
+    if point_zyx is None:
+        raise SimulationError(
+            "no lesion given",
+            expected="a lesion mask (--mask M) or a point and a diameter "
+            "(--point z,y,x --diameter-mm D)",
+            found="neither",
+            hint="give the lesion centre in voxels and its diameter, e.g. "
+            "--point 0,120,88 --diameter-mm 14",
+        )
+    point = tuple(float(v) for v in point_zyx)
+    if len(point) == 2:
+        point = (0.0, *point)
+    if len(point) != 3:
+        raise SimulationError("--point needs z,y,x (or y,x for a slice)", found=str(point_zyx))
+    if diameter_mm is None or not diameter_mm > 0:
+        raise SimulationError(
+            "a point needs a lesion diameter",
+            expected="--diameter-mm D (> 0) with --point",
+            found=str(diameter_mm),
+            hint="measure the lesion's greatest diameter, or pass a lesion mask instead",
+        )
+    inside = all(-0.5 <= c <= n - 0.5 for c, n in zip(point, scan.shape, strict=True))
+    if not inside:
+        raise SimulationError(
+            "the point lies outside the image",
+            path=scan.source or None,
+            expected=f"z,y,x within {scan.shape}",
+            found=",".join(f"{c:g}" for c in point),
+        )
+    return Lesion((point[0], point[1], point[2]), float(diameter_mm), "point")
+
+
+def _check_stages(gan: LoadedGan, timeline: Sequence[TimelineFrame]) -> None:
+    missing = sorted({f.stage for f in timeline} - set(gan.stages))
+    if missing:
+        raise CheckpointError(
+            "the GAN checkpoint was trained on another stage (class) set",
+            path=gan.path,
+            expected=f"stages {', '.join(COARSE_STAGES)} (the growth model's)",
+            found=f"{', '.join(gan.stages)}; cannot render stage {', '.join(missing)}",
+            hint="use a GAN trained on LungSim stages I-IV",
+        )
+
+
+def render_frames(
+    gan: LoadedGan,
+    scan: Scan,
+    lesion: Lesion,
+    timeline: Sequence[TimelineFrame],
+    notes: list[str],
+) -> list[np.ndarray]:
+    """Render every frame from the baseline image and paste it back; returns the lesion slices."""
+    dims = gan.config.spatial_dims
+    z = round(lesion.center_zyx[0])
+    image: np.ndarray
+    center: tuple[float, ...]
+    spacing: tuple[float, ...]
+    if dims == 3:
+        if not scan.is_volume:
+            raise SimulationError(
+                "a 3D GAN needs a volume",
+                path=scan.source or None,
+                expected="a CT volume",
+                found="a single slice",
+                hint="use a 2D GAN checkpoint for slices",
+            )
+        image, center, spacing = scan.array, lesion.center_zyx, scan.spacing_mm
+    else:
+        image, center, spacing = scan.array[z], lesion.center_zyx[1:], scan.spacing_mm[1:]
+    grid = PatchGrid(tuple(center), tuple(spacing), gan.patch_size, gan.patch_spacing_mm)
+    if grid.needs_padding(image.shape):
+        extent = " x ".join(f"{n * s:.0f}" for n, s in zip(image.shape, spacing, strict=True))
+        notes.append(
+            f"the GAN's patch ({gan.fov_mm:.0f} mm across) reaches past the input "
+            f"({extent} mm); the input was edge-padded to fill it"
+        )
+    source_unit = gan.window.to_unit(grid.extract(image))
+    limit = gan.max_diameter_mm
+    sizes = []
+    for frame in timeline:
+        diameter = frame.diameter_mm
+        if limit and diameter > limit:
+            notes.append(
+                f"month {frame.months:g}: {diameter:.1f} mm is larger than any lesion the GAN "
+                f"was trained on; the frame shows it at {limit:.1f} mm (the timeline keeps "
+                f"the growth model's {diameter:.1f} mm)"
+            )
+            diameter = limit
+        sizes.append(diameter / gan.fov_mm)
+    stage_ids = torch.tensor([gan.stages.index(f.stage) for f in timeline])
+    x = torch.from_numpy(source_unit)[None, None].repeat(len(timeline), *([1] * (dims + 1)))
+    device = next(gan.generator.parameters()).device
+    with torch.no_grad():
+        rendered = gan.generator(
+            x.to(device),
+            stage_ids.to(device),
+            torch.tensor(sizes, dtype=torch.float32, device=device),
+            torch.full((len(timeline),), lesion.diameter_mm / gan.fov_mm, device=device),
+        )
+    rendered_unit = rendered.float().cpu().numpy()[:, 0]
+    source_hu = gan.window.to_hu(source_unit)
+    frames = []
+    for frame, out in zip(timeline, rendered_unit, strict=True):
+        if frame.months == 0:
+            # No growth asked for (month 0): the frame is the input itself.
+            pasted = image.copy()
+        else:
+            pasted = grid.paste_residual(image, gan.window.to_hu(out) - source_hu)
+        frames.append(pasted[z] if dims == 3 else pasted)
+    return frames
+
+
+def simulate(
+    gan: str | Path | LoadedGan,
+    image: str | Path | Scan,
+    *,
+    mask: str | Path | np.ndarray | None = None,
+    point_zyx: Sequence[float] | None = None,
+    diameter_mm: float | None = None,
+    classifier: str | Path | None = None,
+    months: Sequence[float] = DEFAULT_MONTHS,
+    histology: str = "adeno",
+    vdt_days: float | None = None,
+    n: str | None = None,
+    m: str | None = None,
+    current_stage: str | None = None,
+    allow_regression: bool = False,
+    patch_size: int | None = None,
+    out_dir: str | Path | None = None,
+) -> SimulationResult:
+    """Simulate a tumour's progression on one CT slice or volume.
+
+    Args:
+        gan: GAN checkpoint (or a loaded one).
+        image: CT slice or volume (any format `read_image` reads), or a `Scan`.
+        mask: lesion mask (file on the image's grid, or a z-y-x array); volumes use the slice
+            through the lesion centre.
+        point_zyx: lesion centre in voxels when there is no mask.
+        diameter_mm: lesion diameter (needed with a point; overrides the mask's measurement).
+        classifier: classifier checkpoint that scores every frame.
+        months: time points from baseline.
+        histology: growth-model histology (adeno, squamous, large-cell, ground-glass).
+        vdt_days: volume-doubling time; default: the histology's median.
+        n: N descriptor held over time (default N0, and the outputs say it was assumed).
+        m: M descriptor held over time (default M0, likewise).
+        current_stage: the lesion's known stage now (I-IV); frames before it are refused.
+        allow_regression: allow frames at an earlier stage than the current one.
+        patch_size: refuse a GAN trained on another patch size.
+        out_dir: where to write strip, GIF, timeline JSON and plot (None: write nothing).
+
+    Returns:
+        The timeline, the frames and the written files.
+    """
+    from lungcancer.io import read_image, read_mask
+
+    loaded = gan if isinstance(gan, LoadedGan) else load_gan(gan, patch_size=patch_size)
+    if patch_size is not None and loaded.patch_size != patch_size:
+        raise CheckpointError(
+            "the GAN checkpoint was trained on another patch size",
+            path=loaded.path,
+            expected=f"patch size {patch_size}",
+            found=f"patch size {loaded.patch_size}",
+        )
+    scan = image if isinstance(image, Scan) else read_image(image)
+    if scan.intensity != "HU":
+        raise SimulationError(
+            "the GAN renders CT in Hounsfield units",
+            path=scan.source or None,
+            expected="a CT image in HU (DICOM, NIfTI, NRRD, MetaImage)",
+            found="a raster image with intensities in [0, 1]",
+            hint="export the slice from the CT series rather than as PNG/JPEG",
+        )
+    mask_array = None
+    if isinstance(mask, str | Path):
+        mask_array = read_mask(mask, like=scan)
+    elif mask is not None:
+        mask_array = np.asarray(mask).astype(bool).reshape(scan.shape)
+    lesion = locate_lesion(scan, mask_array, point_zyx, diameter_mm)
+    notes: list[str] = []
+    histology_key = resolve_histology(histology)
+    if vdt_days is None:
+        vdt_days = default_vdt_days(histology_key)
+        notes.append(f"volume-doubling time {vdt_days:g} days: the median for {histology_key}")
+    if n is None or m is None:
+        notes.append(
+            f"N and M held at {n or 'N0'} {m or 'M0'} over time (assumed, not modelled: nodal "
+            "and distant spread are not visible on the lesion patch); give --n/--m if known"
+        )
+    timeline = growth_timeline(lesion.diameter_mm, list(months), vdt_days, n or "N0", m or "M0")
+    baseline = growth_timeline(lesion.diameter_mm, [0.0], vdt_days, n or "N0", m or "M0")[0]
+    check_no_regression(timeline, current_stage or baseline.stage, allow_regression)
+    _check_stages(loaded, timeline)
+    frames = render_frames(loaded, scan, lesion, timeline, notes)
+    class_names: tuple[str, ...] = ()
+    if classifier is not None:
+        from lungcancer.progression.scoring import FrameScorer
+
+        scorer = FrameScorer(classifier)
+        class_names = scorer.class_names
+        spacing_yx = (scan.spacing_mm[1], scan.spacing_mm[2])
+        probs = scorer.probabilities(frames, [spacing_yx] * len(frames))
+        timeline = [
+            f.with_probabilities(dict(zip(class_names, p.tolist(), strict=True)))
+            for f, p in zip(timeline, probs, strict=True)
+        ]
+    result = SimulationResult(
+        timeline=tuple(timeline),
+        frames_hu=tuple(frames),
+        lesion=lesion,
+        vdt_days=float(vdt_days),
+        histology=histology_key,
+        notes=tuple(dict.fromkeys(notes)),
+        class_names=class_names,
+    )
+    if out_dir is None:
+        return result
+    files = write_outputs(result, Path(out_dir), loaded, scan, classifier)
+    return replace(result, files=files)
+
+
+def _crop(
+    frame: np.ndarray, lesion: Lesion, spacing_yx: tuple[float, float], fov_mm: float
+) -> np.ndarray:
+    """A square around the lesion, two patch widths across (or the whole slice if smaller)."""
+    out = []
+    for axis, (c, s) in enumerate(zip(lesion.center_zyx[1:], spacing_yx, strict=True)):
+        half = round(fov_mm / s)
+        n = frame.shape[axis]
+        lo = max(0, round(c) - half)
+        out.append(slice(lo, min(n, lo + 2 * half)))
+    return frame[out[0], out[1]]
+
+
+def write_outputs(
+    result: SimulationResult,
+    out_dir: Path,
+    gan: LoadedGan,
+    scan: Scan,
+    classifier: str | Path | None,
+) -> dict[str, Path]:
+    """Strip PNG, GIF, timeline JSON and plot, and one NRRD per frame; returns the paths."""
+    from lungcancer.io import write_volume
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spacing_yx = (scan.spacing_mm[1], scan.spacing_mm[2])
+    crops = [_crop(f, result.lesion, spacing_yx, gan.fov_mm) for f in result.frames_hu]
+    files = {
+        "strip": out_dir / "strip.png",
+        "gif": out_dir / "progression.gif",
+        "timeline_json": out_dir / "timeline.json",
+        "plot": out_dir / "timeline.png",
+    }
+    save_strip(files["strip"], crops, result.timeline)
+    save_gif(files["gif"], crops, result.timeline)
+    save_timeline_plot(files["plot"], result.timeline, result.class_names)
+    z = round(result.lesion.center_zyx[0])
+    origin = scan.voxel_to_world((float(z), 0.0, 0.0))
+    for frame, tf in zip(result.frames_hu, result.timeline, strict=True):
+        path = out_dir / "frames" / f"month_{tf.months:g}.nrrd"
+        path.parent.mkdir(exist_ok=True)
+        frame_scan = Scan(
+            array=np.asarray(frame, np.float32)[None],
+            spacing_mm=scan.spacing_mm,
+            origin_xyz_mm=origin,
+            direction_xyz=scan.direction_xyz,
+        )
+        write_volume(frame_scan, path)
+    files["frames"] = out_dir / "frames"
+    document = {
+        "gan": gan.path,
+        "input": scan.source,
+        "lesion": {
+            "center_zyx": list(result.lesion.center_zyx),
+            "diameter_mm": result.lesion.diameter_mm,
+            "from": result.lesion.source,
+        },
+        "growth_model": {
+            "kind": "gompertz",
+            "histology": result.histology,
+            "vdt_days": result.vdt_days,
+        },
+        "classifier": str(classifier) if classifier else None,
+        "class_names": list(result.class_names),
+        "notes": list(result.notes),
+        "frames": [
+            {
+                "month": f.months,
+                "diameter_mm": round(f.diameter_mm, 3),
+                "T": f.t,
+                "N": f.n,
+                "M": f.m,
+                "stage_group": f.stage_group,
+                "stage": f.stage,
+                "probabilities": {k: round(v, 5) for k, v in f.probabilities.items()},
+            }
+            for f in result.timeline
+        ],
+    }
+    atomic_write_text(files["timeline_json"], json.dumps(document, indent=1) + "\n")
+    return files

@@ -1,0 +1,89 @@
+"""Progression GAN networks: shapes in 2D/3D, conditioning, identity at initialisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lungcancer.models.gan import ProgressionDiscriminator, ProgressionGenerator, radial_grid
+
+GENERATOR_CASES = [
+    # (kwargs, input shape)
+    ({"spatial_dims": 2, "levels": 4, "base_channels": 8}, (2, 1, 64, 64)),
+    ({"spatial_dims": 2, "levels": 4, "base_channels": 8}, (1, 1, 128, 128)),
+    ({"spatial_dims": 3, "levels": 3, "base_channels": 4}, (2, 1, 32, 32, 32)),
+]
+
+
+def _conds(batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.arange(batch) % 4, torch.full((batch,), 0.3), torch.full((batch,), 0.15)
+
+
+def _randomise_head(g: ProgressionGenerator) -> None:
+    torch.manual_seed(0)
+    for module in g.modules():
+        if hasattr(module, "proj") or module is g.head:
+            for p in module.parameters():
+                torch.nn.init.normal_(p, std=0.2)
+
+
+@pytest.mark.parametrize(("kwargs", "shape"), GENERATOR_CASES)
+def test_generator_keeps_the_patch_shape_and_returns_its_input_at_init(
+    kwargs: dict[str, int], shape: tuple[int, ...]
+) -> None:
+    g = ProgressionGenerator(num_stages=4, cond_dim=16, **kwargs)
+    x = torch.randn(shape)
+    out = g(x, *_conds(shape[0]))
+    assert out.shape == shape
+    # Zero-initialised heads: an untrained generator changes nothing, anywhere.
+    assert torch.equal(out, x)
+
+
+@pytest.mark.parametrize(("kwargs", "shape"), GENERATOR_CASES)
+def test_discriminator_gives_patch_logits_and_optional_stage_logits(
+    kwargs: dict[str, int], shape: tuple[int, ...]
+) -> None:
+    dims = kwargs["spatial_dims"]
+    d = ProgressionDiscriminator(dims, in_channels=2, num_stages=4, channels=8, aux_classifier=True)
+    x = torch.randn(shape[0], 2, *shape[2:])
+    logits, stage_logits = d(x, torch.zeros(shape[0], dtype=torch.long))
+    assert logits.shape[:2] == (shape[0], 1)
+    assert logits.ndim == dims + 2
+    assert all(1 <= n < s for n, s in zip(logits.shape[2:], shape[2:], strict=True))
+    assert stage_logits is not None and stage_logits.shape == (shape[0], 4)
+    plain = ProgressionDiscriminator(dims, in_channels=2, num_stages=4, channels=8)
+    assert plain(x, torch.zeros(shape[0], dtype=torch.long))[1] is None
+
+
+def test_discriminator_uses_spectral_norm_and_projection_on_the_stage() -> None:
+    d = ProgressionDiscriminator(2, in_channels=1, num_stages=4, channels=8)
+    names = [n for n, _ in d.named_parameters()]
+    assert any("parametrizations.weight.original" in n for n in names)
+    x = torch.randn(2, 1, 64, 64)
+    a, _ = d(x, torch.tensor([0, 0]))
+    b, _ = d(x, torch.tensor([3, 3]))
+    assert not torch.allclose(a, b)
+
+
+def test_generator_output_depends_on_target_stage_and_size() -> None:
+    g = ProgressionGenerator(2, num_stages=4, base_channels=8, levels=3, cond_dim=16)
+    _randomise_head(g)
+    x = torch.randn(1, 1, 32, 32)
+    size = torch.tensor([0.3])
+    base = g(x, torch.tensor([0]), size, torch.tensor([0.1]))
+    other_stage = g(x, torch.tensor([3]), size, torch.tensor([0.1]))
+    other_size = g(x, torch.tensor([0]), torch.tensor([0.6]), torch.tensor([0.1]))
+    assert (base - other_stage).abs().max() > 1e-3
+    assert (base - other_size).abs().max() > 1e-3
+
+
+def test_radial_grid_is_zero_at_the_centre_and_half_at_an_edge_midpoint() -> None:
+    grid = radial_grid((64, 64), torch.device("cpu"), torch.float32)
+    assert grid.shape == (64, 64)
+    assert grid.min() == pytest.approx(0.5 / 64 * 2**0.5, abs=1e-6)
+    assert grid[32, 0] == pytest.approx(((31.5 / 64) ** 2 + (0.5 / 64) ** 2) ** 0.5, abs=1e-6)
+
+
+def test_generator_rejects_unknown_dimensionality() -> None:
+    with pytest.raises(ValueError, match="spatial_dims"):
+        ProgressionGenerator(spatial_dims=1)

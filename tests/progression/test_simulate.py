@@ -1,0 +1,125 @@
+"""`simulate`: timeline, frames and files, and every bad input named in issue 5."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gan_builders import disc_view, write_untrained_checkpoint
+from PIL import Image
+from typer.testing import CliRunner
+
+from lungcancer.cli import app
+from lungcancer.config import GanConfig
+from lungcancer.errors import CheckpointError
+from lungcancer.io import write_mask, write_volume
+from lungcancer.io.record import Scan
+from lungcancer.progression.simulate import simulate
+from lungcancer.progression.timeline import SimulationError
+from lungcancer.synth.growth import diameter_at_months
+
+
+def _scan(size: int = 48, diameter_mm: float = 12.0) -> tuple[Scan, np.ndarray]:
+    view = disc_view(diameter_mm, "p1", 0.0, size=size)
+    scan = Scan(array=view.image_hu[None], spacing_mm=(2.0, 1.0, 1.0), source="disc.nrrd")
+    return scan, view.mask[None]
+
+
+def test_simulation_writes_strip_gif_timeline_and_plot(
+    untrained_checkpoint: Path, tmp_path: Path
+) -> None:
+    scan, mask = _scan()
+    months = (0.0, 6.0, 12.0)
+    result = simulate(
+        untrained_checkpoint, scan, mask=mask, months=months, vdt_days=120.0, out_dir=tmp_path
+    )
+    expected = diameter_at_months(result.lesion.diameter_mm, np.asarray(months), 120.0)
+    assert [f.diameter_mm for f in result.timeline] == pytest.approx(expected.tolist())
+    assert result.lesion.diameter_mm == pytest.approx(12.0, abs=0.5)
+    for kind in ("strip", "gif", "timeline_json", "plot"):
+        assert result.files[kind].is_file()
+    with Image.open(result.files["gif"]) as gif:
+        assert gif.n_frames == 3
+    document = json.loads(result.files["timeline_json"].read_text())
+    assert [f["month"] for f in document["frames"]] == list(months)
+    assert document["frames"][2]["diameter_mm"] == pytest.approx(expected[2], abs=1e-3)
+    assert any("N and M held" in note for note in document["notes"])
+    assert len(list((tmp_path / "frames").glob("*.nrrd"))) == 3
+    # An untrained generator is the identity: every frame keeps the input's anatomy.
+    for frame in result.frames_hu:
+        np.testing.assert_allclose(frame, scan.array[0], atol=1e-3)
+
+
+def test_no_mask_and_no_point_asks_for_a_point_and_a_diameter(untrained_checkpoint: Path) -> None:
+    scan, _ = _scan()
+    with pytest.raises(SimulationError, match="no lesion given") as info:
+        simulate(untrained_checkpoint, scan, months=(0, 6))
+    assert "--point" in str(info.value) and "--diameter-mm" in str(info.value)
+    with pytest.raises(SimulationError, match="needs a lesion diameter"):
+        simulate(untrained_checkpoint, scan, point_zyx=(0, 24, 24), months=(0, 6))
+
+
+def test_a_point_and_diameter_work_without_a_mask(untrained_checkpoint: Path) -> None:
+    scan, _ = _scan()
+    result = simulate(
+        untrained_checkpoint, scan, point_zyx=(0, 23.5, 23.5), diameter_mm=12.0, months=(0, 12)
+    )
+    assert result.lesion.source == "point"
+    assert result.timeline[1].diameter_mm > 12.0
+
+
+def test_an_input_smaller_than_the_patch_is_padded_and_says_so(untrained_checkpoint: Path) -> None:
+    scan, mask = _scan(size=20, diameter_mm=8.0)
+    result = simulate(untrained_checkpoint, scan, mask=mask, months=(0, 6))
+    assert any("edge-padded" in note for note in result.notes)
+    assert result.frames_hu[1].shape == (20, 20)
+
+
+def test_a_stage_regression_is_refused_unless_allowed(untrained_checkpoint: Path) -> None:
+    scan, mask = _scan()
+    with pytest.raises(SimulationError, match="earlier than"):
+        simulate(untrained_checkpoint, scan, mask=mask, months=(0, 6), current_stage="III")
+    result = simulate(
+        untrained_checkpoint,
+        scan,
+        mask=mask,
+        months=(0, 6),
+        current_stage="III",
+        allow_regression=True,
+    )
+    assert len(result.frames_hu) == 2
+
+
+def test_a_checkpoint_of_another_patch_size_or_stage_set_is_refused(
+    untrained_checkpoint: Path, tiny_gan_cfg: GanConfig, tmp_path: Path
+) -> None:
+    scan, mask = _scan()
+    with pytest.raises(CheckpointError, match="another patch size") as info:
+        simulate(untrained_checkpoint, scan, mask=mask, months=(0, 6), patch_size=64)
+    assert "patch size 32" in str(info.value)
+    other = write_untrained_checkpoint(
+        tmp_path / "ab.pt", dataclasses.replace(tiny_gan_cfg, stages=("IA", "IB"))
+    )
+    with pytest.raises(CheckpointError, match="another stage"):
+        simulate(other, scan, mask=mask, months=(0, 6))
+
+
+def test_the_cli_simulates_from_files_and_reports_bad_input(
+    untrained_checkpoint: Path, tmp_path: Path
+) -> None:
+    scan, mask = _scan()
+    image = tmp_path / "slice.nrrd"
+    write_volume(scan, image)
+    write_mask(mask, scan, tmp_path / "mask.nrrd")
+    runner = CliRunner()
+    out = tmp_path / "sim"
+    args = ["simulate", str(untrained_checkpoint), str(image), "--months", "0,6", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--mask", str(tmp_path / "mask.nrrd")])
+    assert result.exit_code == 0, result.output
+    assert (out / "strip.png").is_file()
+    assert "note:" in result.output
+    failed = runner.invoke(app, args)
+    assert isinstance(failed.exception, SimulationError)

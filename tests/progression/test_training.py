@@ -1,0 +1,120 @@
+"""The training loop on tiny disc-growth pairs: it learns, it checkpoints, it resumes safely."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gan_builders import disc_series
+
+from lungcancer.config import GanConfig
+from lungcancer.errors import CheckpointError, ConfigError
+from lungcancer.progression.checkpoint import load_gan, read_gan_checkpoint
+from lungcancer.progression.loop import training_loop
+from lungcancer.progression.pairs import PatchSet, longitudinal_pairs, make_patch_set
+from lungcancer.progression.patches import HUWindow
+from lungcancer.progression.training import check_gan_config
+
+
+def _pairs(cfg: GanConfig, n_patients: int = 8, identity: bool = False) -> PatchSet:
+    pairs = longitudinal_pairs(disc_series(n_patients), include_identity=identity)
+    return make_patch_set(pairs, cfg.stages, cfg.patch_size, cfg.patch_spacing_mm, HUWindow())
+
+
+def test_a_few_steps_reduce_the_paired_l1_toward_the_true_future(
+    tiny_gan_cfg: GanConfig, tmp_path: Path
+) -> None:
+    cfg = dataclasses.replace(tiny_gan_cfg, steps=10, lr_g=3e-3, ema_beta=0.5)
+    pairs = _pairs(cfg, n_patients=6)
+    unchanged_l1 = float(np.abs(pairs.source - pairs.target).mean())
+    result = training_loop(cfg, pairs, pairs, tmp_path, progress=False)
+    assert result.val_l1 is not None
+    assert result.val_l1 < 0.85 * unchanged_l1
+    logged = [json.loads(line) for line in result.log.read_text().splitlines()]
+    assert [row["step"] for row in logged] == [2, 4, 6, 8, 10]
+    assert {"d_hinge", "g_adv", "l1", "ssim", "lesion_l1", "size_px", "r1"} <= set(logged[-1])
+    assert result.samples and result.samples[-1].is_file()
+
+
+def test_checkpoint_round_trip_and_resume(tiny_gan_cfg: GanConfig, tmp_path: Path) -> None:
+    pairs = _pairs(tiny_gan_cfg, n_patients=3)
+    first = training_loop(
+        tiny_gan_cfg, pairs, None, tmp_path, train_patients=("p0",), progress=False
+    )
+    assert first.steps == 4
+    payload = read_gan_checkpoint(first.checkpoint)
+    assert payload["format"] == "lungcancer-gan"
+    assert {"G", "G_ema", "D", "opt_g", "opt_d", "versions", "window"} <= set(payload)
+    assert payload["train_patients"] == ["p0"]
+    loaded = load_gan(first.checkpoint, patch_size=32, stages=("I", "II", "III", "IV"))
+    assert loaded.step == 4 and loaded.window == HUWindow(-1000.0, 400.0)
+    x = torch.from_numpy(pairs.source[:2])
+    args = (torch.tensor([1, 2]), torch.tensor([0.4, 0.5]), torch.tensor([0.3, 0.3]))
+    again = load_gan(first.checkpoint)
+    assert torch.equal(loaded.generator(x, *args), again.generator(x, *args))
+    resumed = training_loop(
+        dataclasses.replace(tiny_gan_cfg, steps=6, resume=True),
+        pairs,
+        None,
+        tmp_path,
+        progress=False,
+    )
+    assert resumed.steps == 6
+    assert read_gan_checkpoint(resumed.checkpoint)["step"] == 6
+
+
+def test_a_checkpoint_for_another_patch_size_or_stage_set_is_refused(
+    tiny_gan_cfg: GanConfig, tmp_path: Path
+) -> None:
+    pairs = _pairs(tiny_gan_cfg, n_patients=2)
+    result = training_loop(
+        dataclasses.replace(tiny_gan_cfg, steps=1), pairs, None, tmp_path, progress=False
+    )
+    with pytest.raises(CheckpointError, match="another patch size") as info:
+        load_gan(result.checkpoint, patch_size=64)
+    assert "--patch 32" in str(info.value)
+    with pytest.raises(CheckpointError, match="another stage"):
+        load_gan(result.checkpoint, stages=("IA", "IB"))
+    bigger = dataclasses.replace(tiny_gan_cfg, patch_size=64, resume=True)
+    with pytest.raises(CheckpointError, match="another patch size"):
+        training_loop(bigger, _pairs(bigger, n_patients=2), None, tmp_path, progress=False)
+
+
+def test_unsafe_or_foreign_checkpoints_are_refused(tmp_path: Path) -> None:
+    foreign = tmp_path / "classifier.pt"
+    torch.save({"format": "lungcancer-classifier"}, foreign)
+    with pytest.raises(CheckpointError, match="not a progression-GAN checkpoint"):
+        load_gan(foreign)
+    unsafe = tmp_path / "unsafe.pt"
+    # Any object other than tensors and plain values needs code to rebuild: refused.
+    torch.save({"format": "lungcancer-gan", "payload": Path("x")}, unsafe)
+    with pytest.raises(CheckpointError, match="safe checkpoint"):
+        load_gan(unsafe)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_gan(tmp_path / "missing.pt")
+
+
+def test_unpaired_mode_trains_with_classifier_cycle_and_identity_losses(
+    tiny_gan_cfg: GanConfig, tmp_path: Path
+) -> None:
+    cfg = dataclasses.replace(tiny_gan_cfg, mode="unpaired", steps=2, log_every=1)
+    views = disc_series(4, months=(0.0, 12.0))
+    singles = make_patch_set([(v, v) for v in views], cfg.stages, 32, 1.0, HUWindow())
+    result = training_loop(cfg, singles, None, tmp_path, progress=False)
+    logged = json.loads(result.log.read_text().splitlines()[-1])
+    for key in ("d_cls", "g_cls", "cycle", "identity", "size_px"):
+        assert np.isfinite(logged[key])
+    assert read_gan_checkpoint(result.checkpoint)["gan_config"]["mode"] == "unpaired"
+
+
+def test_configs_that_cannot_train_are_refused_with_the_key(tiny_gan_cfg: GanConfig) -> None:
+    with pytest.raises(ConfigError, match="patch_size"):
+        check_gan_config(dataclasses.replace(tiny_gan_cfg, patch_size=30))
+    with pytest.raises(ConfigError, match="DiffAugment"):
+        check_gan_config(dataclasses.replace(tiny_gan_cfg, augment=("brightness",)))
+    with pytest.raises(ConfigError, match=r"gan\.mode"):
+        check_gan_config(dataclasses.replace(tiny_gan_cfg, mode="cyclegan"))
