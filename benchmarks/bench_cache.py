@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_io import best_time, time_raw_pydicom, time_read_image, write_series
 from lungcancer.config import DataConfig
-from lungcancer.data.cache import SampleCache
+from lungcancer.data.cache import ContentHasher, SampleCache
 from lungcancer.data.index import DatasetIndex, Sample
 from lungcancer.data.torch_dataset import ClassificationDataset
 
@@ -83,7 +83,8 @@ def compare(
     builds, opens, reuses = [], [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        cached = dataset(samples, cfg, SampleCache(cache_root))
+        fresh = SampleCache(cache_root, hasher=ContentHasher(shared=False))
+        cached = dataset(samples, cfg, fresh)
         built = time.perf_counter()
         epoch(cached)
         opened = time.perf_counter()

@@ -114,12 +114,17 @@ def test_bad_files_among_good_ones_are_skipped_and_listed(tmp_path: Path) -> Non
     (tmp_path / "a" / "notes.txt").write_text("not an image")
     (tmp_path / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
     write_ct_series(tmp_path / "b" / "mr_series", modality="MR", rows=8, columns=8)
+    truth = write_ct_series(tmp_path / "a" / "ct_cut", n_slices=1, rows=8, columns=8)
+    cut = truth.paths[0]
+    cut.write_bytes(cut.read_bytes()[:-40])  # pixel data cut short
     (tmp_path / "a" / ".DS_Store").write_bytes(b"\x00")
     index = load_index(tmp_path)
-    assert len(index.samples) == 4 + 1  # the truncated PNG is caught when decoded, not here
+    assert len(index.samples) == 4
     problems = "\n".join(index.problems)
     assert "a/notes.txt: skipped: not an image" in problems
+    assert "b/broken.png: skipped: corrupt or truncated PNG" in problems
     assert "modality MR, expected CT" in problems
+    assert "a/ct_cut/slice000.dcm: skipped: truncated" in problems
     assert ".DS_Store" not in problems
 
 

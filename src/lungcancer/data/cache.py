@@ -5,9 +5,9 @@ of a detached .mhd/.nhdr header), the sample selector (slice, lesion centre, npz
 config fields that decide preprocessing. Changing the data or the preprocessing therefore
 misses the cache instead of serving stale arrays; changing the seed or augmentation does not.
 
-Per process: the folder is listed once, each file's content is hashed once (remembered by path,
-size and modification time), and opened arrays are kept as memory maps, so a warm lookup is a
-dictionary access and a page-cache read.
+Per process: the folder is listed once per cache object, each file's content is hashed once
+(remembered process-wide by path, size and modification time), and opened arrays are kept as
+memory maps, so a warm lookup is a dictionary access and a page-cache read.
 """
 
 from __future__ import annotations
@@ -50,12 +50,23 @@ def _detached_data_file(header: Path) -> Path | None:
     return None
 
 
-class ContentHasher:
-    """Hashes file (or series folder) contents once per process, keyed by path, size and mtime."""
+# Digests known to this process, shared by every cache: (path, size, mtime_ns) -> digest and
+# (folder, mtime_ns) -> digest.
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+_FOLDER_DIGESTS: dict[tuple[str, int], str] = {}
 
-    def __init__(self) -> None:
-        self._known: dict[tuple[str, int, int], str] = {}
-        self._folders: dict[tuple[str, int], str] = {}
+
+class ContentHasher:
+    """Hashes file (or series folder) contents once per process, keyed by path, size and mtime.
+
+    Args:
+        shared: remember digests process-wide (every `SampleCache` benefits); False keeps
+            them to this object, as a fresh process would (benchmarks use it).
+    """
+
+    def __init__(self, *, shared: bool = True) -> None:
+        self._known = _FILE_DIGESTS if shared else {}
+        self._folders = _FOLDER_DIGESTS if shared else {}
 
     def _file_digest(self, path: Path) -> str:
         stat = path.stat()
@@ -107,11 +118,12 @@ class SampleCache:
 
     Args:
         root: the cache folder (created when first written).
+        hasher: how file contents are hashed (default: the process-wide memo).
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, hasher: ContentHasher | None = None) -> None:
         self.root = Path(root) / _CACHE_LAYOUT
-        self.hasher = ContentHasher()
+        self.hasher = hasher or ContentHasher()
         self._present: set[str] | None = None
         self._open: dict[str, np.ndarray] = {}
         self._config_digests: dict[int, tuple[DataConfig, str]] = {}

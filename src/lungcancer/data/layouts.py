@@ -14,8 +14,9 @@ Layouts (`layout=` name, what it reads):
 
 Patient ids come from the manifest, the DICOM PatientID (as a salted key), a per-patient folder
 name, or a filename pattern (LIDC-IDRI-0001, LUNG1-001, patient_12); every raw id is hashed.
-Files that cannot be used are skipped and listed in `DatasetIndex.problems`; hidden files
-(names starting with ".") are ignored.
+Files that cannot be used are skipped and listed in `DatasetIndex.problems` (PNG files are
+verified by their chunk checksums, DICOM by their header and pixel-data length; other images
+are checked when decoded); hidden files (names starting with ".") are ignored.
 """
 
 from __future__ import annotations
@@ -136,6 +137,18 @@ class _FolderScanner:
             self._skip(path, f"not an image ({exc.found})")
             return None
 
+    def _png_ok(self, path: Path) -> bool:
+        """Whether a PNG is complete (chunk checksums, no decoding); a broken one is listed."""
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception as exc:  # Pillow raises many types for damaged files
+            self._skip(path, f"corrupt or truncated PNG ({type(exc).__name__}: {exc})"[:200])
+            return False
+        return True
+
     def _dicom_ok(self, path: Path) -> str | None:
         """The file's patient key if it is a usable CT DICOM image, else None (listed)."""
         try:
@@ -175,7 +188,7 @@ class _FolderScanner:
                     found.extend(self.folder_samples(child, sub_patient))
                 continue
             kind = self._kind(child)
-            if kind is None:
+            if kind is None or (kind == "png" and not self._png_ok(child)):
                 continue
             key = patient or _patient_from_name(child.name)
             if kind == "dicom":
