@@ -638,6 +638,118 @@ def simulate_command(
         console.print(f"{kind}: {path}", highlight=False)
 
 
+@app.command("train")
+def train_command(
+    config: str | None = typer.Option(
+        None, "--config", help="YAML file with data:, model: and train: sections."
+    ),
+    data: str | None = typer.Option(
+        None, "--data", help="Dataset folder, manifest CSV or .npz (data.source)."
+    ),
+    model: str | None = typer.Option(None, "--model", help="resnet50 | densenet121 | cnn."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training split."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (of the head)."),
+    out: str | None = typer.Option(None, "--out", help="Run folder (train.out_dir)."),
+    pretrained: str | None = typer.Option(
+        None, "--pretrained", help="imagenet, a URL, or a weights/checkpoint PATH."
+    ),
+    precision: str | None = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    seed: int | None = typer.Option(None, "--seed", help="Training seed (not the split's)."),
+    max_minutes: float | None = typer.Option(
+        None, "--max-minutes", help="Stop after the epoch that crosses this many minutes."
+    ),
+    image_size: int | None = typer.Option(None, "--image-size", help="Input side in pixels."),
+    freeze_epochs: int | None = typer.Option(
+        None, "--freeze-epochs", help="Epochs with a frozen (pretrained) backbone."
+    ),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda[:N]."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads (default: one per physical core)."
+    ),
+) -> None:
+    """Train a classifier; flags override the YAML file's sections."""
+    from lungcancer.config import DataConfig, ModelConfig, TrainConfig, load_section, override
+    from lungcancer.train.api import train
+
+    data_cfg = override(
+        load_section(config, "data", DataConfig), source=data, image_size=image_size
+    )
+    model_cfg = override(
+        load_section(config, "model", ModelConfig), name=model, pretrained=pretrained
+    )
+    train_cfg = override(
+        load_section(config, "train", TrainConfig),
+        out_dir=out,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        precision=precision,
+        resume=True if resume else None,
+        seed=seed,
+        max_minutes=max_minutes,
+        freeze_epochs=freeze_epochs,
+        device=device,
+        threads=threads,
+    )
+    result = train(data_cfg, model_cfg, train_cfg)
+    if result.interrupted:
+        err_console.print(
+            f"interrupted: saved {result.last_checkpoint}; continue with "
+            f"`lungcancer train ... --out {result.run_dir} --resume`",
+            highlight=False,
+        )
+        raise typer.Exit(130)
+    console.print(
+        f"best: {result.best_checkpoint} (epoch {result.best_epoch}, "
+        f"val macro AUC {result.best_metric:.4f}); last: {result.last_checkpoint}; "
+        f"stopped: {result.stopped}",
+        highlight=False,
+    )
+
+
+@app.command("predict")
+def predict_command(
+    checkpoint: str = typer.Argument(..., help="best.pt or last.pt from `lungcancer train`."),
+    inputs: list[str] = typer.Argument(
+        ..., help="PNG/JPG, DICOM file or series folder, NIfTI, NRRD or MetaImage files."
+    ),
+    mask: list[str] | None = typer.Option(
+        None, "--mask", help="Lesion mask; repeat once per input, in input order."
+    ),
+    out: str | None = typer.Option(None, "--out", help="Write predictions to a .csv or .json."),
+    as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON to stdout."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda[:N] | auto."),
+) -> None:
+    """Class probabilities per image (per lesion or slice, plus a per-scan mean for volumes)."""
+    from rich.table import Table
+
+    from lungcancer.train.inference import (
+        load_classifier,
+        predict_files,
+        predictions_json,
+        write_predictions,
+    )
+
+    clf = load_classifier(checkpoint, device=device)
+    clf.policy.apply_threads()
+    rows = predict_files(clf, inputs, mask_paths=mask or None)
+    if out:
+        err_console.print(f"wrote {write_predictions(rows, clf.class_names, out)}")
+    if as_json:
+        print(predictions_json(rows))
+        return
+    table = Table(title=f"Predictions of {checkpoint}")
+    for column in ("input", "item", "predicted", *clf.class_names):
+        table.add_column(column)
+    for row in rows:
+        probs = [f"{row.probabilities[c]:.3f}" for c in clf.class_names]
+        item = f"[bold]{row.item}[/]" if row.aggregate else row.item
+        table.add_row(row.path, item, row.predicted, *probs)
+    console.print(table)
+
+
 def main() -> None:
     """Entry point: run the app; a `LungCancerError` becomes a readable message and exit 2."""
     try:
