@@ -288,8 +288,10 @@ def epoch_metrics(predictions: Predictions, class_names: Sequence[str]) -> Epoch
     predicted = probs.argmax(axis=1)
     present = sorted(set(labels.tolist()))
     absent = tuple(name for i, name in enumerate(class_names) if i not in present)
-    aucs = [float(roc_auc_score(labels == c, probs[:, c])) for c in present]
-    macro_auc = float(np.mean(aucs)) if len(present) >= 2 else math.nan
+    if len(present) >= 2:
+        macro_auc = float(np.mean([roc_auc_score(labels == c, probs[:, c]) for c in present]))
+    else:
+        macro_auc = math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         macro_f1 = float(f1_score(labels, predicted, average="macro", zero_division=0))

@@ -1,0 +1,128 @@
+"""Samplers, loss weights, the epoch metrics and the NaN guard."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from train_builders import BlobDataset
+
+from lungcancer.errors import TrainingError
+from lungcancer.models import create_model
+from lungcancer.train.loop import (
+    EpochProgress,
+    EpochSampler,
+    Predictions,
+    class_weights,
+    epoch_metrics,
+    make_loader,
+    train_one_epoch,
+)
+from lungcancer.train.precision import resolve_policy
+from lungcancer.train.schedule import WarmupCosine, build_optimizer
+
+
+@pytest.mark.parametrize("balance", ["sampler", "none"])
+def test_epoch_order_depends_only_on_seed_and_epoch(balance: str) -> None:
+    labels = [0] * 30 + [1] * 10
+    a = EpochSampler(labels, balance=balance, seed=1)
+    b = EpochSampler(labels, balance=balance, seed=1)
+    a.set_epoch(3)
+    b.set_epoch(3)
+    assert list(a) == list(b)
+    b.set_epoch(4)
+    assert list(a) != list(b)
+    b.set_epoch(3, skip=16)
+    assert list(b) == list(a)[16:] and len(b) == 24
+
+
+def test_shuffle_is_a_permutation_and_the_balanced_sampler_evens_out_classes() -> None:
+    labels = [0] * 90 + [1] * 10
+    shuffle = EpochSampler(labels, balance="none", seed=0)
+    assert sorted(shuffle) == list(range(100))
+    balanced = EpochSampler(labels, balance="sampler", seed=0)
+    drawn = Counter(
+        labels[i] for epoch in range(5) for i in (balanced.set_epoch(epoch) or balanced)
+    )
+    assert 0.4 < drawn[1] / sum(drawn.values()) < 0.6
+
+
+def test_class_weights_are_inverse_frequency_with_mean_one() -> None:
+    weights = class_weights([0, 0, 0, 1], num_classes=3)
+    assert weights[0] * 3 == pytest.approx(weights[1])
+    assert weights[2] == 0
+    assert (weights[0] + weights[1]) / 2 == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("labels", "probs", "auc", "f1", "absent"),
+    [
+        ([0, 0, 1, 1], [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]], 1.0, 1.0, ()),
+        ([0, 0, 1, 1], [[0.1, 0.9], [0.2, 0.8], [0.7, 0.3], [0.9, 0.1]], 0.0, 0.0, ()),
+        # Class "c" has no sample: AUC over a and b only, and it is reported absent.
+        (
+            [0, 1, 0, 1],
+            [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1], [0.3, 0.6, 0.1]],
+            1.0,
+            1.0,
+            ("c",),
+        ),
+        ([1, 1], [[0.2, 0.8], [0.4, 0.6]], math.nan, 1.0, ("a",)),
+    ],
+)
+def test_epoch_metrics(
+    labels: list[int], probs: list[list[float]], auc: float, f1: float, absent: tuple[str, ...]
+) -> None:
+    names = ("a", "b", "c")[: len(probs[0])]
+    metrics = epoch_metrics(Predictions(np.array(labels), np.array(probs), 0.5), names)
+    if math.isnan(auc):
+        assert math.isnan(metrics.macro_auc)
+    else:
+        assert metrics.macro_auc == pytest.approx(auc)
+    assert metrics.macro_f1 == pytest.approx(f1)
+    assert metrics.absent_classes == absent
+    assert metrics.loss == 0.5
+
+
+def test_nan_inputs_raise_a_training_error_before_any_update() -> None:
+    model = create_model("cnn", num_classes=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.0, backbone_lr_scale=1.0)
+    schedule = WarmupCosine(optimizer, base_lr=1e-3, warmup_steps=0, total_steps=10)
+    data = BlobDataset(8, nan_from=0)
+    loader = make_loader(data, batch_size=4, sampler=None, workers=0, seed=0)
+    with pytest.raises(TrainingError, match="lower the learning rate"):
+        train_one_epoch(
+            model,
+            loader,
+            optimizer,
+            schedule,
+            nn.CrossEntropyLoss(),
+            resolve_policy("fp32", "cpu", threads=1),
+            progress=EpochProgress(),
+        )
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and "running" not in key:
+            assert torch.equal(value, before[key]), key
+
+
+def test_should_stop_ends_the_epoch_at_a_batch_boundary() -> None:
+    model = create_model("cnn", num_classes=2)
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.0, backbone_lr_scale=1.0)
+    schedule = WarmupCosine(optimizer, base_lr=1e-3, warmup_steps=0, total_steps=10)
+    loader = make_loader(BlobDataset(16), batch_size=4, sampler=None, workers=0, seed=0)
+    progress = train_one_epoch(
+        model,
+        loader,
+        optimizer,
+        schedule,
+        nn.CrossEntropyLoss(),
+        resolve_policy("fp32", "cpu", threads=1),
+        progress=EpochProgress(),
+        should_stop=lambda: True,
+    )
+    assert (progress.steps, progress.seen, schedule.step_count) == (1, 4, 1)
