@@ -165,3 +165,14 @@ def test_not_a_split_file(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text('{"hello": 1}')
     with pytest.raises(DatasetError, match="not a lungcancer split file"):
         load_splits(tmp_path / "x.json", _index())
+
+
+def test_small_classes_still_fill_val_and_test_and_keep_training_data() -> None:
+    # Six classes of two patients each (a small LungSim run): shares below one patient per
+    # class must still add up across classes.
+    index = _index(n_patients=12, per_patient=4, classes=("a", "b", "c", "d", "e", "f"))
+    splits = make_splits(index, val_fraction=0.15, test_fraction=0.2, seed=0)
+    labels = index.label_ids()
+    assert len(_patients(index, splits.indices["test"])) >= 2
+    assert len(_patients(index, splits.indices["val"])) >= 1
+    assert {labels[i] for i in splits.indices["train"]} == set(range(6))

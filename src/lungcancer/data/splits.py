@@ -124,24 +124,46 @@ def _deal(
     labels: list[int],
     shares: dict[str, float],
     rng: np.random.Generator,
+    main: str | None = None,
 ) -> dict[str, list[int]]:
-    """Deal groups to named parts, per class, each to the part furthest below its share."""
+    """Deal groups to named parts, class by class, each to the part furthest below its share.
+
+    Targets are cumulative over classes (the ideal count so far, rounded, minus what a part
+    already got), so the fractions left over by small classes add up instead of vanishing:
+    with two patients per class and a 20% test share, one class in five still gives a patient
+    to test. Ties go to the smaller share. `main` (the training part) gets at least one group
+    of every class that has any.
+    """
     out: dict[str, list[int]] = {name: [] for name in shares}
     by_class: dict[int, list[list[int]]] = {}
     for group in groups:
         majority = Counter(labels[i] for i in group).most_common(1)[0][0]
         by_class.setdefault(majority, []).append(group)
+    ideal = dict.fromkeys(shares, 0.0)
+    given = dict.fromkeys(shares, 0)
+    # Among equal deficits the smaller share wins, so small parts are not starved.
+    preference = sorted(shares, key=lambda k: shares[k])
     for cls in sorted(by_class):
         class_groups = by_class[cls]
         order = rng.permutation(len(class_groups))
         # Largest first (ties in random order): small groups then even out the shares.
         ordered = sorted((class_groups[i] for i in order), key=len, reverse=True)
         total = sum(len(g) for g in ordered)
+        target = {}
+        for name, share in shares.items():
+            ideal[name] += share * total
+            target[name] = round(ideal[name]) - given[name]
         dealt = dict.fromkeys(shares, 0)
-        for group in ordered:
-            name = max(shares, key=lambda k: shares[k] * total - dealt[k])
+        for position, group in enumerate(ordered):
+            last = position == len(ordered) - 1
+            if main is not None and last and dealt[main] == 0:
+                name = main
+            else:
+                name = max(preference, key=lambda k: target[k] - dealt[k])
             dealt[name] += len(group)
             out[name].extend(group)
+        for name in shares:
+            given[name] += dealt[name]
     return out
 
 
@@ -202,7 +224,7 @@ def make_splits(
         pool = free + fixed["train"] + fixed["val"]
     elif test_fraction > 0 and free:
         share = min(test_fraction * total / max(1, sum(len(g) for g in free)), 1.0)
-        dealt = _deal(free, labels, {"test": share, "rest": 1.0 - share}, rng)
+        dealt = _deal(free, labels, {"test": share, "rest": 1.0 - share}, rng, main="rest")
         test = [dealt["test"]] if dealt["test"] else []
         rest_set = set(dealt["rest"])
         pool = [g for g in free if g[0] in rest_set] + fixed["train"] + fixed["val"]
@@ -220,7 +242,7 @@ def make_splits(
         train = [i for g in pool for i in g if i not in val_set]
     elif val_fraction > 0 and pool:
         share = min(val_fraction * total / max(1, sum(len(g) for g in pool)), 1.0)
-        dealt = _deal(pool, labels, {"val": share, "train": 1.0 - share}, rng)
+        dealt = _deal(pool, labels, {"val": share, "train": 1.0 - share}, rng, main="train")
         val, train = dealt["val"], dealt["train"]
     else:
         val, train = [], [i for g in pool for i in g]
