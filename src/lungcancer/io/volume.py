@@ -21,6 +21,7 @@ import numpy as np
 
 from lungcancer.errors import GeometryMismatchError, ImageReadError, LungCancerError
 from lungcancer.io.record import MetaValue, Scan
+from lungcancer.io.volume_header import check_declared_size
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 # Tolerances for "same geometry": NIfTI stores spacing and origin as float32 and MetaImage
@@ -90,6 +91,13 @@ def _image_to_scan_parts(
 _IMAGE_IO = {"nrrd": "NrrdImageIO", "metaimage": "MetaImageIO", "nifti": "NiftiImageIO"}
 
 
+def _execute_checked(reader: Any, path: Path, format_name: str) -> Any:
+    # The header first: a damaged size must be refused before ITK allocates the voxels.
+    reader.ReadImageInformation()
+    check_declared_size(reader, path, format_name)
+    return reader.Execute()
+
+
 def _read_sitk(path: Path, format_name: str) -> Any:
     import SimpleITK as sitk  # noqa: N813 (the name every SimpleITK user knows)
 
@@ -106,9 +114,9 @@ def _read_sitk(path: Path, format_name: str) -> Any:
                 link = Path(folder) / ("image.nii.gz" if gzipped else "image.nii")
                 link.symlink_to(path.resolve())
                 reader.SetFileName(str(link))
-                return reader.Execute()
+                return _execute_checked(reader, path, format_name)
         reader.SetFileName(str(path))
-        return reader.Execute()
+        return _execute_checked(reader, path, format_name)
     except RuntimeError as exc:
         # ITK's message carries the C++ location first; the last line says what went wrong.
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
