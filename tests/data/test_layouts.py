@@ -44,9 +44,15 @@ def test_chest_ct_layout_with_split_folders_and_suffixes(tmp_path: Path) -> None
         seed=1,
     )
     class_folders(tmp_path, {"adenocarcinoma": 1, "normal": 1}, split="test", seed=2)
+    (tmp_path / "README.txt").write_text("downloaded from ...")
+    class_folders(tmp_path / "extra", {"normal": 1})
     index = load_index(tmp_path)
     assert index.layout == "folders"
     assert index.class_names == ("adenocarcinoma", "normal")
+    assert sorted(index.problems) == [
+        "README.txt: ignored: a file outside the class folders",
+        "extra/: ignored: not a split folder (train, val/valid, test) beside the split folders",
+    ]
     splits = sorted({(s.split, s.label) for s in index.samples})
     assert ("val", "adenocarcinoma") in splits and ("test", "normal") in splits
     assert len(index.samples) == 8

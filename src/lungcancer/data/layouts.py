@@ -250,6 +250,24 @@ def _class_folders(root: Path) -> list[tuple[str, Path]]:
     return [("", folder) for folder in _children(root) if folder.is_dir()]
 
 
+def _outside_class_folders(root: Path) -> list[str]:
+    """Entries the class-folder layouts do not read, as problem lines (never silently)."""
+    splits = _split_folders(root)
+    tops = [root, *splits.values()] if splits else [root]
+    ignored = []
+    for top in tops:
+        for entry in _children(top):
+            if entry.is_file():
+                where = entry.relative_to(root).as_posix()
+                ignored.append(f"{where}: ignored: a file outside the class folders")
+            elif top == root and splits and entry not in splits.values():
+                ignored.append(
+                    f"{entry.name}/: ignored: not a split folder (train, val/valid, test) "
+                    "beside the split folders"
+                )
+    return ignored
+
+
 def _check_class_folders(root: Path, folders: list[tuple[str, Path]], what: str) -> None:
     if not folders:
         raise DatasetError(
@@ -276,7 +294,7 @@ def _empty_class_error(folder: Path, problems: list[str]) -> DatasetError:
 
 
 def _read_folders(root: Path) -> LayoutRead:
-    read = LayoutRead()
+    read = LayoutRead(problems=_outside_class_folders(root))
     scanner = _FolderScanner(root, read)
     folders = _class_folders(root)
     _check_class_folders(root, folders, "image files or DICOM series")
@@ -300,7 +318,7 @@ def _folder_extra(folder: Path) -> dict[str, str]:
 
 
 def _read_volumes(root: Path) -> LayoutRead:
-    read = LayoutRead()
+    read = LayoutRead(problems=_outside_class_folders(root))
     scanner = _FolderScanner(root, read)
     folders = _class_folders(root)
     _check_class_folders(root, folders, "volumes with NAME_mask files")
