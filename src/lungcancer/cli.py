@@ -750,6 +750,114 @@ def predict_command(
     console.print(table)
 
 
+def _float_list(text: str | None, flag: str) -> tuple[float, ...] | None:
+    """Parse "0,3,6" into floats; a bad value is a ConfigError naming the flag."""
+    from lungcancer.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(
+            f"{flag} must be comma-separated numbers", expected="e.g. 0,3,6,12", found=text
+        ) from exc
+
+
+@app.command("synth")
+def synth_command(
+    out: str | None = typer.Option(None, "--out", help="Dataset folder to create."),
+    patients: int | None = typer.Option(None, "--patients", help="Number of patients."),
+    timepoints: str | None = typer.Option(
+        None, "--timepoints", help="Visits in months, e.g. 0,3,6,12 (first = baseline)."
+    ),
+    size: int | None = typer.Option(None, "--size", help="In-plane matrix (default 256)."),
+    dims: int | None = typer.Option(None, "--dims", help="2 (slices) or 3 (volumes)."),
+    depth: int | None = typer.Option(None, "--depth", help="Slices per volume with --dims 3."),
+    classes: str | None = typer.Option(None, "--classes", help="stage | t | binary."),
+    seed: int | None = typer.Option(None, "--seed", help="Dataset seed."),
+    workers: int | None = typer.Option(None, "--workers", help="Parallel processes."),
+    dose: float | None = typer.Option(None, "--dose", help="Relative dose (noise ~ 1/sqrt)."),
+    thickness: float | None = typer.Option(
+        None, "--thickness", help="Slice thickness in mm (0 = vary 1-5 mm per patient)."
+    ),
+    off_centre: int | None = typer.Option(
+        None, "--off-centre-slices", help="Extra slices per visit through the lesion (2D)."
+    ),
+    offset_mm: float | None = typer.Option(
+        None, "--slice-offset-mm", help="How far off-centre slices may go (mm)."
+    ),
+    near_threshold: float | None = typer.Option(
+        None, "--near-threshold", help="Share of tumours sized near a T threshold (0-1)."
+    ),
+    class_weights: str | None = typer.Option(
+        None, "--class-weights", help="One weight per class, e.g. 2,1,1,1,1,1."
+    ),
+    no_png: bool = typer.Option(False, "--no-png", help="Skip the per-sample PNG previews."),
+    preview: str | None = typer.Option(
+        None, "--preview", help="Also (or only) write a contact sheet, one row per class."
+    ),
+    per_class: int = typer.Option(4, "--per-class", help="Contact-sheet columns."),
+    config: str | None = typer.Option(None, "--config", help="YAML with a synth: section."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder."),
+) -> None:
+    """Generate LungSim synthetic chest CT with TNM-staged tumours (and/or a contact sheet)."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from lungcancer.config import load_section, override
+    from lungcancer.errors import ConfigError
+    from lungcancer.synth import SynthConfig, contact_sheet, generate
+
+    if out is None and preview is None:
+        raise ConfigError(
+            "nothing to do",
+            expected="--out DIR (a dataset) and/or --preview OUT.png (a contact sheet)",
+            hint="e.g. lungcancer synth --out data/sim --patients 60",
+        )
+    cfg = override(
+        load_section(config, "synth", SynthConfig),
+        patients=patients,
+        timepoints_months=_float_list(timepoints, "--timepoints"),
+        size=size,
+        dims=dims,
+        depth=depth,
+        classes=classes,
+        seed=seed,
+        workers=workers,
+        dose=dose,
+        slice_thickness_mm=thickness,
+        off_centre_slices=off_centre,
+        slice_offset_max_mm=offset_mm,
+        near_threshold_fraction=near_threshold,
+        class_weights=_float_list(class_weights, "--class-weights"),
+        previews=False if no_png else None,
+    )
+    if out is not None:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("patients", total=cfg.patients)
+            result = generate(
+                cfg,
+                out,
+                overwrite=overwrite,
+                progress=lambda done, total: bar.update(task, completed=done),
+            )
+        table = Table(title=f"LungSim: {result.samples} samples in {result.out_dir}")
+        for column in ("class", "patients", "samples"):
+            table.add_column(column, justify="left" if column == "class" else "right")
+        for name in cfg.class_names:
+            table.add_row(
+                name,
+                str(result.patient_counts.get(name, 0)),
+                str(result.sample_counts.get(name, 0)),
+            )
+        console.print(table)
+        console.print(f"manifest: {result.manifest_path}")
+    if preview is not None:
+        path = contact_sheet(cfg, preview, per_class=per_class)
+        console.print(f"contact sheet: {path}")
+
+
 def main() -> None:
     """Entry point: run the app; a `LungCancerError` becomes a readable message and exit 2."""
     try:

@@ -285,12 +285,14 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     walls = _wall_layers(rng, hab, x_m, y_s, spine_y, spine_r, canal_r, z_arch)
     fissures = []
     for side, dome, sign in ((LUNG_R, dome_r, -1.0), (LUNG_L, dome_l, 1.0)):
-        # Oblique fissures run from high at the back to the diaphragm at the front.
+        # Oblique fissures run from high at the back to the diaphragm at the front; the sheet
+        # bows forward laterally, so in an axial slice it runs from the back of the hilum
+        # out and forward toward the lateral chest wall.
         y_back, z_back = spine_y + 20.0, _u(rng, 40, 70)
         y_front, z_front = f(0.25), dome + _u(rng, 5, 25)
         slope = (z_back - z_front) / (y_back - y_front)
-        curvature = _u(rng, 0.002, 0.006)
-        fissures.append(Fissure(side, x_m + sign * 55, y_back, z_back, slope, curvature))
+        curvature = -_u(rng, 0.002, 0.005)
+        fissures.append(Fissure(side, x_m + sign * 30, y_back, z_back, slope, curvature))
     fissures.append(Fissure(LUNG_R, x_m - 55, f(0.4), _u(rng, -40, -20), 0.0, -0.002, 0))
     return Anatomy(
         habitus=hab,

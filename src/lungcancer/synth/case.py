@@ -14,7 +14,7 @@ import numpy as np
 
 from lungcancer.data.measure import measure_lesion
 from lungcancer.io.record import Scan
-from lungcancer.staging import coarse_stage, stage_group, t_from_diameter
+from lungcancer.staging import t_from_diameter
 from lungcancer.synth import anatomy as an
 from lungcancer.synth import growth
 from lungcancer.synth.acquisition import (
@@ -51,7 +51,7 @@ from lungcancer.synth.render import (
     to_patient,
     to_world,
 )
-from lungcancer.synth.truth import T_BANDS_MM, CaseTruth, class_of
+from lungcancer.synth.truth import T_BANDS_MM, CaseTruth, labels_for
 from lungcancer.synth.vessels import ATTRACTORS_PER_LUNG, VesselTree, grow_vessel_tree
 
 _N_ORDER = ("N0", "N1", "N2", "N3")
@@ -375,6 +375,17 @@ def _invasion(anat: Anatomy, pose: Pose, grid: Grid, zs_w: np.ndarray, mask: np.
     return "none"
 
 
+def _nearest_voxel(
+    center_mm: tuple[float, float, float], pose: Pose, grid: Grid, zs_w: np.ndarray
+) -> tuple[int, int, int]:
+    x, y, z = to_world(pose, center_mm)
+    return (
+        int(np.argmin(np.abs(zs_w - z))),
+        int(np.argmin(np.abs(grid.ys_w - y))),
+        int(np.argmin(np.abs(grid.xs_w - x))),
+    )
+
+
 @dataclass(frozen=True)
 class Fit:
     """A lesion scaled to a target diameter on a visit's grid, as measured on its mask."""
@@ -405,17 +416,24 @@ def fit_lesion(
     zs = _slice_zs(unit_shape.center_mm, settings, pose, thick, ())
     spacing = (thick, grid.pixel_mm, grid.pixel_mm)
     radius = target_mm / unit_diameter_mm
-    shape, mask, measured = unit_shape, np.zeros((1, 1, 1), bool), 0.0
-    for _ in range(3):
-        shape = unit_shape.scaled(radius)
-        mask = _lesion_mask(shape, pose, grid, zs, thick)
-        if not mask.any():
-            radius *= 1.5
-            continue
+    shape = unit_shape.scaled(radius)
+    mask = _lesion_mask(shape, pose, grid, zs, thick)
+    # Only a lesion a few pixels wide can be tuned by whole-voxel measurements; a smaller one
+    # keeps its true size and is measured for what it is.
+    tunable = target_mm >= 3.0 * grid.pixel_mm
+    for _ in range(2):
+        if not tunable or not mask.any():
+            break
         measured = measure_lesion(mask, spacing).diameter_mm
         if abs(measured - target_mm) <= 0.3 * grid.pixel_mm:
             break
-        radius *= target_mm / measured
+        radius *= float(np.clip(target_mm / measured, 0.8, 1.25))
+        shape = unit_shape.scaled(radius)
+        mask = _lesion_mask(shape, pose, grid, zs, thick)
+    if not mask.any():
+        # Smaller than a voxel: mark the voxel holding its centre, so it is found and measured.
+        mask[_nearest_voxel(shape.center_mm, pose, grid, zs)] = True
+    measured = measure_lesion(mask, spacing).diameter_mm
     invasion = _invasion(anat, pose, grid, zs, mask)
     return Fit(shape=shape, mask=mask, diameter_mm=float(measured), invasion=invasion)
 
@@ -493,13 +511,13 @@ def render_visit(
     pose = model.poses[visit]
     grid = patient_grid(model.anatomy, acq, settings.size)
     state = visit_state(model, months - baseline_months)
-    shape, diameter, invasion = None, 0.0, "none"
+    shape, diameter, invasion, fit_mask = None, 0.0, "none", None
     if model.unit_shape is not None:
         fit = fit_lesion(
             model.anatomy, model.unit_shape, model.unit_diameter_mm, state.model_diameter_mm,
             settings, pose, acq, grid,
         )  # fmt: skip
-        shape, diameter, invasion = fit.shape, fit.diameter_mm, fit.invasion
+        shape, diameter, invasion, fit_mask = fit.shape, fit.diameter_mm, fit.invasion, fit.mask
     scene = _scene(model, state, shape, pose)
     zs = _slice_zs(model.center_mm, settings, pose, acq.thickness_mm, model.offsets_mm[visit])
     xs_p, ys_p, _ = to_patient(pose, grid.xs_w, grid.ys_w, 0.0)
@@ -517,6 +535,9 @@ def render_visit(
     stack = add_noise(blur(np.stack(slices), grid.pixel_mm, acq), grid.pixel_mm, acq, noise_rng)
     stack = np.clip(np.rint(stack), -1024.0, 3071.0).astype(np.float32)
     mask_stack = np.stack(masks).astype(np.uint8)
+    if fit_mask is not None:
+        # The measured mask is the one the label comes from (it marks sub-voxel lesions too).
+        mask_stack[: len(fit_mask)] = fit_mask
     labels = _labels(model, state, diameter, invasion, settings.classes)
     center_w = to_world(pose, shape.center_mm) if shape is not None else None
     if settings.dims == 3:
@@ -535,15 +556,10 @@ def _labels(
     model: PatientModel, state: VisitState, diameter_mm: float, invasion: str, classes: str
 ) -> dict[str, str]:
     """T, N, M, stage group, coarse stage and class from what was drawn."""
-    category = model.truth.category
-    if category != "malignant":
-        return {"t": "", "n": "", "m": "", "stage_group": "", "stage": category,
-                "label": class_of(classes, category, "")}  # fmt: skip
+    if model.truth.category != "malignant":
+        return labels_for(classes, model.truth.category)
     t = t_from_diameter(diameter_mm, invasion)  # type: ignore[arg-type]
-    group = stage_group(t, state.n, state.m)
-    stage = coarse_stage(group)
-    return {"t": t, "n": state.n, "m": state.m, "stage_group": group, "stage": stage,
-            "label": class_of(classes, stage, t)}  # fmt: skip
+    return labels_for(classes, "malignant", t, state.n, state.m)
 
 
 def _sample(

@@ -21,8 +21,8 @@ from lungcancer.synth.paint import Polar, label_slice, polar_fields
 from lungcancer.synth.vessels import VesselTree, vessel_occupancy
 
 _BLOOD_HU = 40.0
-_FISSURE_MM = 0.6  # physical thickness of a fissure (two pleural layers)
-_FISSURE_HU = 900.0  # its contrast over aerated lung
+_FISSURE_MM = 0.5  # physical thickness of a fissure (two pleural layers)
+_FISSURE_HU = 700.0  # its contrast over aerated lung
 
 
 @dataclass(frozen=True)

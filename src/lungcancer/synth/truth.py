@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lungcancer.errors import ConfigError
+from lungcancer.staging import coarse_stage, stage_group
 from lungcancer.synth.growth import m_from_draw, n_from_draw
 
 CLASS_SETS: dict[str, tuple[str, ...]] = {
@@ -134,6 +135,28 @@ def class_of(classes: str, stage: str, t: str) -> str:
     if classes == "t":
         return t[:2]
     return "malignant"
+
+
+def labels_for(
+    classes: str, category: str, t: str = "", n: str = "", m: str = ""
+) -> dict[str, str]:
+    """T, N, M, stage group, coarse stage and class name of a case, by the AJCC 8th rules.
+
+    Args:
+        classes: "stage", "t" or "binary".
+        category: "normal", "benign" or "malignant".
+        t, n, m: the descriptors in force (malignant only).
+
+    Returns:
+        {"t", "n", "m", "stage_group", "stage", "label"}; empty descriptors unless malignant.
+    """
+    if category != "malignant":
+        return {"t": "", "n": "", "m": "", "stage_group": "", "stage": category,
+                "label": class_of(classes, category, "")}  # fmt: skip
+    group = stage_group(t, n, m)
+    stage = coarse_stage(group)
+    return {"t": t, "n": n, "m": m, "stage_group": group, "stage": stage,
+            "label": class_of(classes, stage, t)}  # fmt: skip
 
 
 def _pick(rng: np.random.Generator, options: list[tuple[float, object]]) -> object:
