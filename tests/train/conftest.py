@@ -1,4 +1,4 @@
-"""Training tests: put the builders beside this file on sys.path (importlib import mode)."""
+"""Training tests: builders on sys.path (importlib import mode), one thread, isolated caches."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# train_builders lives beside this file, io_builders (DICOM writers) in tests/io.
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "io"))
 
 
 @pytest.fixture(autouse=True)

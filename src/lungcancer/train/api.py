@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Sampler
 
 from lungcancer.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from lungcancer.errors import ConfigError, TrainingError
-from lungcancer.models import Classifier, create_model
+from lungcancer.models import Classifier, create_model, list_models
 from lungcancer.train.checkpoint import (
     FORMAT,
     VERSION,
@@ -348,6 +348,13 @@ def _epoch_size(sampler: Sampler[int]) -> int:
 
 
 def _check_configs(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    if model_cfg.name not in list_models():
+        raise ConfigError(
+            f"unknown model {model_cfg.name!r}",
+            expected=" | ".join(list_models()),
+            found=model_cfg.name,
+            hint="pass --model with one of the registered models",
+        )
     if cfg.balance not in BALANCE_MODES:
         raise ConfigError(
             "unknown class balancing", expected=" | ".join(BALANCE_MODES), found=cfg.balance

@@ -1,0 +1,131 @@
+"""`lungcancer train` and `lungcancer predict` end to end on a tiny PNG dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from io_builders import ct_dataset, write_dataset
+from train_builders import write_png_dataset
+from typer.testing import CliRunner
+
+from lungcancer.cli import app
+from lungcancer.train.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    data = write_png_dataset(root / "data", per_class=10)
+    config = root / "quick.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"image_size": 48, "cache_dir": str(root / "cache")},
+                "model": {"name": "densenet121"},
+                "train": {"epochs": 5, "batch_size": 4, "precision": "fp32"},
+            }
+        )
+    )
+    args = [
+        "train", "--config", str(config), "--data", str(data), "--model", "cnn",
+        "--epochs", "1", "--image-size", "32", "--out", str(root / "run"), "--threads", "1",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "best:" in result.output
+    return root / "run", data
+
+
+def test_flags_override_the_yaml_sections(trained: tuple[Path, Path]) -> None:
+    run, data = trained
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["name"] == "cnn"  # flag beats YAML
+    assert saved["data"]["image_size"] == 32
+    assert saved["data"]["source"] == str(data)
+    assert saved["train"]["epochs"] == 1 and saved["train"]["batch_size"] == 4  # YAML kept
+    assert (run / "splits.json").is_file()
+    assert load_checkpoint(run / "best.pt")["data_config"]["image_size"] == 32
+
+
+def test_predict_prints_json_and_writes_csv(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    run, data = trained
+    images = [
+        str(data / "benign" / "patient_000_a.png"),
+        str(data / "malignant" / "patient_100_a.png"),
+    ]
+    out = tmp_path / "preds.csv"
+    result = CliRunner().invoke(
+        app, ["predict", str(run / "best.pt"), *images, "--json", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["path"] for r in rows] == images
+    assert out.read_text().count("\n") == 3
+
+
+def test_resume_continues_the_run(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    run, data = trained
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("best.pt", "last.pt", "splits.json"):
+        (copy / name).write_bytes((run / name).read_bytes())
+    args = [
+        "train", "--data", str(data), "--model", "cnn", "--epochs", "2", "--image-size", "32",
+        "--out", str(copy), "--resume", "--threads", "1", "--precision", "fp32",
+        "--batch-size", "4",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(copy / "last.pt")["epoch"] == 2
+
+
+def _mr_slice(path: Path) -> Path:
+    ds = ct_dataset(np.zeros((16, 16), np.int16), position_xyz_mm=(0, 0, 0), modality="MR")
+    return write_dataset(ds, path)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("notes.txt", "not"), ("mr.dcm", "MR")],
+)
+def test_predict_on_mr_or_a_non_image_exits_2_with_a_message(
+    trained: tuple[Path, Path], tmp_path: Path, name: str, expected: str
+) -> None:
+    run, _ = trained
+    bad = tmp_path / name
+    if name.endswith(".dcm"):
+        _mr_slice(bad)
+    else:
+        bad.write_text("hello, this is text")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lungcancer.cli", "predict", str(run / "best.pt"), str(bad)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CI": "true"},
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error:")
+    assert expected in proc.stderr and str(bad) in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_train_with_an_unknown_model_is_a_clean_error(tmp_path: Path) -> None:
+    data = write_png_dataset(tmp_path / "data", per_class=4)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lungcancer.cli", "train", "--data", str(data), "--model", "vgg",
+         "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CI": "true"},
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "unknown model 'vgg'" in proc.stderr
