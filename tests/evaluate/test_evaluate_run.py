@@ -1,0 +1,139 @@
+"""End to end: train a tiny CNN for one epoch, then evaluate the run folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lungcancer.config import DataConfig, ModelConfig, TrainConfig
+from lungcancer.errors import LungCancerError
+from lungcancer.evaluate.api import EvalResult, evaluate_run
+
+CLASSES = ("adeno", "normal", "squamous")
+# One epoch on 36 images often predicts a single class; the warning that follows is expected.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::lungcancer.evaluate.metrics.UndefinedMetricWarning"
+)
+
+
+def _dataset(root: Path) -> Path:
+    """36 PNGs of 32x32 from 18 patients, two images each; each class has its own bright box."""
+    rng = np.random.default_rng(0)
+    rows = ["path,label,patient_id"]
+    for p in range(18):
+        label = CLASSES[p % 3]
+        for k in range(2):
+            image = rng.integers(0, 60, size=(32, 32)).astype(np.uint8)
+            if label == "adeno":
+                image[8:20, 8:20] += 150
+            elif label == "squamous":
+                image[18:28, 4:28] += 120
+            Image.fromarray(image).save(root / f"p{p}_{k}.png")
+            rows.append(f"p{p}_{k}.png,{label},SECRET-ID-{p}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root / "manifest.csv"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    from lungcancer.train.api import train
+
+    root = tmp_path_factory.mktemp("e2e")
+    (root / "data").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LUNGCANCER_PHI_SALT", "test-salt")
+        mp.setenv("XDG_CACHE_HOME", str(root / "xdg"))
+        data = DataConfig(
+            source=str(_dataset(root / "data")),
+            image_size=32,
+            cache_dir=str(root / "cache"),
+            val_fraction=0.2,
+            test_fraction=0.35,
+        )
+        train_cfg = TrainConfig(
+            out_dir=str(root / "run"), epochs=1, batch_size=8, device="cpu", precision="fp32"
+        )
+        result = train(data, ModelConfig(name="cnn"), train_cfg)
+        yield result.run_dir
+
+
+@pytest.fixture(scope="module")
+def evaluated(run_dir: Path) -> EvalResult:
+    return evaluate_run(run_dir, n_boot=20, seed=0)
+
+
+def test_evaluate_run_writes_the_eval_folder(run_dir: Path, evaluated: EvalResult) -> None:
+    assert evaluated.out_dir == run_dir / "eval"
+    for name in ("metrics.json", "predictions.csv", "report.html", "roc_curves.png"):
+        assert (run_dir / "eval" / name).is_file(), name
+    assert "training_curves" in evaluated.plots
+    metrics = json.loads(evaluated.metrics_path.read_text())
+    test_keys = json.loads((run_dir / "splits.json").read_text())["splits"]["test"]
+    assert metrics["n_samples"] == len(test_keys)
+    assert metrics["split"]["held_out_patients"] is True
+    assert metrics["grouping"] == "patient"
+    assert metrics["n_patients"] == len(test_keys) // 2
+    assert metrics["class_names"] == list(CLASSES)
+    assert metrics["run"]["model"] == "cnn" and metrics["run"]["n_params"] > 0
+    assert metrics["split"]["split_file_sha256"]
+    with evaluated.predictions_path.open() as fh:
+        keys = sorted(line.split(",")[0] for line in fh.read().splitlines()[1:])
+    assert keys == sorted(test_keys)
+
+
+def test_no_patient_id_reaches_the_outputs(evaluated: EvalResult) -> None:
+    for path in evaluated.out_dir.iterdir():
+        if path.suffix in (".json", ".csv", ".html"):
+            assert "SECRET-ID" not in path.read_text(encoding="utf-8"), path.name
+
+
+def test_cli_evaluate_prints_the_headline_and_the_report_path(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    from lungcancer.cli import app
+
+    args = ["evaluate", str(run_dir / "best.pt"), "--n-boot", "10", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Macro ROC-AUC" in result.output
+    assert "report.html" in result.output
+    as_json = CliRunner().invoke(app, [*args, "--json"])
+    assert json.loads(as_json.output)["ci"]["n_boot"] == 10
+
+
+def test_compare_a_run_with_itself_shows_zero_difference(run_dir: Path, tmp_path: Path) -> None:
+    from lungcancer.evaluate.compare import compare_runs
+
+    twin = tmp_path / "twin"
+    shutil.copytree(run_dir, twin)
+    result = compare_runs([run_dir, twin], out_dir=tmp_path / "cmp")
+    assert result.differences[0]["metrics"]["accuracy"]["difference"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: (d / "splits.json").unlink(), "split file is missing"),
+        (lambda d: [p.unlink() for p in d.glob("*.pt")], "no checkpoint"),
+    ],
+)
+def test_broken_run_folders_give_clear_errors(
+    run_dir: Path, tmp_path: Path, mutate: Callable[[Path], object], message: str
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken, ignore=shutil.ignore_patterns("eval"))
+    mutate(broken)
+    with pytest.raises(LungCancerError, match=message):
+        evaluate_run(broken, n_boot=0)
+
+
+def test_unknown_split_is_refused(run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(LungCancerError, match="'holdout' split is empty"):
+        evaluate_run(run_dir, split="holdout", out_dir=tmp_path, n_boot=0)
