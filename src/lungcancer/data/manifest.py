@@ -14,6 +14,7 @@ A LUNA16 annotations CSV (seriesuid, coordX, coordY, coordZ in world mm, diamete
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -62,7 +63,18 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            rows = [dict(row) for row in reader]
+            rows = []
+            for row in reader:
+                # DictReader files the cells beyond the header under the key None.
+                if None in row:
+                    raise DatasetError(
+                        f"line {reader.line_num} has more cells than the header has columns",
+                        path=path,
+                        expected=f"at most {len(reader.fieldnames or [])} cells",
+                        found=f"{len(row) - 1 + len(row[None])} cells",
+                        hint="quote cells that contain commas, or name the extra columns",
+                    )
+                rows.append(dict(row))
             header = [name.strip() for name in (reader.fieldnames or [])]
     except FileNotFoundError as exc:
         raise DatasetError("CSV file not found", path=path, hint="check the path") from exc
@@ -148,15 +160,19 @@ def _resolve(folder: Path, value: str) -> Path:
 
 def _float(value: str, column: str, row_number: int, path: Path) -> float:
     try:
-        return float(value)
-    except ValueError as exc:
-        raise DatasetError(
-            f"row {row_number}: column '{column}' is not a number",
-            path=path,
-            expected="a number",
-            found=repr(value),
-            hint="fix the value or leave the cell empty",
-        ) from exc
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    # nan and inf parse as floats but break every index and distance computed from them.
+    if math.isfinite(number):
+        return number
+    raise DatasetError(
+        f"row {row_number}: column '{column}' is not a number",
+        path=path,
+        expected="a finite number",
+        found=repr(value),
+        hint="fix the value or leave the cell empty",
+    )
 
 
 def _split_value(value: str, row_number: int, path: Path) -> str:
