@@ -464,11 +464,11 @@ def evaluate_command(
     for name in HEADLINE_METRICS:
         value = metrics["headline"][name]
         interval = ci["headline"][name]
-        table.add_row(
-            METRIC_TEXT[name][0],
-            "undefined" if value is None else f"{value:.3f}",
-            "" if interval["low"] is None else f"{interval['low']:.3f} – {interval['high']:.3f}",
-        )
+        shown = "" if interval["low"] is None else f"{interval['low']:.3f} – {interval['high']:.3f}"
+        if interval["low"] is not None and interval["n_used"] < ci["n_boot"]:
+            # Resamples that drew no patient of some class leave the metric undefined.
+            shown += f" ({interval['n_used']} of {ci['n_boot']} resamples)"
+        table.add_row(METRIC_TEXT[name][0], "undefined" if value is None else f"{value:.3f}", shown)
     console.print(table)
     if ci["n_boot"]:
         console.print(f"CIs: {ci['n_boot']} resamples by {ci['unit']}, seed {ci['seed']}")
