@@ -103,7 +103,7 @@ def test_near_duplicates_never_straddle_splits_without_patient_ids() -> None:
     rng = np.random.default_rng(0)
     pair_hash = rng.integers(0, 2**63, size=n // 2, dtype=np.uint64)
     values = np.repeat(pair_hash, 2)
-    thumbs = np.repeat(rng.standard_normal((n // 2, 256)).astype(np.float32), 2, axis=0)
+    thumbs = np.repeat(rng.standard_normal((n // 2, 1024)).astype(np.float32), 2, axis=0)
     thumbs /= np.linalg.norm(thumbs, axis=1, keepdims=True)
     hashes = ImageHashes(values=values, thumbnails=thumbs, ok=np.ones(n, dtype=bool))
     # Distinct files: without hashes every sample is its own group.
