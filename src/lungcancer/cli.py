@@ -721,6 +721,9 @@ def predict_command(
     out: str | None = typer.Option(None, "--out", help="Write predictions to a .csv or .json."),
     as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON to stdout."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda[:N] | auto."),
+    engine: str = typer.Option(
+        "torch", "--engine", help="torch | onnx (then CHECKPOINT is a .onnx from `export`)."
+    ),
 ) -> None:
     """Class probabilities per image (per lesion or slice, plus a per-scan mean for volumes)."""
     from rich.table import Table
@@ -732,19 +735,29 @@ def predict_command(
         write_predictions,
     )
 
-    clf = load_classifier(checkpoint, device=device)
-    clf.policy.apply_threads()
-    rows = predict_files(clf, inputs, mask_paths=mask or None)
+    if engine == "onnx":
+        from lungcancer.export.runtime import load_onnx_classifier, predict_files_onnx
+
+        onnx_clf = load_onnx_classifier(checkpoint)
+        class_names = onnx_clf.class_names
+        rows = predict_files_onnx(onnx_clf, inputs, mask_paths=mask or None)
+    elif engine == "torch":
+        clf = load_classifier(checkpoint, device=device)
+        clf.policy.apply_threads()
+        class_names = clf.class_names
+        rows = predict_files(clf, inputs, mask_paths=mask or None)
+    else:
+        raise LungCancerError("unknown --engine", expected="torch or onnx", found=engine)
     if out:
-        err_console.print(f"wrote {write_predictions(rows, clf.class_names, out)}")
+        err_console.print(f"wrote {write_predictions(rows, class_names, out)}")
     if as_json:
         print(predictions_json(rows))
         return
     table = Table(title=f"Predictions of {checkpoint}")
-    for column in ("input", "item", "predicted", *clf.class_names):
+    for column in ("input", "item", "predicted", *class_names):
         table.add_column(column)
     for row in rows:
-        probs = [f"{row.probabilities[c]:.3f}" for c in clf.class_names]
+        probs = [f"{row.probabilities[c]:.3f}" for c in class_names]
         item = f"[bold]{row.item}[/]" if row.aggregate else row.item
         table.add_row(row.path, item, row.predicted, *probs)
     console.print(table)
@@ -856,6 +869,88 @@ def synth_command(
     if preview is not None:
         path = contact_sheet(cfg, preview, per_class=per_class)
         console.print(f"contact sheet: {path}")
+
+
+@app.command("explain")
+def explain_command(
+    ckpt: str = typer.Argument(..., help="Classifier checkpoint (best.pt)."),
+    image: str = typer.Argument(..., help="Image file or DICOM series folder."),
+    mask: str | None = typer.Option(None, "--mask", help="Lesion mask: adds localisation scores."),
+    class_name: str | None = typer.Option(
+        None, "--class", help="Class to explain (default: the predicted class)."
+    ),
+    method: str = typer.Option("gradcam", "--method", help="gradcam | gradcampp."),
+    out: str = typer.Option("runs/explain", "--out", help="Folder for overlays and JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Grad-CAM / Grad-CAM++ overlays (PNG) and, with a mask, pointing game and energy share."""
+    from pathlib import Path
+
+    from lungcancer.explain.run import explain_file
+    from lungcancer.train.inference import load_classifier
+
+    clf = load_classifier(ckpt, device="cpu")
+    items = explain_file(
+        clf, image, mask_path=mask, class_name=class_name, method=method, out_dir=out
+    )
+    if as_json:
+        _print_json([item.summary() for item in items])
+        return
+    for item in items:
+        probs = ", ".join(f"{c} {p:.3f}" for c, p in item.probabilities.items())
+        console.print(
+            f"{item.name}: predicted [bold]{item.predicted_class}[/] ({probs}); "
+            f"map explains '{item.explained_class}' -> {item.overlay_path}",
+            highlight=False,
+        )
+        if item.pointing_hit is not None and item.energy_share is not None:
+            hit = "hit" if item.pointing_hit else "miss"
+            console.print(
+                f"  pointing game: {hit}; energy inside the mask: {item.energy_share:.1%}"
+            )
+    console.print(f"summary: {Path(out) / 'explanations.json'}")
+
+
+@app.command("serve")
+def serve_command(
+    ckpt: str = typer.Option(..., "--ckpt", help="Classifier checkpoint (best.pt)."),
+    gan: str | None = typer.Option(
+        None, "--gan", help="Progression GAN checkpoint: adds the simulation section."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface (0.0.0.0: all; no login)."),
+    port: int = typer.Option(7860, "--port", help="TCP port."),
+    max_upload_mb: int = typer.Option(200, "--max-upload-mb", help="Largest accepted upload."),
+    timeout_s: float = typer.Option(60.0, "--timeout", help="Processing limit per request (s)."),
+) -> None:
+    """Web app: upload a CT image, see probabilities, Grad-CAM and (--gan) its progression."""
+    from lungcancer.app.server import serve
+    from lungcancer.app.uploads import UploadLimits
+
+    limits = UploadLimits(max_upload_bytes=max_upload_mb * 1024 * 1024, timeout_s=timeout_s)
+    console.print(f"serving on http://{host}:{port}  (Ctrl+C stops)", highlight=False)
+    serve(ckpt, gan_ckpt=gan, host=host, port=port, limits=limits, block=True)
+
+
+@app.command("export")
+def export_command(
+    ckpt: str = typer.Argument(..., help="Classifier checkpoint (best.pt)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx | torchscript."),
+    out: str | None = typer.Option(None, "--out", help="Output file (default: beside CKPT)."),
+) -> None:
+    """Export to ONNX (opset 17) or TorchScript, checked against PyTorch (max |dp| <= 1e-4)."""
+    from lungcancer.export.convert import default_output, export_classifier
+    from lungcancer.train.inference import load_classifier
+
+    clf = load_classifier(ckpt, device="cpu", precision="fp32")
+    target = out or str(default_output(ckpt, fmt))
+    report = export_classifier(clf, fmt, target)
+    opset = f", opset {report.opset}" if report.opset is not None else ""
+    console.print(
+        f"wrote {report.path} ({report.format}{opset}); parity on {report.n_samples} inputs "
+        f"{report.input_shape}: max |probability difference| {report.max_abs_diff:.2e} "
+        f"<= {report.tolerance:g}",
+        highlight=False,
+    )
 
 
 def main() -> None:

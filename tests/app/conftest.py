@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813 (the name every SimpleITK user knows)
+import torch
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from torch import nn
+
+from lungcancer.config import DataConfig, GanConfig, ModelConfig, TrainConfig, to_dict
+from lungcancer.models import create_model
+from lungcancer.progression.checkpoint import (
+    build_discriminator,
+    build_generator,
+    save_gan_checkpoint,
+)
+from lungcancer.train.checkpoint import FORMAT, VERSION, save_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -134,3 +146,74 @@ def nrrd_upload(tmp_path: Path) -> tuple[Path, Path]:
     mask_path = tmp_path / "mask.nrrd"
     sitk.WriteImage(mask_image, str(mask_path))
     return image_path, mask_path
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The fields of a loaded classifier the app uses."""
+
+    model: nn.Module
+    class_names: tuple[str, ...]
+    data_config: DataConfig
+
+
+@pytest.fixture(scope="session")
+def cnn_bundle() -> Bundle:
+    torch.manual_seed(0)
+    model = create_model("cnn", num_classes=2).eval()
+    return Bundle(model, ("benign", "malignant"), DataConfig(image_size=32))
+
+
+@pytest.fixture(scope="session")
+def classifier_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained 2D `cnn` checkpoint (32 px, two classes) in the training format."""
+    torch.manual_seed(0)
+    args = {"in_chans": 1, "num_classes": 2, "spatial_dims": 2}
+    model = create_model("cnn", **args)
+    path = tmp_path_factory.mktemp("clf") / "best.pt"
+    save_checkpoint(
+        path,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": {"name": "cnn", "args": args},
+            "class_names": ["benign", "malignant"],
+            "data_config": to_dict(DataConfig(image_size=32)),
+            "model_config": to_dict(ModelConfig(name="cnn")),
+            "train_config": to_dict(TrainConfig(epochs=1)),
+            "state_dict": model.state_dict(),
+        },
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def gan_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny progression GAN (patch 32) in the progression format."""
+    cfg = GanConfig(
+        patch_size=32,
+        base_channels=8,
+        levels=3,
+        cond_dim=16,
+        d_channels=8,
+        d_layers=2,
+        precision="fp32",
+        device="cpu",
+    )
+    torch.manual_seed(0)
+    generator, discriminator = build_generator(cfg), build_discriminator(cfg)
+    path = tmp_path_factory.mktemp("gan") / "gan.pt"
+    save_gan_checkpoint(
+        path,
+        cfg=cfg,
+        generator=generator,
+        generator_ema=generator,
+        discriminator=discriminator,
+        opt_g=torch.optim.Adam(generator.parameters()),
+        opt_d=torch.optim.Adam(discriminator.parameters()),
+        step=0,
+        train_patients=("p0",),
+        heldout_patients=("p1",),
+        max_diameter_mm=30.0,
+    )
+    return path

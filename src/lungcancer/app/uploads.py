@@ -189,10 +189,13 @@ def staged_upload(upload: str | Path, limits: UploadLimits) -> Iterator[Path]:
             yield target
     except LungCancerError as exc:
         # Readers name the file they read: here a temp path that means nothing to the user.
+        expected = exc.expected
+        if exc.message == "not a supported image format":
+            expected = ACCEPTED
         raise type(exc)(
             exc.message,
             path="the uploaded file",
-            expected=exc.expected,
+            expected=expected,
             found=exc.found,
             hint=exc.hint,
         ) from exc
