@@ -8,7 +8,13 @@ import numpy as np
 from data_builders import class_folders, pattern, write_png
 from PIL import Image
 
-from lungcancer.data.audit import audit, image_hashes, near_duplicate_groups, perceptual_hash
+from lungcancer.data.audit import (
+    ImageHashes,
+    audit,
+    image_hashes,
+    near_duplicate_groups,
+    perceptual_hash,
+)
 from lungcancer.data.index import DatasetIndex, Sample
 from lungcancer.data.layouts import load_index
 
@@ -89,3 +95,21 @@ def test_unreadable_images_are_listed_not_fatal(tmp_path: Path) -> None:
     hashes = image_hashes(index)
     assert int((~hashes.ok).sum()) == 1
     assert "img_001.png: not hashed" in hashes.problems[0]
+
+
+def test_a_giant_duplicate_group_is_flagged() -> None:
+    n = 30
+    samples = tuple(Sample(path=f"/d/{i}.png", label="ab"[i % 2]) for i in range(n))
+    index = DatasetIndex(samples, ("a", "b"), "folders", "/d", has_patient_ids=False)
+    rng = np.random.default_rng(0)
+    same = rng.standard_normal(1024) + 0.01 * rng.standard_normal((n, 1024))  # all but equal
+    same -= same.mean(axis=1, keepdims=True)
+    same /= np.linalg.norm(same, axis=1, keepdims=True)
+    hashes = ImageHashes(
+        values=np.zeros(n, dtype=np.uint64),
+        thumbnails=same.astype(np.float32),
+        ok=np.ones(n, dtype=bool),
+    )
+    report = audit(index, {"train": list(range(n))}, hashes=hashes, check_duplicates=True)
+    assert report.duplicate_groups == 1
+    assert any("one near-duplicate group holds 30 of 30 images" in w for w in report.warnings)
