@@ -201,7 +201,7 @@ def evaluate_predictions(
         title=title or f"Evaluation on the {split} split",
         metrics=metrics,
         plots=plots,
-        run_info={**info, "seed": int(seed)},
+        run_info=info,
         sections=sections,
     )
     return EvalResult(
@@ -362,7 +362,6 @@ def evaluate_run(
         "data source": Path(cfg.source).name,
         "image size": cfg.image_size,
         "spatial dims": model["args"].get("spatial_dims"),
-        "split file": split_file.name,
         "split seed": cfg.seed,
         "git hash": str(clf.checkpoint.get("git_hash", ""))[:12],
         "inference": f"{clf.policy.device} {clf.policy.name}",

@@ -305,8 +305,15 @@ def _calibration_block(metrics: Mapping[str, Any]) -> str:
     )
 
 
+# Friendlier names for run_info keys that code reads under a short name.
+_RUN_INFO_LABELS = {"n_params": "parameters", "train_minutes": "training time (minutes)"}
+
+
 def _provenance(metrics: Mapping[str, Any], run_info: Mapping[str, Any]) -> str:
-    rows: list[tuple[str, Any]] = [(str(k), v) for k, v in run_info.items()]
+    rows: list[tuple[str, Any]] = [
+        (_RUN_INFO_LABELS.get(str(k), str(k)), f"{v:,}" if isinstance(v, int) and v > 9999 else v)
+        for k, v in run_info.items()
+    ]
     split = metrics.get("split") or {}
     for key in ("name", "split_file", "split_file_sha256", "sample_keys_sha256"):
         if split.get(key):
