@@ -173,8 +173,14 @@ def prepare(y_true: np.ndarray, probs: np.ndarray) -> PreparedPredictions:
 def _ranking_scores(groups: _RankGroups, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weighted one-vs-rest ROC-AUC and average precision of one class, per weight row."""
     w = weights[:, groups.order]
-    pos = np.add.reduceat(w * groups.positive, groups.starts, axis=1)
-    neg = np.add.reduceat(w * ~groups.positive, groups.starts, axis=1)
+    if groups.starts.shape[0] == w.shape[1]:
+        # No tied scores (the usual case for softmax outputs): every sample is its own group.
+        total = w
+        pos = w * groups.positive
+    else:
+        total = np.add.reduceat(w, groups.starts, axis=1)
+        pos = np.add.reduceat(w * groups.positive, groups.starts, axis=1)
+    neg = total - pos
     n_pos = pos.sum(axis=1)
     n_neg = neg.sum(axis=1)
     # Ascending scores: a positive beats every negative in lower groups and ties half of its own.
@@ -183,10 +189,11 @@ def _ranking_scores(groups: _RankGroups, weights: np.ndarray) -> tuple[np.ndarra
     with np.errstate(divide="ignore", invalid="ignore"):
         auc = np.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan)
         # Average precision walks thresholds from the highest score down.
-        tp = np.cumsum(pos[:, ::-1], axis=1)
-        fp = np.cumsum(neg[:, ::-1], axis=1)
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        ap = np.where(n_pos > 0, (pos[:, ::-1] * precision).sum(axis=1) / n_pos, np.nan)
+        pos_down = pos[:, ::-1]
+        tp = np.cumsum(pos_down, axis=1)
+        predicted = np.cumsum(total[:, ::-1], axis=1)
+        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+        ap = np.where(n_pos > 0, (pos_down * precision).sum(axis=1) / n_pos, np.nan)
     return auc, ap
 
 
