@@ -31,7 +31,13 @@ _UPLOAD_HELP = (
     "PNG/JPEG slice, a DICOM file, a .zip of one DICOM series, NIfTI or NRRD. "
     "The file type is read from the content, not the name."
 )
-CSS = "#notice {border: 2px solid #b45309; border-radius: 6px; padding: 4px 12px;}"
+# The notice stands out; uploaded file names are hidden (names of medical images often carry
+# patient names, and a page may be shared on screen): the upload box says "uploaded file".
+CSS = """
+#notice {border: 2px solid #b45309; border-radius: 6px; padding: 4px 12px;}
+#image-file td.filename > span, #mask-file td.filename > span {display: none;}
+#image-file td.filename::after, #mask-file td.filename::after {content: "uploaded file";}
+"""
 
 
 def _status_ok(text: str) -> str:
