@@ -7,6 +7,7 @@ goes through; `evaluate_run` loads a run's checkpoint and split, predicts, and c
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -306,8 +307,6 @@ def evaluate_run(
         CheckpointError: an unreadable or unsafe checkpoint.
         DatasetError: the dataset cannot be read or no longer fits the split file.
     """
-    import dataclasses
-
     from lungcancer.data import ClassificationDataset, SampleCache, prepare_data, sample_key
     from lungcancer.train.inference import load_classifier, predict_dataset
 
