@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gradio_client import Client, handle_file
 from PIL import Image
 
 from lungcancer.app.processing import Processor
 from lungcancer.app.progression_tab import TIMELINE_HEADERS, ProgressionRunner
+from lungcancer.app.server import start_app
 from lungcancer.errors import LungCancerError
+
+# Gradio's own queue code warns about pandas options it uses; nothing for us to act on.
+pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -49,3 +61,31 @@ def test_simulation_needs_a_lesion_and_ct_in_hu(
     with pytest.raises(LungCancerError):
         runner.run(image, None, "soon", "adeno", "2,14,9", 6.0)
     runner.close()
+
+
+def test_simulate_endpoint_over_http(
+    runner: ProgressionRunner, nrrd_upload: tuple[Path, Path]
+) -> None:
+    image, mask = nrrd_upload
+    app = start_app(runner.processor, port=_free_port(), block=False, progression=runner)
+    try:
+        client = Client(app.url, verbose=False)
+        assert (
+            "/simulate"
+            in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        )
+        strip, gif, timeline, status = client.predict(
+            handle_file(str(image)),
+            handle_file(str(mask)),
+            "0,12",
+            "adeno",
+            "",
+            None,
+            api_name="/simulate",
+        )
+        assert Path(strip).is_file() and Path(gif).is_file()
+        assert "done" in status
+        assert [row[0] for row in timeline["data"]] == [0, 12]
+    finally:
+        app.close()
+    assert not runner.workdir.exists()  # the app's simulation files are gone

@@ -136,6 +136,11 @@ class ProgressionRunner:
 
         return self.processor.with_timeout(work)
 
+    @property
+    def workdir(self) -> Path:
+        """The app's private folder of simulation outputs."""
+        return self._root
+
     def close(self) -> None:
         """Remove every simulation's files."""
         shutil.rmtree(self._root, ignore_errors=True)
