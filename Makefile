@@ -20,7 +20,7 @@ $(VENV)/.stamp: pyproject.toml
 venv: $(VENV)/.stamp
 
 demo: venv
-	$(PY) -m lungcancer.cli demo --out runs/demo
+	$(PY) -m lungcancer.cli demo --config configs/quick.yaml --out runs/demo
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -953,6 +953,20 @@ def export_command(
     )
 
 
+@app.command("demo")
+def demo_command(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Demo folder."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML with demo/data/model/train sections (configs/quick.yaml)."
+    ),
+) -> None:
+    """Run the whole toolkit on LungSim and write an HTML report (what `make demo` runs)."""
+    from lungcancer.demo import run_demo
+
+    result = run_demo(out, config_path=config, log=console.print)
+    console.print(f"[bold green]demo finished[/]: open {result.report_path}")
+
+
 def main() -> None:
     """Entry point: run the app; a `LungCancerError` becomes a readable message and exit 2."""
     try:
