@@ -209,6 +209,19 @@ class Anatomy:
         names = np.where(right, np.where(upper, "RUL", "RLL"), np.where(upper, "LUL", "LLL"))
         return np.where(middle, "RML", names)
 
+    @cached_property
+    def lung_box(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """(low, high) corners of a box holding both lungs, for sampling points inside them."""
+        theta = np.linspace(-np.pi, np.pi, 720, endpoint=False)
+        r = self.habitus.inner_radius(theta)
+        x, y = r * np.cos(theta), r * np.sin(theta)
+        # The domes fall by ~30 mm laterally and by `recess_mm` at the back (see dome_z).
+        z_lo = min(self.dome_z_mm) - self.recess_mm - 35.0
+        return (
+            (float(x.min()) - 1.0, float(y.min()) - 1.0, z_lo),
+            (float(x.max()) + 1.0, float(y.max()) + 1.0, self.z_apex_mm),
+        )
+
     def dome_z(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Height of the diaphragm under each (x, y): lung lies above it."""
         right = x < self.x_mid_mm
@@ -320,7 +333,7 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         disc_phase_mm=_u(rng, 0, 28),
         disc_mm=_u(rng, 5, 7),
         table_y_mm=hab.body_b_post_mm + _u(rng, 2, 10),
-        lung_hu_anterior=_u(rng, -890, -860),
+        lung_hu_anterior=_u(rng, -925, -895),
         lung_gradient_hu=_u(rng, 40, 95),
         layers=layers + walls,
         artery_roots=((x_m - 58, f(0.62), -22.0), (x_m + 58, f(0.62), -14.0)),

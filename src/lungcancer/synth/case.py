@@ -375,6 +375,15 @@ def _invasion(anat: Anatomy, pose: Pose, grid: Grid, zs_w: np.ndarray, mask: np.
     return "none"
 
 
+def _measure(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
+    """Greatest diameter of a mask, measured on its bounding box (same result, far faster)."""
+    box = tuple(
+        slice(int(idx.min()), int(idx.max()) + 1)
+        for idx in (np.nonzero(mask.any(axis=axes))[0] for axes in ((1, 2), (0, 2), (0, 1)))
+    )
+    return measure_lesion(mask[box], spacing).diameter_mm
+
+
 def _nearest_voxel(
     center_mm: tuple[float, float, float], pose: Pose, grid: Grid, zs_w: np.ndarray
 ) -> tuple[int, int, int]:
@@ -424,7 +433,7 @@ def fit_lesion(
     for _ in range(2):
         if not tunable or not mask.any():
             break
-        measured = measure_lesion(mask, spacing).diameter_mm
+        measured = _measure(mask, spacing)
         if abs(measured - target_mm) <= 0.3 * grid.pixel_mm:
             break
         radius *= float(np.clip(target_mm / measured, 0.8, 1.25))
@@ -433,7 +442,7 @@ def fit_lesion(
     if not mask.any():
         # Smaller than a voxel: mark the voxel holding its centre, so it is found and measured.
         mask[_nearest_voxel(shape.center_mm, pose, grid, zs)] = True
-    measured = measure_lesion(mask, spacing).diameter_mm
+    measured = _measure(mask, spacing)
     invasion = _invasion(anat, pose, grid, zs, mask)
     return Fit(shape=shape, mask=mask, diameter_mm=float(measured), invasion=invasion)
 

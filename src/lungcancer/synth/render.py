@@ -44,9 +44,9 @@ class Texture:
         """Texture on a grid (len(ys), len(xs)); each wave is two outer products."""
         out = np.zeros((len(ys), len(xs)), np.float32)
         for (kx, ky, kz), ph, amp in zip(self.k_per_mm, self.phase, self.amp_hu, strict=True):
-            a = kx * xs
-            b = ky * ys + kz * z + ph
-            out += amp * (np.outer(np.cos(b), np.cos(a)) - np.outer(np.sin(b), np.sin(a)))
+            a = (kx * xs).astype(np.float32)
+            b = (ky * ys + kz * z + ph).astype(np.float32)
+            out += np.outer(amp * np.cos(b), np.cos(a)) - np.outer(amp * np.sin(b), np.sin(a))
         return out
 
 
@@ -196,11 +196,14 @@ def _fissures(
     sigma = np.sqrt(0.3**2 + thick**2 / 12.0)
     peak = _FISSURE_MM * _FISSURE_HU / (sigma * np.sqrt(2 * np.pi))
     out = np.zeros(labels.shape, np.float32)
-    oblique_r = anat.fissures[0].height(x, y)
     for fissure in anat.fissures:
-        g = z - fissure.height(x, y)
-        sheet = peak * np.exp(-0.5 * (g / sigma) ** 2) * (labels == fissure.side)
+        # The sheet's height is a column term plus a row term: g = z - height, cheaply.
+        g = (z - fissure.z0_mm - fissure.slope * (y - fissure.y0_mm)).astype(np.float32) + (
+            fissure.curvature * (x - fissure.x0_mm) ** 2
+        ).astype(np.float32)
+        near = np.abs(g) < 3.0 * sigma
+        near &= labels == fissure.side
         if fissure.anterior_to >= 0:
-            sheet = sheet * (z > oblique_r)
-        out += sheet.astype(np.float32)
+            near &= z > anat.fissures[fissure.anterior_to].height(x, y)
+        out[near] += peak * np.exp(-0.5 * (g[near] / sigma) ** 2)
     return out

@@ -36,22 +36,30 @@ class VesselTree:
     """Centre-line points of all of a patient's pulmonary vessels.
 
     Attributes:
-        points_mm: (N, 3) x, y, z of centre-line samples.
+        points_mm: (N, 3) x, y, z of centre-line samples, sorted by z.
         radius_mm: (N,) vessel radius at each sample.
         step_mm: (N,) length of centre line each sample stands for.
-        distance_from_root_mm: (N,) path length from the hilum, for realism checks.
+        sigma_class: (N,) index into the splat widths `_SIGMA_CLASSES_MM` of each sample.
     """
 
     points_mm: np.ndarray
     radius_mm: np.ndarray
     step_mm: np.ndarray
-    distance_from_root_mm: np.ndarray
+    sigma_class: np.ndarray
+
+
+def _compact(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct ids in increasing order, index of each id among them): np.unique's answer
+    for small non-negative ints, in linear time."""
+    present = np.bincount(ids) > 0
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present), rank[ids]
 
 
 def _grow(
     root: np.ndarray, attractors: np.ndarray, root_radius_mm: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Segments of one tree: (starts (S, 3), ends (S, 3), radii (S,), start distances (S,)).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Segments of one tree: (starts (S, 3), ends (S, 3), radii (S,)).
 
     All clusters of one generation are split at once (grouped sums give every cluster's mean
     and covariance; a batched eigen-decomposition its longest axis), so a tree of a few
@@ -61,9 +69,8 @@ def _grow(
     cluster = np.zeros(len(pts), dtype=np.int64)
     node_pos = root[np.newaxis, :].copy()
     node_r = np.array([root_radius_mm])
-    node_dist = np.zeros(1)
     node_n = np.array([len(pts)])
-    starts, ends, radii, dists = [], [], [], []
+    starts, ends, radii = [], [], []
     while len(pts):
         # Clusters that are small or thin end in twigs, one to each of their points.
         done = (node_n[cluster] <= 2) | (node_r[cluster] < 2 * _MIN_RADIUS_MM)
@@ -73,7 +80,6 @@ def _grow(
             starts.append(node_pos[c])
             ends.append(pts[done])
             radii.append(twig_r)
-            dists.append(node_dist[c])
             # Two short sub-branches at each twig's end fill the periphery with the small
             # vessels a scan shows there, at a fraction of the cost of more attractors.
             parent = pts[done] - node_pos[c]
@@ -84,12 +90,11 @@ def _grow(
                 starts.append(pts[done])
                 ends.append(pts[done] + d * rng.uniform(3.0, 9.0, (len(d), 1)))
                 radii.append(np.maximum(twig_r * 0.75, _MIN_RADIUS_MM))
-                dists.append(node_dist[c] + length[:, 0])
             pts, cluster = pts[~done], cluster[~done]
             if not len(pts):
                 break
-        ids, cluster = np.unique(cluster, return_inverse=True)
-        node_pos, node_r, node_dist = node_pos[ids], node_r[ids], node_dist[ids]
+        ids, cluster = _compact(cluster)
+        node_pos, node_r = node_pos[ids], node_r[ids]
         k = len(ids)
         count = np.bincount(cluster, minlength=k).astype(np.float64)
         mean = np.stack([np.bincount(cluster, pts[:, i], k) for i in range(3)], 1) / count[:, None]
@@ -104,7 +109,7 @@ def _grow(
             np.maximum(np.linalg.eigvalsh(cov)[:, -1], 0) / count
         )
         side = (np.einsum("ij,ij->i", d, axis[cluster]) > jitter[cluster]).astype(np.int64)
-        child, cluster = np.unique(2 * cluster + side, return_inverse=True)
+        child, cluster = _compact(2 * cluster + side)
         parent = child // 2
         n_child = np.bincount(cluster).astype(np.float64)
         target = np.stack([np.bincount(cluster, pts[:, i]) for i in range(3)], 1) / n_child[:, None]
@@ -114,15 +119,8 @@ def _grow(
         starts.append(node_pos[parent])
         ends.append(end)
         radii.append(r_child)
-        dists.append(node_dist[parent])
-        node_dist = node_dist[parent] + np.linalg.norm(end - node_pos[parent], axis=1)
         node_pos, node_r, node_n = end, r_child, n_child.astype(np.int64)
-    return (
-        np.concatenate(starts),
-        np.concatenate(ends),
-        np.concatenate(radii),
-        np.concatenate(dists),
-    )
+    return np.concatenate(starts), np.concatenate(ends), np.concatenate(radii)
 
 
 ATTRACTORS_PER_LUNG = 2 * _ATTRACTORS_PER_TREE
@@ -155,18 +153,24 @@ def grow_vessel_tree(
     start = np.concatenate([p[0] for p in parts])
     end = np.concatenate([p[1] for p in parts])
     radius = np.concatenate([p[2] for p in parts])
-    dist0 = np.concatenate([p[3] for p in parts])
     length = np.linalg.norm(end - start, axis=1)
     # Thin vessels need dense samples to read as continuous tubes; thick ones do not.
-    n = np.maximum(1, np.ceil(length / np.clip(radius, 0.6, 2.0))).astype(np.int64)
+    n = np.maximum(1, np.ceil(length / np.clip(1.2 * radius, 0.7, 2.5))).astype(np.int64)
     seg = np.repeat(np.arange(len(n)), n)
     first = np.cumsum(n) - n
     t = (np.arange(int(n.sum())) - first[seg] + 0.5) / n[seg]
+    points = start[seg] + t[:, None] * (end[seg] - start[seg])
+    radii = radius[seg]
+    # Sorted by height, a slice finds its nearby samples with two binary searches.
+    order = np.argsort(points[:, 2])
+    # Nearest class in log scale: the class boundaries are the geometric means of neighbours.
+    bounds = np.sqrt(_SIGMA_CLASSES_MM[1:] * _SIGMA_CLASSES_MM[:-1])
+    cls = np.searchsorted(bounds, 0.7 * radii[order])
     return VesselTree(
-        points_mm=start[seg] + t[:, None] * (end[seg] - start[seg]),
-        radius_mm=radius[seg],
-        step_mm=(length / n)[seg],
-        distance_from_root_mm=dist0[seg] + t * length[seg],
+        points_mm=points[order],
+        radius_mm=radii[order],
+        step_mm=(length / n)[seg][order],
+        sigma_class=cls.astype(np.int8),
     )
 
 
@@ -190,40 +194,50 @@ def vessel_occupancy(
         float32 (len(ys), len(xs)) in [0, 1].
     """
     pixel_mm = float(xs[1] - xs[0])
-    sigma_v = 0.7 * tree.radius_mm
-    sigma_z = np.sqrt(sigma_v**2 + thickness_mm**2 / 12.0)
-    dz = tree.points_mm[:, 2] - z_mm
-    near = np.abs(dz) < 3.0 * sigma_z
-    out = np.zeros((len(ys), len(xs)), dtype=np.float32)
-    if not near.any():
+    h, w = len(ys), len(xs)
+    out = np.zeros((h, w), dtype=np.float32)
+    reach = 3.0 * np.sqrt((0.7 * float(tree.radius_mm.max())) ** 2 + thickness_mm**2 / 12.0)
+    lo, hi = np.searchsorted(tree.points_mm[:, 2], (z_mm - reach, z_mm + reach))
+    if hi <= lo:
         return out
-    p, sv, sz, d = tree.points_mm[near], sigma_v[near], sigma_z[near], dz[near]
-    # Mass that makes an in-plane vessel peak at sigma_v / sigma_z and a crossing one at 1.
-    mass = tree.step_mm[near] * np.sqrt(2 * np.pi) * sv * (sv / sz) * np.exp(-0.5 * (d / sz) ** 2)
-    cls = np.argmin(np.abs(np.log(sv[:, None] / _SIGMA_CLASSES_MM[None, :])), axis=1)
+    p = tree.points_mm[lo:hi]
+    sv = 0.7 * tree.radius_mm[lo:hi]
+    sz = np.sqrt(sv**2 + thickness_mm**2 / 12.0)
+    d = p[:, 2] - z_mm
     col = (p[:, 0] - xs[0]) / pixel_mm
     row = (p[:, 1] - ys[0]) / float(ys[1] - ys[0])
-    inside = (col >= 0) & (col < len(xs) - 1) & (row >= 0) & (row < len(ys) - 1)
+    keep = (np.abs(d) < 3.0 * sz) & (col >= 0) & (col < w - 1) & (row >= 0) & (row < h - 1)
+    if not keep.any():
+        return out
+    sv, sz, d, col, row = sv[keep], sz[keep], d[keep], col[keep], row[keep]
+    cls = tree.sigma_class[lo:hi][keep].astype(np.int64)
+    # Mass that makes an in-plane vessel peak at sigma_v / sigma_z and a crossing one at 1,
+    # rescaled so the peak is right at its class width: m / (2 pi sigma_class^2).
+    sigma_cls = _SIGMA_CLASSES_MM[cls]
+    mass = tree.step_mm[lo:hi][keep] * np.sqrt(2 * np.pi) * (sv / sz) * np.exp(-0.5 * (d / sz) ** 2)
+    mass *= sigma_cls**2 / sv / pixel_mm**2
+    grids = _bilinear_splat(cls, row, col, mass, (len(_SIGMA_CLASSES_MM), h, w))
     for k, sigma_mm in enumerate(_SIGMA_CLASSES_MM):
-        sel = inside & (cls == k)
-        if not sel.any():
-            continue
-        # Rescale the mass so the peak is right at the class width: m / (2 pi sigma^2).
-        m = mass[sel] * (sigma_mm / sv[sel]) ** 2 / pixel_mm**2
-        grid = _bilinear_splat(row[sel], col[sel], m, out.shape)
         sigma_px = sigma_mm / pixel_mm
         # Below half a pixel the bilinear splat and the scanner blur already do the spreading.
-        out += ndimage.gaussian_filter(grid, sigma_px, truncate=3.0) if sigma_px >= 0.5 else grid
+        out += (
+            ndimage.gaussian_filter(grids[k], sigma_px, truncate=3.0)
+            if sigma_px >= 0.5
+            else grids[k]
+        )
     return np.minimum(out, 1.0)
 
 
 def _bilinear_splat(
-    row: np.ndarray, col: np.ndarray, mass: np.ndarray, shape: tuple[int, int]
+    cls: np.ndarray, row: np.ndarray, col: np.ndarray, mass: np.ndarray, shape: tuple[int, int, int]
 ) -> np.ndarray:
+    """Deposit each mass on the four pixels around it, in its class's grid (one bincount)."""
     r0, c0 = np.floor(row).astype(np.int64), np.floor(col).astype(np.int64)
     fr, fc = row - r0, col - c0
-    flat = np.zeros(shape[0] * shape[1], dtype=np.float64)
-    for dr, dc, w in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)),
-                      (1, 1, fr * fc)):  # fmt: skip
-        flat += np.bincount((r0 + dr) * shape[1] + (c0 + dc), mass * w, minlength=flat.size)
+    base = (cls * shape[1] + r0) * shape[2] + c0
+    index = np.concatenate([base, base + 1, base + shape[2], base + shape[2] + 1])
+    weight = np.concatenate(
+        [mass * (1 - fr) * (1 - fc), mass * (1 - fr) * fc, mass * fr * (1 - fc), mass * fr * fc]
+    )
+    flat = np.bincount(index, weight, minlength=shape[0] * shape[1] * shape[2])
     return flat.reshape(shape).astype(np.float32)
