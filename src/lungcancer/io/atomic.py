@@ -12,6 +12,12 @@ from pathlib import Path
 from lungcancer.errors import LungCancerError
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it over `path`.
@@ -28,6 +34,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; give the file the mode a plain open() would have (umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -41,6 +49,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (kill -9, power cut) left.
+
+    Call it only while no other process writes into `folder` (e.g. holding a run's lock): a
+    live writer's temporary file looks the same.
+
+    Args:
+        folder: the folder to clean (not searched recursively).
+
+    Returns:
+        The files removed.
+    """
+    removed: list[Path] = []
+    for candidate in Path(folder).glob(".*.tmp"):
+        if candidate.is_file():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
