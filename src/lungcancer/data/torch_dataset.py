@@ -92,6 +92,21 @@ class ClassificationDataset(Dataset[tuple[torch.Tensor, int]]):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def reseed(self, seed: int) -> None:
+        """Restart this process's augmentation stream at `seed`.
+
+        The trainer calls it at the start of every epoch, so an epoch augments the same way
+        whether the run went straight through or was resumed just before it (an augmenter
+        created lazily after a resume would otherwise start from `cfg.seed`).
+        """
+        if not self._augment:
+            return
+        if self._augmenter is None:
+            self._augmenter = Augmenter(self.cfg.spatial_dims, seed)
+        else:
+            self._augmenter.reseed(seed)
+        self._stream = (-1,)
+
     def _augmenter_here(self) -> Augmenter:
         info = get_worker_info()
         stream = (info.id, info.seed) if info is not None else (-1,)

@@ -30,7 +30,7 @@ import torch
 
 from lungcancer.config import save_configs
 from lungcancer.errors import CheckpointError, TrainingError
-from lungcancer.io.atomic import atomic_write_text, atomic_write_with
+from lungcancer.io.atomic import atomic_write_text, atomic_write_with, remove_stale_temp_files
 from lungcancer.models.pretrained import safe_torch_load
 
 if TYPE_CHECKING:
@@ -269,6 +269,9 @@ class RunFolder:
             return
         self.path.mkdir(parents=True, exist_ok=True)
         self._acquire()
+        # Holding the lock, no one else writes here: temp files are a killed run's leftovers.
+        for stale in remove_stale_temp_files(self.path):
+            self.log(f"removed {stale.name}, left by a run that was killed while writing")
         try:
             yield self
         finally:
