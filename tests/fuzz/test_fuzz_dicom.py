@@ -15,6 +15,9 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from lungcancer.errors import ImageReadError
 from lungcancer.io import read_image
 
+# Mutated files make pydicom, Pillow and ITK warn on every example; the outcome is checked.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
 # Attributes the reader turns into sizes, counts, geometry or HU: where garbage does harm.
 FUZZED_KEYWORDS = (
     "Rows",

@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from lungcancer.errors import ImageReadError
 from lungcancer.io import read_image, read_mask
 
+# Mutated files make pydicom, Pillow and ITK warn on every example; the outcome is checked.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
 NRRD_FIELDS = (
     "type",
     "dimension",

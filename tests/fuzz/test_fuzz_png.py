@@ -6,11 +6,15 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fuzz_tools import EDGE_INTS, ends_cleanly, fuzz_settings, mutated, png_chunk
 from hypothesis import given
 from hypothesis import strategies as st
 
 from lungcancer.io import Scan, read_image, read_mask
+
+# Mutated files make pydicom, Pillow and ITK warn on every example; the outcome is checked.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
