@@ -10,6 +10,7 @@ API's `/predict` raises `gr.Error` with the same message, which clients receive 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,7 @@ def _status_ok(text: str) -> str:
 def _safely(fn: Callable[..., Any], cleared: Callable[[], tuple[Any, ...]]) -> Callable[..., Any]:
     """Run a UI handler; on any error return `cleared()` outputs plus the status message."""
 
+    @functools.wraps(fn)  # Gradio's API page names the parameters after `fn`'s own
     def wrapped(*args: Any) -> Any:
         try:
             return fn(*args)
