@@ -174,15 +174,17 @@ def test_missing_class_end_to_end_warns_and_writes_nulls(tmp_path: Path) -> None
 
 
 def test_cli_compare_prints_the_table_and_writes_outputs(
-    runs: dict[str, EvalResult], tmp_path: Path
+    runs: dict[str, EvalResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from typer.testing import CliRunner
 
+    from lungcancer import cli
     from lungcancer.cli import app
 
     dirs = [str(runs["cnn"].out_dir.parent), str(runs["densenet"].out_dir.parent)]
-    wide = {"COLUMNS": "250"}
-    result = CliRunner().invoke(app, ["compare", *dirs, "--out", str(tmp_path)], env=wide)
+    # The CLI's console measured its width when first imported (maybe by another test).
+    monkeypatch.setattr(cli.console, "_width", 250)
+    result = CliRunner().invoke(app, ["compare", *dirs, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "densenet121 (densenet)" in result.output
     assert "compare.html" in result.output
