@@ -36,6 +36,14 @@ from lungcancer.train.checkpoint import (
     restore_rng,
     seed_everything,
 )
+from lungcancer.train.distributed import (
+    DistributedContext,
+    current_context,
+    distributed_session,
+    evaluation_sampler,
+    threads_per_process,
+    training_sampler,
+)
 from lungcancer.train.loop import (
     BALANCE_MODES,
     EpochMetrics,
@@ -49,7 +57,7 @@ from lungcancer.train.loop import (
     make_loader,
     train_one_epoch,
 )
-from lungcancer.train.precision import resolve_policy
+from lungcancer.train.precision import physical_cores, resolve_policy
 from lungcancer.train.schedule import WarmupCosine, build_optimizer
 
 
@@ -128,13 +136,26 @@ def train(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig) 
         TrainingError: an empty split, a busy or used run folder, or a non-finite loss.
         CheckpointError: `resume` with a checkpoint of another model or class set.
     """
+    _check_configs(data_cfg, model_cfg, train_cfg)
+    # Under torchrun every process runs this; the session makes them one DDP job.
+    with distributed_session(train_cfg.device) as context:
+        return _train_locked(data_cfg, model_cfg, train_cfg, context)
+
+
+def _train_locked(
+    data_cfg: DataConfig,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    context: DistributedContext | None,
+) -> TrainResult:
     from lungcancer.data import ClassificationDataset, SampleCache, prepare_data
 
-    _check_configs(data_cfg, model_cfg, train_cfg)
     run = RunFolder(train_cfg.out_dir)
     with run.locked():
         run.check_fresh_or_resumable(train_cfg.resume)
-        prepared = prepare_data(data_cfg, run.path)
+        # Rank 0 first: it writes the split file and fills the cache the others then reuse.
+        with context.main_first() if context is not None else contextlib.nullcontext():
+            prepared = prepare_data(data_cfg, run.path)
         run.keep_copy(prepared.split_file, "splits.json")
         for warning in prepared.audit.warnings:
             run.warn(f"data audit: {warning}")
@@ -194,8 +215,10 @@ def fit(
             hint="add data, or lower data.test_fraction / raise data.val_fraction",
         )
     num_classes = len(spec.class_names)
+    context = current_context()
     seed_everything(cfg.seed)
-    policy = resolve_policy(cfg.precision, cfg.device, threads=cfg.threads)
+    threads = threads_per_process(cfg.threads, physical_cores(), context)
+    policy = resolve_policy(cfg.precision, cfg.device, threads=threads)
     policy.apply_threads()
     run.log(policy.describe())
 
@@ -215,8 +238,10 @@ def fit(
     optimizer = build_optimizer(
         model, lr=cfg.lr, weight_decay=cfg.weight_decay, backbone_lr_scale=scale
     )
-    drop_last = len(train_labels) > cfg.batch_size  # a 1-image batch breaks batch norm
-    steps_per_epoch = len(train_labels) // cfg.batch_size if drop_last else 1
+    # Under DDP each process steps through its shard; the batch size is per process.
+    per_process = context.shard_size(len(train_labels)) if context else len(train_labels)
+    drop_last = per_process > cfg.batch_size  # a 1-image batch breaks batch norm
+    steps_per_epoch = per_process // cfg.batch_size if drop_last else 1
     schedule = WarmupCosine(
         optimizer,
         base_lr=cfg.lr,
@@ -229,7 +254,9 @@ def fit(
         weight=None if weights is None else weights.to(policy.device),
         label_smoothing=cfg.label_smoothing,
     )
-    sampler = sampler or EpochSampler(train_labels, balance=cfg.balance, seed=cfg.seed)
+    sampler = training_sampler(
+        sampler or EpochSampler(train_labels, balance=cfg.balance, seed=cfg.seed), context
+    )
 
     history: list[dict[str, Any]] = []
     best = _BestSoFar()
@@ -255,12 +282,19 @@ def fit(
     stopped = "completed"
     session_start = time.monotonic()
     val_loader = make_loader(
-        val_set, batch_size=cfg.batch_size * 2, sampler=None, workers=cfg.workers, seed=cfg.seed
+        val_set,
+        batch_size=cfg.batch_size * 2,
+        sampler=evaluation_sampler(len(val_labels), context),
+        workers=cfg.workers,
+        seed=cfg.seed,
     )
-    with _stop_on_sigint() as stop_requested, _errors_logged(run):
+    with _stop_on_sigint() as local_stop, _errors_logged(run):
+        # One rank's Ctrl-C stops every rank after the same step, or DDP would hang.
+        stop_requested = context.agreed(local_stop) if context else local_stop
         for epoch in range(start_epoch, cfg.epochs):
             _set_frozen(model, epoch, cfg.freeze_epochs, run)
-            seed = epoch_seed(cfg.seed, epoch)
+            # Ranks draw different augmentations and dropout; rank 0 draws a single process's.
+            seed = epoch_seed(cfg.seed, epoch) + (context.rank if context else 0)
             _reseed_epoch(train_set, seed)
             if progress.steps and resumed is not None and resumed.get("epoch_progress"):
                 restore_rng(resumed["rng"])  # continue mid-epoch with the saved RNG streams
@@ -276,7 +310,7 @@ def fit(
             )
             with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", _epoch_size(sampler)) as advance:
                 train_one_epoch(
-                    model,
+                    context.wrap(model) if context else model,
                     loader,
                     optimizer,
                     schedule,
@@ -303,7 +337,9 @@ def fit(
             predictions = gather_predictions(evaluate_epoch(model, val_loader, policy))
             metrics = epoch_metrics(predictions, spec.class_names)
             _warn_absent(metrics, run)
-            row = _history_row(epoch, schedule, progress, metrics, val_started, model)
+            row = _history_row(
+                epoch, schedule, _whole_epoch(progress, context), metrics, val_started, model
+            )
             history.append(row)
             improved = (_auc_key(metrics.macro_auc), -metrics.loss) > best.key()
             if improved:
@@ -317,6 +353,8 @@ def fit(
                 run.save_checkpoint("best.pt", ckpt)
             run.write_history(history)
             run.log(_epoch_line(row, cfg.epochs, improved))
+            if context:
+                context.barrier()  # every rank sees this epoch's files before going on
             progress = EpochProgress()
             resumed = None
             if cfg.patience and best.epochs_since >= cfg.patience:
@@ -324,7 +362,10 @@ def fit(
                 run.log(f"early stopping: no better validation AUC for {cfg.patience} epochs")
                 break
             minutes = (time.monotonic() - session_start) / 60
-            if cfg.max_minutes and minutes >= cfg.max_minutes and epoch + 1 < cfg.epochs:
+            over = bool(cfg.max_minutes) and minutes >= cfg.max_minutes
+            if context:
+                over = context.any_rank(over)  # clocks differ; all ranks must stop together
+            if over and epoch + 1 < cfg.epochs:
                 stopped = "time_budget"
                 run.log(f"time budget: {minutes:.1f} of {cfg.max_minutes:g} minutes used")
                 break
@@ -341,6 +382,14 @@ def fit(
         stopped=stopped,
         class_names=spec.class_names,
     )
+
+
+def _whole_epoch(progress: EpochProgress, context: DistributedContext | None) -> EpochProgress:
+    """The epoch's training totals over all processes (this process's in a plain run)."""
+    if context is None:
+        return progress
+    seen, loss_sum, correct = context.sum([progress.seen, progress.loss_sum, progress.correct])
+    return EpochProgress(progress.steps, round(seen), loss_sum, round(correct), progress.seconds)
 
 
 def _epoch_size(sampler: Sampler[int]) -> int:

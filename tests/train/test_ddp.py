@@ -1,0 +1,112 @@
+"""Two gloo processes under torchrun train exactly as one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ddp_worker import PROBE, build_probe, result_weights, run
+
+from lungcancer.models import registry
+from lungcancer.train.distributed import (
+    ShardedSampler,
+    evaluation_sampler,
+    threads_per_process,
+)
+from lungcancer.train.loop import EpochSampler
+
+TIMING_FIELDS = ("seconds", "images_per_s")
+WORKER = Path(__file__).parent / "ddp_worker.py"
+
+
+def _without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING_FIELDS} for row in rows]
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(registry._REGISTRY, PROBE, build_probe)
+    single = run(tmp_path / "single", batch_size=8)
+
+    report = tmp_path / "report"
+    report.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(WORKER), str(tmp_path / "ddp"), str(report), "4",
+    ]  # fmt: skip
+    launched = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+
+    ranks = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    # Every rank computed the same (all-reduced, gathered) history, equal to one process's.
+    assert _without_timing(ranks[0]["history"]) == _without_timing(ranks[1]["history"])
+    for ddp_row, single_row in zip(ranks[0]["history"], single.history, strict=True):
+        for key, value in _without_timing([single_row])[0].items():
+            assert ddp_row[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    ddp_weights = result_weights(tmp_path / "ddp")
+    for name, value in result_weights(tmp_path / "single").items():
+        torch.testing.assert_close(ddp_weights[name], value, rtol=1e-4, atol=1e-6)
+    # Only rank 0 wrote the run folder: one log line per epoch, no second lock or history.
+    log = (tmp_path / "ddp" / "train.log").read_text()
+    assert log.count("epoch 1/2") == 1 and log.count("epoch 2/2") == 1
+    assert not (tmp_path / "ddp" / ".lock").exists()
+
+
+@pytest.mark.parametrize("n", [7, 8, 9])
+def test_training_shards_cover_the_epoch_in_equal_lengths(n: int) -> None:
+    base = EpochSampler([i % 2 for i in range(n)], balance="none", seed=3)
+    shards = [ShardedSampler(base, rank, 3, pad=True) for rank in range(3)]
+    for shard in shards:
+        shard.set_epoch(5)
+    orders = [list(shard) for shard in shards]
+    assert len({len(order) for order in orders}) == 1 == len({len(s) for s in shards})
+    assert len(orders[0]) == len(shards[0])
+    base.set_epoch(5)
+    epoch = list(base)
+    assert sorted({i for order in orders for i in order}) == sorted(epoch)
+    # Dealt round-robin: step k of the shards together is step k of one process's order.
+    interleaved = [order[k] for k in range(len(orders[0])) for order in orders]
+    assert interleaved[:n] == epoch
+
+
+def test_a_resumed_shard_skips_what_it_already_trained_on() -> None:
+    base = EpochSampler([0, 1] * 6, balance="sampler", seed=0)
+    full, resumed = ShardedSampler(base, 1, 2, pad=True), ShardedSampler(base, 1, 2, pad=True)
+    full.set_epoch(2)
+    expected = list(full)[4:]
+    resumed.set_epoch(2, skip=4)
+    assert list(resumed) == expected and len(resumed) == len(expected)
+
+
+def test_evaluation_shards_see_every_sample_once() -> None:
+    class Two:
+        rank, world_size = 0, 2
+
+    parts = []
+    for rank in (0, 1):
+        context = Two()
+        context.rank = rank
+        sampler = evaluation_sampler(9, context)  # type: ignore[arg-type]
+        assert sampler is not None
+        parts.append(list(sampler))
+    assert sorted(parts[0] + parts[1]) == list(range(9))
+    assert evaluation_sampler(9, None) is None
+
+
+def test_cpu_threads_are_shared_among_the_processes_of_a_machine() -> None:
+    class Local:
+        local_world_size = 4
+
+    assert threads_per_process(0, 16, Local()) == 4  # type: ignore[arg-type]
+    assert threads_per_process(0, 2, Local()) == 1  # type: ignore[arg-type]
+    assert threads_per_process(3, 16, Local()) == 3  # type: ignore[arg-type]
+    assert threads_per_process(0, 16, None) == 16
