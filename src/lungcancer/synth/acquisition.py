@@ -50,20 +50,26 @@ class Acquisition:
 
 
 def sample_acquisition(
-    rng: np.random.Generator, body_width_mm: float, dose: float, thickness_mm: float | None = None
+    rng: np.random.Generator,
+    body_width_mm: float,
+    dose: float,
+    thickness_mm: float | None = None,
+    min_fov_mm: float = 0.0,
 ) -> Acquisition:
     """Draw scanner settings for a patient whose body is `body_width_mm` wide.
 
     Args:
         rng: the patient's generator.
-        body_width_mm: the field of view is chosen to fit it, as a technologist would.
+        body_width_mm: the patient's width (larger patients get more noise at the same dose).
         dose: the dataset's relative dose; each patient varies around it by +/- 25%.
         thickness_mm: a fixed slice thickness, or None to draw one of `THICKNESSES_MM`.
+        min_fov_mm: the smallest field of view (diameter of the reconstruction circle) that
+            holds the whole body, as a technologist would choose.
 
     Returns:
         The acquisition.
     """
-    min_spacing = max(0.6, body_width_mm * 1.12 / NATIVE_MATRIX)
+    min_spacing = max(0.6, body_width_mm * 1.12 / NATIVE_MATRIX, min_fov_mm / NATIVE_MATRIX)
     spacing = float(rng.uniform(min_spacing, max(min_spacing, 0.9)))
     if thickness_mm is None:
         thickness_mm = float(rng.choice(THICKNESSES_MM, p=_THICKNESS_P))

@@ -108,7 +108,7 @@ class PatientModel:
     vdt_days: float
     n_draw: float
     m_draw: float
-    nodes: dict[str, NodeSite]
+    nodes: dict[str, tuple[NodeSite, ...]]
     show_lower_nodes: dict[str, bool]
     effusion: Effusion | None
     contralateral: PlacedLesion | None
@@ -178,7 +178,11 @@ def build_patient(
     cloud = sample_lung_points(anat, ATTRACTORS_PER_LUNG, r_tree)
     tree = grow_vessel_tree(anat, r_tree, cloud)
     acq = sample_acquisition(
-        r_acq, 2 * anat.habitus.body_a_mm, settings.dose, settings.thickness_mm
+        r_acq,
+        2 * anat.habitus.body_a_mm,
+        settings.dose,
+        settings.thickness_mm,
+        min_fov_mm=_min_fov_mm(anat),
     )
     poses = tuple(sample_pose(r_pose) for _ in timepoints_months)
     shape, look, diameter_unit, d0 = None, None, 0.0, 0.0
@@ -186,7 +190,7 @@ def build_patient(
     center: tuple[float, float, float] = (0.0, 0.0, float(r_les.uniform(z_lo, z_hi)))
     side, lobe, vdt = an.LUNG_R, "", 0.0
     n_draw = m_draw = 1.0
-    nodes: dict[str, NodeSite] = {}
+    nodes: dict[str, tuple[NodeSite, ...]] = {}
     effusion = None
     contralateral = None
     if truth.category != "normal":
@@ -272,6 +276,21 @@ def _baseline_fit(
     return shape.moved(center), side, target
 
 
+def _grid_centre_y(anat: Anatomy) -> float:
+    """y of the image centre: a little below the body's centre so the table shows."""
+    hab = anat.habitus
+    return 0.5 * (hab.body_b_post_mm - hab.body_b_ant_mm) + 12.0
+
+
+def _min_fov_mm(anat: Anatomy) -> float:
+    """Diameter of the smallest reconstruction circle around the image centre that holds the
+    body with room for a few millimetres of table shift."""
+    theta = np.linspace(-np.pi, np.pi, 360, endpoint=False)
+    r = anat.habitus.body_radius(theta)
+    dist = np.hypot(r * np.cos(theta), r * np.sin(theta) - _grid_centre_y(anat))
+    return float(2.0 * (dist.max() + 10.0))
+
+
 def _unit_diameter(shape: LesionShape, dims: int) -> float:
     """Greatest diameter of a unit-radius shape where it is measured (axial plane in 2D)."""
     return shape.axial_diameter_mm() if dims == 2 else shape.diameter_3d_mm()
@@ -322,9 +341,7 @@ def patient_grid(anat: Anatomy, acq: Acquisition, size: int) -> Grid:
     """The FOV (512 x native spacing) resampled to `size` pixels, centred on the body."""
     fov = acq.fov_mm
     px = fov / size
-    hab = anat.habitus
-    # Centre a little below the body's centre so the table shows, as on a real scan.
-    yc = 0.5 * (hab.body_b_post_mm - hab.body_b_ant_mm) + 12.0
+    yc = _grid_centre_y(anat)
     centres = (np.arange(size) + 0.5) * px - fov / 2
     # float32 grids: every per-pixel computation downstream runs in single precision.
     return Grid(
@@ -477,7 +494,7 @@ def _scene(model: PatientModel, state: VisitState, shape: LesionShape | None, po
         for level in _N_ORDER[1 : rank + 1]:
             # The defining level always shows; lower stations are involved in about half.
             if level == state.n or model.show_lower_nodes[level]:
-                nodes.append(model.nodes[level])
+                nodes.extend(model.nodes[level])
     kind = model.truth.m_kind
     m1a = state.m == "M1a"
     others = list(model.incidental)
@@ -543,6 +560,10 @@ def render_visit(
     )
     stack = add_noise(blur(np.stack(slices), grid.pixel_mm, acq), grid.pixel_mm, acq, noise_rng)
     stack = np.clip(np.rint(stack), -1024.0, 3071.0).astype(np.float32)
+    # Outside the reconstruction circle a scanner writes -1024 (air), with no noise.
+    yc = _grid_centre_y(model.anatomy)
+    outside = np.hypot(grid.xs_w[np.newaxis, :], grid.ys_w[:, np.newaxis] - yc) > acq.fov_mm / 2
+    stack[:, outside] = -1024.0
     mask_stack = np.stack(masks).astype(np.uint8)
     if fit_mask is not None:
         # The measured mask is the one the label comes from (it marks sub-voxel lesions too).

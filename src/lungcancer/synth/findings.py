@@ -123,8 +123,8 @@ class NodeSite:
 
 def place_nodes(
     anat: Anatomy, center_mm: tuple[float, float, float], side: int, rng: np.random.Generator
-) -> dict[str, NodeSite]:
-    """One enlarged node per N level, in the axial slice through the lesion centre.
+) -> dict[str, tuple[NodeSite, ...]]:
+    """Enlarged nodes (one or two) per N level, in the axial slice through the lesion centre.
 
     Args:
         anat: the patient.
@@ -155,7 +155,6 @@ def place_nodes(
     def mediastinal_fat(s: float) -> np.ndarray:
         return (fat_room >= 2.0) & ((xx - anat.x_mid_mm) * s >= -4.0)
 
-    sites = {}
     wanted = {
         "N1": [hilar(side)],
         "N2": [mediastinal_fat(sign)],
@@ -163,18 +162,27 @@ def place_nodes(
               [mediastinal_fat(-sign), hilar(other)],
     }  # fmt: skip
     fallback = (fat_room >= 1.0) | hilar(side) | hilar(other)
+    sites: dict[str, tuple[NodeSite, ...]] = {}
     for level, options in wanted.items():
         region = next((o for o in options if o.any()), fallback)
         if not region.any():
             region = labels == side
         rows, cols = np.nonzero(region)
-        k = int(rng.integers(len(rows)))
-        short = float(rng.uniform(12.0, 22.0))
-        semi = (short / 2 * float(rng.uniform(1.0, 1.5)), short / 2, short / 2 * 1.3)
-        cz = z + float(rng.uniform(-2.0, 2.0))
-        shape = Ellipsoid((float(xs[cols[k]]), float(ys[rows[k]]), cz), semi,
-                          rotation_z(float(rng.uniform(0, np.pi))))  # fmt: skip
-        sites[level] = NodeSite(level, shape, short)
+        picks = [int(rng.integers(len(rows)))]
+        # Involved stations often hold more than one enlarged node.
+        if rng.random() < 0.5:
+            far = np.hypot(xs[cols] - xs[cols[picks[0]]], ys[rows] - ys[rows[picks[0]]]) > 18.0
+            if far.any():
+                picks.append(int(rng.choice(np.flatnonzero(far))))
+        nodes = []
+        for k in picks:
+            short = float(rng.uniform(14.0, 26.0))
+            semi = (short / 2 * float(rng.uniform(1.0, 1.5)), short / 2, short / 2 * 1.3)
+            cz = z + float(rng.uniform(-2.0, 2.0))
+            shape = Ellipsoid((float(xs[cols[k]]), float(ys[rows[k]]), cz), semi,
+                              rotation_z(float(rng.uniform(0, np.pi))))  # fmt: skip
+            nodes.append(NodeSite(level, shape, short))
+        sites[level] = tuple(nodes)
     return sites
 
 
@@ -197,8 +205,8 @@ def sample_effusion(lesion_z_mm: float, side: int, rng: np.random.Generator) -> 
     """An effusion deep enough to be seen on the lesion's axial slice."""
     return Effusion(
         side=side,
-        thickness_mm=float(rng.uniform(14.0, 40.0)),
-        z_top_mm=lesion_z_mm + float(rng.uniform(30.0, 80.0)),
+        thickness_mm=float(rng.uniform(20.0, 50.0)),
+        z_top_mm=lesion_z_mm + float(rng.uniform(40.0, 90.0)),
     )
 
 

@@ -12,7 +12,7 @@ from lungcancer.synth.api import SynthConfig, render_patient
 from lungcancer.synth.case import SimSample
 from lungcancer.synth.writer import lung_window_u8, png_bytes, preview_slice
 
-_TILE = 224
+_TILE = 192
 _CAPTION = 30
 _LABEL_W = 96
 _PAD = 4

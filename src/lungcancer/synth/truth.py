@@ -205,7 +205,7 @@ def _malignant_look(diameter_mm: float, rng: np.random.Generator) -> tuple[str, 
 
 _STAGE_RECIPES: dict[str, list[tuple[float, tuple[tuple[str, ...], tuple[str, ...]]]]] = {
     # weight, (T options, N options)
-    "stage_I": [(1.0, (("T1a", "T1b", "T1b", "T1c", "T1c", "T2a"), ("N0",)))],
+    "stage_I": [(1.0, (("T1a", "T1b", "T1b", "T1c", "T1c", "T1c", "T2a", "T2a", "T2a"), ("N0",)))],
     "stage_II": [
         (0.3, (("T2b",), ("N0",))),
         (0.4, (("T1a", "T1b", "T1c", "T2a", "T2b"), ("N1",))),
@@ -263,9 +263,9 @@ def _benign(rng: np.random.Generator) -> CaseTruth:
         _pick(
             rng,
             [
-                (0.4, "none"),
-                (0.2, "central"),
-                (0.15, "diffuse"),
+                (0.3, "none"),
+                (0.25, "central"),
+                (0.2, "diffuse"),
                 (0.15, "popcorn"),
                 (0.1, "laminated"),
             ],
