@@ -74,3 +74,13 @@ def test_localisation_scores_over_a_dataset(
     # Explaining the other class puts the evidence outside the lesions.
     wrong = [Sample(path=s.path, label="benign", mask_path=s.mask_path) for s in samples]
     assert localisation_scores(region_bundle, wrong)["pointing_game_hit_rate"] == 0.0
+
+
+def test_a_lesion_smaller_than_an_input_pixel_does_not_vanish() -> None:
+    scan = Scan(array=np.zeros((1, 64, 64), np.float32), spacing_mm=(1, 1, 1), intensity="unit")
+    mask = np.zeros((1, 64, 64), dtype=bool)
+    mask[0, 33, 41] = True  # one native pixel: a quarter of an input pixel at 32 px
+    grid = mask_on_input_grid(mask, scan, DataConfig(image_size=32))
+    assert grid.sum() >= 1
+    assert grid[15:18, 19:22].any()  # near (33 / 2, 41 / 2)
+    assert not mask_on_input_grid(np.zeros_like(mask), scan, DataConfig(image_size=32)).any()

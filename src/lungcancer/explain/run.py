@@ -127,7 +127,9 @@ def mask_on_input_grid(
         center_zyx: as given to `preprocess`.
 
     Returns:
-        Boolean (H, W) or (D, H, W) on the network input's grid.
+        Boolean (H, W) or (D, H, W) on the network input's grid: pixels at least half covered
+        by the lesion (for a lesion smaller than a pixel, those it covers most); all False when
+        the crop misses the lesion.
 
     Raises:
         ConfigError: with `lung_crop`, where the crop depends on the image's content.
@@ -150,8 +152,10 @@ def mask_on_input_grid(
         meta=dict(scan.meta),
     )
     geometry = dataclasses.replace(cfg, windows=(WindowConfig(),), lung_crop=False)
-    resized = preprocess(as_image, geometry, slice_index=slice_index, center_zyx=center_zyx)
-    return np.asarray(resized[0] >= 0.5)
+    resized = preprocess(as_image, geometry, slice_index=slice_index, center_zyx=center_zyx)[0]
+    # Half-covered pixels count as lesion; a lesion smaller than one input pixel would vanish
+    # at that threshold, so it keeps the pixels it covers most instead.
+    return np.asarray(resized >= min(0.5, 0.5 * float(resized.max()))) & (resized > 0)
 
 
 def explain_input(
