@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/bench_export.py               # cnn and densenet121, 128x128, batch 1 and 32
     python benchmarks/bench_export.py --quick       # cnn only, fewer repeats
+    python benchmarks/bench_export.py --threads 1   # on a shared, busy machine
 
 Every number comes from this one run on this machine: the models are exported with
 `lungcancer.export` (parity checked), then each engine runs the same input batch. The engines
@@ -60,7 +61,9 @@ def interleaved_median_ms(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def bench_model(name: str, size: int, batches: tuple[int, ...], repeats: int, folder: Path) -> None:
+def bench_model(
+    name: str, size: int, batches: tuple[int, ...], repeats: int, threads: int, folder: Path
+) -> None:
     """Export one model and print a line per batch size."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=4).eval()
@@ -68,7 +71,7 @@ def bench_model(name: str, size: int, batches: tuple[int, ...], repeats: int, fo
         model, ("a", "b", "c", "d"), DataConfig(image_size=size), ModelConfig(name=name)
     )
     report = export_onnx(bundle, folder / f"{name}.onnx")
-    onnx_clf = load_onnx_classifier(report.path, threads=physical_cores())
+    onnx_clf = load_onnx_classifier(report.path, threads=threads)
     # The bf16 policy's model: same weights, channels_last, run under bf16 autocast.
     policy = resolve_policy("bf16", "cpu") if cpu_supports_bf16() else None
     bf16_model = create_model(name, num_classes=4).eval()
@@ -115,8 +118,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
     parser.add_argument("--repeats", type=int, default=32, help="repeats at batch 1")
     parser.add_argument("--quick", action="store_true", help="cnn only, fewer repeats")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads for both engines (0: physical cores); on a shared, busy machine use 1, "
+        "as OpenMP's spinning threads slow down by orders of magnitude when cores are taken",
+    )
     args = parser.parse_args()
-    threads = physical_cores()
+    threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
     models = ("cnn",) if args.quick else ("cnn", "densenet121")
     repeats = 8 if args.quick else args.repeats
@@ -127,7 +137,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
-            bench_model(name, args.size, (1, 32), repeats, Path(tmp))
+            bench_model(name, args.size, (1, 32), repeats, threads, Path(tmp))
 
 
 if __name__ == "__main__":
