@@ -489,6 +489,9 @@ def gan_train_command(
     precision: str | None = typer.Option(None, "--precision", help="auto | bf16 | fp32."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads (0: one per physical core)."
+    ),
     out: str | None = typer.Option(None, "--out", help="Run folder (default runs/gan)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt."),
 ) -> None:
@@ -507,6 +510,7 @@ def gan_train_command(
         precision=precision,
         device=device,
         seed=seed,
+        threads=threads,
         out_dir=out,
         resume=resume or None,
     )

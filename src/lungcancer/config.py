@@ -98,11 +98,15 @@ class TrainConfig:
 class GanConfig:
     """How the progression GAN is trained (docs/readme/progression.md explains each part).
 
-    Patches are lesion-centred and resampled to `patch_spacing_mm` per pixel, so the field of
-    view is `patch_size * patch_spacing_mm` millimetres whatever the scan's pixel size. HU are
-    windowed to [-1, 1] over [window_low_hu, window_high_hu] and inverted back for outputs.
+    Patches are lesion-centred, `patch_size` pixels across, resampled so the field of view is
+    `fov_per_diameter` times the larger of the input and target lesion diameters, but never
+    finer than `min_spacing_mm` per pixel: a 10 mm and a 100 mm tumour both fill the patch the
+    same way, whatever the scan's pixel size. HU are windowed to [-1, 1] over
+    [window_low_hu, window_high_hu] and inverted back for outputs.
     `mode` is "paired" (LungSim longitudinal pairs) or "unpaired" (stage labels only).
-    Loss weights are `lambda_*`; `r1_every` is the lazy-R1 interval in steps.
+    Loss weights are `lambda_*`; `r1_every` is the lazy-R1 interval in steps. `threads` 0 uses
+    one CPU thread per physical core; on a machine shared with other jobs 1 can be much faster
+    (oversubscribed OpenMP threads spin-wait on each other).
     """
 
     data: str = ""
@@ -110,7 +114,8 @@ class GanConfig:
     mode: str = "paired"
     spatial_dims: int = 2
     patch_size: int = 64
-    patch_spacing_mm: float = 1.0
+    min_spacing_mm: float = 1.0
+    fov_per_diameter: float = 2.0
     window_low_hu: float = -1000.0
     window_high_hu: float = 400.0
     stages: tuple[str, ...] = ("I", "II", "III", "IV")
@@ -144,6 +149,7 @@ class GanConfig:
     seed: int = 0
     precision: str = "auto"
     device: str = "auto"
+    threads: int = 0
     max_minutes: float = 20.0
     resume: bool = False
 

@@ -15,8 +15,13 @@ GENERATOR_CASES = [
 ]
 
 
-def _conds(batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return torch.arange(batch) % 4, torch.full((batch,), 0.3), torch.full((batch,), 0.15)
+def _conds(batch: int) -> tuple[torch.Tensor, ...]:
+    return (
+        torch.arange(batch) % 4,
+        torch.full((batch,), 0.3),
+        torch.full((batch,), 0.15),
+        torch.full((batch,), 1.5),
+    )
 
 
 def _randomise_head(g: ProgressionGenerator) -> None:
@@ -65,16 +70,18 @@ def test_discriminator_uses_spectral_norm_and_projection_on_the_stage() -> None:
     assert not torch.allclose(a, b)
 
 
-def test_generator_output_depends_on_target_stage_and_size() -> None:
+def test_generator_output_depends_on_target_stage_size_and_spacing() -> None:
     g = ProgressionGenerator(2, num_stages=4, base_channels=8, levels=3, cond_dim=16)
     _randomise_head(g)
     x = torch.randn(1, 1, 32, 32)
-    size = torch.tensor([0.3])
-    base = g(x, torch.tensor([0]), size, torch.tensor([0.1]))
-    other_stage = g(x, torch.tensor([3]), size, torch.tensor([0.1]))
-    other_size = g(x, torch.tensor([0]), torch.tensor([0.6]), torch.tensor([0.1]))
+    size, src, mm = torch.tensor([0.3]), torch.tensor([0.1]), torch.tensor([1.0])
+    base = g(x, torch.tensor([0]), size, src, mm)
+    other_stage = g(x, torch.tensor([3]), size, src, mm)
+    other_size = g(x, torch.tensor([0]), torch.tensor([0.6]), src, mm)
+    other_spacing = g(x, torch.tensor([0]), size, src, torch.tensor([3.0]))
     assert (base - other_stage).abs().max() > 1e-3
     assert (base - other_size).abs().max() > 1e-3
+    assert (base - other_spacing).abs().max() > 1e-3
 
 
 def test_radial_grid_is_zero_at_the_centre_and_half_at_an_edge_midpoint() -> None:

@@ -68,7 +68,7 @@ def tiny_config() -> GanConfig:
     """A GAN small enough to train a few steps in seconds on 2 cores."""
     return GanConfig(
         patch_size=32,
-        patch_spacing_mm=1.0,
+        min_spacing_mm=1.0,
         base_channels=8,
         levels=3,
         cond_dim=16,

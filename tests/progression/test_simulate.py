@@ -38,7 +38,8 @@ def test_simulation_writes_strip_gif_timeline_and_plot(
     )
     expected = diameter_at_months(result.lesion.diameter_mm, np.asarray(months), 120.0)
     assert [f.diameter_mm for f in result.timeline] == pytest.approx(expected.tolist())
-    assert result.lesion.diameter_mm == pytest.approx(12.0, abs=0.5)
+    # Greatest diameter between voxel centres: within one voxel below the drawn 12 mm.
+    assert 11.0 <= result.lesion.diameter_mm <= 12.0
     for kind in ("strip", "gif", "timeline_json", "plot"):
         assert result.files[kind].is_file()
     with Image.open(result.files["gif"]) as gif:

@@ -13,7 +13,7 @@ from gan_builders import disc_series
 
 from lungcancer.config import GanConfig
 from lungcancer.errors import CheckpointError, ConfigError
-from lungcancer.progression.checkpoint import load_gan, read_gan_checkpoint
+from lungcancer.progression.checkpoint import gan_geometry, load_gan, read_gan_checkpoint
 from lungcancer.progression.loop import training_loop
 from lungcancer.progression.pairs import PatchSet, longitudinal_pairs, make_patch_set
 from lungcancer.progression.patches import HUWindow
@@ -22,7 +22,7 @@ from lungcancer.progression.training import check_gan_config
 
 def _pairs(cfg: GanConfig, n_patients: int = 8, identity: bool = False) -> PatchSet:
     pairs = longitudinal_pairs(disc_series(n_patients), include_identity=identity)
-    return make_patch_set(pairs, cfg.stages, cfg.patch_size, cfg.patch_spacing_mm, HUWindow())
+    return make_patch_set(pairs, cfg.stages, gan_geometry(cfg), HUWindow())
 
 
 def test_a_few_steps_reduce_the_paired_l1_toward_the_true_future(
@@ -53,7 +53,12 @@ def test_checkpoint_round_trip_and_resume(tiny_gan_cfg: GanConfig, tmp_path: Pat
     loaded = load_gan(first.checkpoint, patch_size=32, stages=("I", "II", "III", "IV"))
     assert loaded.step == 4 and loaded.window == HUWindow(-1000.0, 400.0)
     x = torch.from_numpy(pairs.source[:2])
-    args = (torch.tensor([1, 2]), torch.tensor([0.4, 0.5]), torch.tensor([0.3, 0.3]))
+    args = (
+        torch.tensor([1, 2]),
+        torch.tensor([0.4, 0.5]),
+        torch.tensor([0.3, 0.3]),
+        torch.tensor([1.0, 1.5]),
+    )
     again = load_gan(first.checkpoint)
     assert torch.equal(loaded.generator(x, *args), again.generator(x, *args))
     resumed = training_loop(
@@ -103,7 +108,7 @@ def test_unpaired_mode_trains_with_classifier_cycle_and_identity_losses(
 ) -> None:
     cfg = dataclasses.replace(tiny_gan_cfg, mode="unpaired", steps=2, log_every=1)
     views = disc_series(4, months=(0.0, 12.0))
-    singles = make_patch_set([(v, v) for v in views], cfg.stages, 32, 1.0, HUWindow())
+    singles = make_patch_set([(v, v) for v in views], cfg.stages, gan_geometry(cfg), HUWindow())
     result = training_loop(cfg, singles, None, tmp_path, progress=False)
     logged = json.loads(result.log.read_text().splitlines()[-1])
     for key in ("d_cls", "g_cls", "cycle", "identity", "size_px"):

@@ -8,7 +8,9 @@ away from the lesion has to be *changed on purpose*, never re-synthesised.
 Size is geometry, so the generator also gets a radial-distance channel (distance from the patch
 centre as a fraction of the patch width, CoordConv) and the target diameter in the same unit
 (diameter / patch field of view). A FiLM layer in every decoder block can then turn "diameter d"
-into "grow out to radius d/2" without having to infer where the centre is.
+into "grow out to radius d/2" without having to infer where the centre is. The patch's pixel
+size (mm) is a condition too: patches of large tumours are coarser, and texture such as noise
+and vessel calibre must keep its physical scale.
 
 The discriminator is MONAI's `PatchDiscriminator` without batch norm (batch statistics break
 the R1 penalty), with spectral norm on every convolution, projection conditioning on the target
@@ -136,7 +138,7 @@ class ProgressionGenerator(nn.Module):
         widths = [base_channels * min(2**i, 8) for i in range(levels)]
         self.stage_embed = nn.Embedding(num_stages, cond_dim)
         self.size_mlp = nn.Sequential(
-            nn.Linear(2, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim)
+            nn.Linear(3, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim)
         )
         self.cond_mlp = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, cond_dim), nn.SiLU())
         # Input: the image and the radial-distance channel.
@@ -153,10 +155,15 @@ class ProgressionGenerator(nn.Module):
         nn.init.zeros_(self.head.bias)  # type: ignore[arg-type]
 
     def condition(
-        self, stage: torch.Tensor, target_size: torch.Tensor, source_size: torch.Tensor
+        self,
+        stage: torch.Tensor,
+        target_size: torch.Tensor,
+        source_size: torch.Tensor,
+        spacing_mm: torch.Tensor,
     ) -> torch.Tensor:
-        """The condition vector from stage ids and sizes (diameter / patch field of view)."""
-        sizes = torch.stack([target_size, source_size], dim=1).to(self.stage_embed.weight.dtype)
+        """The condition vector from stage ids, sizes (diameter / field of view) and spacing."""
+        sizes = torch.stack([target_size, source_size, torch.log(spacing_mm)], dim=1)
+        sizes = sizes.to(self.stage_embed.weight.dtype)
         return self.cond_mlp(self.stage_embed(stage) + self.size_mlp(sizes))
 
     def forward(
@@ -165,6 +172,7 @@ class ProgressionGenerator(nn.Module):
         stage: torch.Tensor,
         target_size: torch.Tensor,
         source_size: torch.Tensor,
+        spacing_mm: torch.Tensor,
     ) -> torch.Tensor:
         """Render the patch at the target stage and size.
 
@@ -173,11 +181,12 @@ class ProgressionGenerator(nn.Module):
             stage: (B,) target stage ids.
             target_size: (B,) target lesion diameter / patch field of view.
             source_size: (B,) current lesion diameter / patch field of view.
+            spacing_mm: (B,) patch pixel size in millimetres.
 
         Returns:
             (B, 1, *spatial) rendered patches in the same [-1, 1] scale.
         """
-        cond = self.condition(stage, target_size, source_size)
+        cond = self.condition(stage, target_size, source_size, spacing_mm)
         radial = radial_grid(tuple(x.shape[2:]), x.device, x.dtype)
         h = torch.cat([x, radial.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
         skips = []

@@ -20,10 +20,20 @@ from lungcancer.config import GanConfig, from_dict, to_dict
 from lungcancer.errors import CheckpointError, ConfigError
 from lungcancer.io.atomic import atomic_write_with
 from lungcancer.models.gan import ProgressionDiscriminator, ProgressionGenerator
-from lungcancer.progression.patches import HUWindow
+from lungcancer.progression.patches import HUWindow, PatchGeometry
 
 GAN_FORMAT = "lungcancer-gan"
 GAN_FORMAT_VERSION = 1
+
+
+def gan_geometry(cfg: GanConfig) -> PatchGeometry:
+    """The patch geometry a config trains with."""
+    return PatchGeometry(cfg.patch_size, cfg.min_spacing_mm, cfg.fov_per_diameter)
+
+
+def gan_window(cfg: GanConfig) -> HUWindow:
+    """The HU window a config trains with."""
+    return HUWindow(cfg.window_low_hu, cfg.window_high_hu)
 
 
 def build_generator(cfg: GanConfig) -> ProgressionGenerator:
@@ -123,7 +133,8 @@ def save_gan_checkpoint(
         "stages": list(cfg.stages),
         "spatial_dims": cfg.spatial_dims,
         "patch_size": cfg.patch_size,
-        "patch_spacing_mm": cfg.patch_spacing_mm,
+        "min_spacing_mm": cfg.min_spacing_mm,
+        "fov_per_diameter": cfg.fov_per_diameter,
         "window": {"low_hu": cfg.window_low_hu, "high_hu": cfg.window_high_hu},
         "train_patients": list(train_patients),
         "heldout_patients": list(heldout_patients),
@@ -186,8 +197,7 @@ class LoadedGan:
         config: the GAN config it was trained with.
         stages: stage names, index = stage id.
         window: HU window of the network units.
-        patch_size: pixels per side of its patches.
-        patch_spacing_mm: patch pixel size.
+        geometry: patch size and how its pixel size follows the lesion.
         step: training steps done.
         train_patients: patients it was trained on.
         heldout_patients: patients kept out of training.
@@ -199,8 +209,7 @@ class LoadedGan:
     config: GanConfig
     stages: tuple[str, ...]
     window: HUWindow
-    patch_size: int
-    patch_spacing_mm: float
+    geometry: PatchGeometry
     step: int
     train_patients: tuple[str, ...]
     heldout_patients: tuple[str, ...]
@@ -208,9 +217,9 @@ class LoadedGan:
     path: str
 
     @property
-    def fov_mm(self) -> float:
-        """Patch side length in millimetres."""
-        return self.patch_size * self.patch_spacing_mm
+    def patch_size(self) -> int:
+        """Pixels per side of its patches."""
+        return self.geometry.patch_size
 
 
 def check_compatible(
@@ -286,8 +295,7 @@ def load_gan(
         config=cfg,
         stages=tuple(payload["stages"]),
         window=HUWindow(float(window["low_hu"]), float(window["high_hu"])),
-        patch_size=int(payload["patch_size"]),
-        patch_spacing_mm=float(payload["patch_spacing_mm"]),
+        geometry=gan_geometry(cfg),
         step=int(payload["step"]),
         train_patients=tuple(payload.get("train_patients", ())),
         heldout_patients=tuple(payload.get("heldout_patients", ())),

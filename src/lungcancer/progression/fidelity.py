@@ -85,6 +85,7 @@ def render_gan(gan: LoadedGan, patches: PatchSet) -> np.ndarray:
                 torch.from_numpy(part.target_stage).to(device),
                 torch.from_numpy(part.target_size).to(device),
                 torch.from_numpy(part.source_size).to(device),
+                torch.from_numpy(part.spacing_mm).to(device),
             )
             outs.append(out.float().cpu().numpy())
     return np.concatenate(outs)
@@ -109,6 +110,10 @@ def _mean_scores(scores: Sequence[LesionScores]) -> dict[str, float]:
         "dice": float(np.mean([s.dice for s in scores])),
         "diameter_mae_mm": float(np.mean([s.diameter_error_mm for s in scores])),
         "diameter_bias_mm": float(np.mean([s.diameter_bias_mm for s in scores])),
+        "dice_vs_mask": float(np.mean([s.dice_vs_mask for s in scores])),
+        "diameter_error_vs_truth_mm": float(
+            np.mean([s.diameter_error_vs_truth_mm for s in scores])
+        ),
         "identity_ssim": float(np.mean([s.identity_ssim for s in scores])),
     }
 
@@ -210,9 +215,7 @@ def evaluate_gan(
             found=f"{len(test_patients)} held-out patients",
             hint="pick --months from the dataset's time points",
         )
-    patches = make_patch_set(
-        pairs, loaded.stages, loaded.patch_size, loaded.patch_spacing_mm, loaded.window
-    )
+    patches = make_patch_set(pairs, loaded.stages, loaded.geometry, loaded.window)
     rendered = {"gan": render_gan(loaded, patches)}
     for method in METHODS[1:]:
         rendered[method] = render_baseline(method, patches)
@@ -226,9 +229,10 @@ def evaluate_gan(
                 patches.source[i, 0],
                 patches.target[i, 0],
                 patches.target_mask[i, 0],
+                patches.source_mask[i, 0],
                 source_diameter_mm=pairs[i][0].diameter_mm,
                 target_diameter_mm=pairs[i][1].diameter_mm,
-                patch_spacing_mm=loaded.patch_spacing_mm,
+                patch_spacing_mm=float(patches.spacing_mm[i]),
                 window_low_hu=window.low_hu,
                 window_high_hu=window.high_hu,
             )
@@ -241,8 +245,10 @@ def evaluate_gan(
         "months": months,
         "n_pairs": len(pairs),
         "heldout_patients": len(test_patients),
-        "segmentation": "HU > -400 inside a disc of radius 0.75 x max(input, target diameter)"
-        " + 3 mm, connected component at the centre; diameter = area-equivalent",
+        "segmentation": "HU above half-way between the input lesion's median and the lung "
+        "around it (clipped -750..-300), inside a disc of radius 0.75 x max(input, target "
+        "diameter) + 3 mm, minus tissue already dense in the input outside its lesion, "
+        "component at the centre; diameter = greatest (data.measure)",
         "methods": per_method,
     }
     if classifier is not None:
@@ -280,7 +286,7 @@ def _classifier_metrics(
     rendered: dict[str, np.ndarray],
 ) -> dict[str, Any]:
     """Stage fidelity and FID/KID: rendered patches pasted into the month-0 slice."""
-    from lungcancer.progression.scoring import FrameScorer
+    from lungcancer.progression.scoring import FrameScorer, class_for_stage
 
     scorer = FrameScorer(classifier)
     spacing = [(float(s.spacing_mm[-2]), float(s.spacing_mm[-1])) for s, _ in pairs]
@@ -288,13 +294,24 @@ def _classifier_metrics(
     frames: dict[str, list[np.ndarray]] = {}
     for method, outs in rendered.items():
         frames[method] = [
-            view_grid(src, gan.patch_size, gan.patch_spacing_mm).paste_residual(
+            view_grid(src, gan.patch_size, float(patches.spacing_mm[i])).paste_residual(
                 src.image_hu, gan.window.to_hu(outs[i, 0]) - source_hu[i]
             )
             for i, (src, _) in enumerate(pairs)
         ]
     real = [tgt.image_hu for _, tgt in pairs]
-    targets = [tgt.stage for _, tgt in pairs]
+    targets = []
+    for _, tgt in pairs:
+        name = class_for_stage(tgt.stage, scorer.class_names)
+        if name is None:
+            raise CheckpointError(
+                "the classifier has no class for a target stage",
+                path=classifier,
+                expected=f"a class for stage {tgt.stage} (e.g. 'stage_{tgt.stage}')",
+                found=", ".join(scorer.class_names),
+                hint="pass a classifier trained on stage labels (LungSim --classes stage)",
+            )
+        targets.append(name)
     fidelity: dict[str, float] = {}
     for method, method_frames in {**frames, "true_future": real}.items():
         probs = scorer.probabilities(method_frames, spacing)

@@ -4,8 +4,8 @@ Pure: it takes resolved configs and patch arrays and writes into one run folder 
 losses JSONL, sample grids). Reading the dataset and splitting patients is `train_gan`'s job
 (progression/training.py); the CLI only parses flags.
 
-Precision: bf16 autocast + channels_last where the CPU (AVX512-BF16/AMX) or GPU supports it;
-losses, the R1 penalty and the EMA are computed in fp32.
+Precision (train.precision's policy): bf16 autocast + channels_last where the CPU
+(AVX512-BF16/AMX) or GPU supports it; losses, the R1 penalty and the EMA are computed in fp32.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from lungcancer.progression.checkpoint import (
 )
 from lungcancer.progression.pairs import PatchSet
 from lungcancer.progression.patches import LESION_THRESHOLD_HU, HUWindow
+from lungcancer.train.precision import physical_cores, resolve_policy
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -69,36 +70,6 @@ class GanTrainResult:
     samples: tuple[Path, ...]
 
 
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> CUDA when available, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast is fast here (AVX512-BF16/AMX on CPU, bf16 tensor cores on GPU)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """Resolve a precision setting ("auto", "bf16", "fp32") to bf16 on or off."""
-    if precision == "fp32":
-        return False
-    if precision == "bf16":
-        return True
-    if precision == "auto":
-        return bf16_supported(device)
-    raise TrainingError(
-        "unknown precision",
-        expected="auto, bf16 or fp32",
-        found=precision,
-        hint="fix gan.precision",
-    )
-
-
 class _Batch:
     """Tensors of one batch on the training device."""
 
@@ -108,15 +79,19 @@ class _Batch:
         self.source_mask = data["source_mask"]
         self.target_mask = data["target_mask"]
         self.source_size = data["source_size"]
+        self.spacing_mm = data["spacing_mm"]
         self.target_size = data["target_size"]
         self.source_stage = data["source_stage"]
         self.target_stage = data["target_stage"]
+        # What a real output looks like: set by `_Trainer.set_real` (paired: the true future
+        # inside the lesion ROI and the input outside it).
+        self.real = self.source
 
 
 def _as_tensors(patches: PatchSet, device: torch.device) -> dict[str, torch.Tensor]:
     names = (
         "source", "target", "source_mask", "target_mask",
-        "source_size", "target_size", "source_stage", "target_stage",
+        "source_size", "target_size", "spacing_mm", "source_stage", "target_stage",
     )  # fmt: skip
     return {
         n: torch.from_numpy(np.ascontiguousarray(getattr(patches, n))).to(device) for n in names
@@ -146,12 +121,21 @@ def _sample_batch(
     return _Batch(batch)
 
 
-def _lesion_roi(batch: _Batch, patch_size: int) -> torch.Tensor:
-    """Disc around the centre where the lesion is looked for: 0.75 x the larger diameter + 3 px."""
+def _lesion_roi(batch: _Batch, patch_size: int, feather_mm: float = 0.0) -> torch.Tensor:
+    """Disc around the centre where the lesion is looked for: 0.75 x the larger diameter + 3 mm.
+
+    With `feather_mm` > 0 the disc's edge falls linearly from 1 to 0 over that distance.
+    """
     radial = radial_grid(tuple(batch.source.shape[2:]), batch.source.device, torch.float32)
-    radius = 0.75 * torch.maximum(batch.source_size, batch.target_size) + 3.0 / patch_size
+    fov_mm = patch_size * batch.spacing_mm
+    larger = torch.maximum(batch.source_size, batch.target_size)
     view = (-1, 1) + (1,) * radial.ndim
-    return (radial.expand(1, 1, *radial.shape) <= radius.reshape(view)).float()
+    radius = (0.75 * larger + 3.0 / fov_mm).reshape(view)
+    grid = radial.expand(1, 1, *radial.shape)
+    if feather_mm <= 0:
+        return (grid <= radius).float()
+    feather = (feather_mm / fov_mm).reshape(view)
+    return ((radius + feather - grid) / feather).clamp(0.0, 1.0)
 
 
 def _item(value: torch.Tensor) -> float:
@@ -195,6 +179,23 @@ class _Trainer:
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
+    def set_real(self, batch: _Batch) -> None:
+        """The image a perfect generator would return for this batch.
+
+        Paired: the true future inside the lesion ROI, the input outside it (feathered). The
+        future scan has fresh noise and the patient lay slightly differently; outside the
+        lesion the generator must keep the input, so that is what it is compared with, and D
+        sees the same background in real and fake pairs (else "background differs from the
+        input" would tell real from fake and push G to change anatomy).
+        """
+        if self.cfg.mode != "paired":
+            batch.real = batch.source
+            return
+        weight = _lesion_roi(batch, self.cfg.patch_size, feather_mm=4.0)
+        batch.real = (weight * batch.target + (1 - weight) * batch.source).contiguous(
+            memory_format=self.memory_format
+        )
+
     def _d_input(self, batch: _Batch, candidate: torch.Tensor) -> torch.Tensor:
         if self.cfg.mode == "paired":
             return torch.cat([batch.source, candidate], dim=1)
@@ -209,17 +210,26 @@ class _Trainer:
     def _targets(
         self, batch: _Batch, rng: np.random.Generator, sizes_by_stage: list[np.ndarray]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Target stage and size: the future's (paired), or drawn at or above the input."""
+        """Target stage and size: the future's (paired), or drawn at or above the input.
+
+        Unpaired: a stage at or after the input's, and the diameter (mm) of a random training
+        lesion of that stage, never smaller than the input and never wider than the patch's
+        lesion allowance (field of view / fov_per_diameter).
+        """
         if self.cfg.mode == "paired":
             return batch.target_stage, batch.target_size
         n_stages = len(self.cfg.stages)
+        fov_mm = (batch.spacing_mm * self.cfg.patch_size).tolist()
+        largest = 1.0 / self.cfg.fov_per_diameter
         stages, sizes = [], []
-        for s, d in zip(batch.source_stage.tolist(), batch.source_size.tolist(), strict=True):
+        for s, d, fov in zip(
+            batch.source_stage.tolist(), batch.source_size.tolist(), fov_mm, strict=True
+        ):
             t = int(rng.integers(s, n_stages))
             pool = sizes_by_stage[t]
-            drawn = float(pool[rng.integers(0, len(pool))]) if len(pool) else d
+            drawn_mm = float(pool[rng.integers(0, len(pool))]) if len(pool) else 0.0
             stages.append(t)
-            sizes.append(max(d, drawn))
+            sizes.append(min(max(d, drawn_mm / fov), max(d, largest)))
         return (
             torch.tensor(stages, device=self.device),
             torch.tensor(sizes, device=self.device, dtype=torch.float32),
@@ -229,8 +239,8 @@ class _Trainer:
         self, batch: _Batch, stage_t: torch.Tensor, size_t: torch.Tensor, gen: torch.Generator
     ) -> dict[str, float]:
         with torch.no_grad(), self.autocast():
-            fake = self.G(batch.source, stage_t, size_t, batch.source_size)
-        real_img = batch.target if self.cfg.mode == "paired" else batch.source
+            fake = self.G(batch.source, stage_t, size_t, batch.source_size, batch.spacing_mm)
+        real_img = batch.real
         real_stage = stage_t if self.cfg.mode == "paired" else batch.source_stage
         real_in, fake_in = self._augment_pair(
             self._d_input(batch, real_img), self._d_input(batch, fake.float()), gen
@@ -250,7 +260,7 @@ class _Trainer:
         return terms
 
     def d_reg(self, batch: _Batch, stage_t: torch.Tensor) -> dict[str, float]:
-        real_img = batch.target if self.cfg.mode == "paired" else batch.source
+        real_img = batch.real
         real_stage = stage_t if self.cfg.mode == "paired" else batch.source_stage
         real_in = self._d_input(batch, real_img).detach().requires_grad_(True)
         logits, _ = self.D(real_in, real_stage)  # fp32: R1 is a second-order term
@@ -266,11 +276,10 @@ class _Trainer:
     ) -> dict[str, float]:
         cfg = self.cfg
         with self.autocast():
-            fake = self.G(batch.source, stage_t, size_t, batch.source_size)
+            fake = self.G(batch.source, stage_t, size_t, batch.source_size, batch.spacing_mm)
         fake = fake.float()
-        real_img = batch.target if cfg.mode == "paired" else batch.source
         _, fake_in = self._augment_pair(
-            self._d_input(batch, real_img), self._d_input(batch, fake), gen
+            self._d_input(batch, batch.real), self._d_input(batch, fake), gen
         )
         with self.autocast():
             fake_logits, fake_cls = self.D(fake_in, stage_t)
@@ -279,8 +288,8 @@ class _Trainer:
         loss = cfg.lambda_adv * adv
         roi = _lesion_roi(batch, cfg.patch_size)
         if cfg.mode == "paired":
-            l1 = (fake - batch.target).abs().mean()
-            ssim = self.ssim(fake, batch.target)
+            l1 = (fake - batch.real).abs().mean()
+            ssim = self.ssim(fake, batch.real)
             lesion_w = _dilate(torch.maximum(batch.source_mask, batch.target_mask), 2)
             lesion = losses.masked_l1(fake, batch.target, lesion_w)
             target_area = losses.soft_lesion_area(batch.target, roi, self.threshold_unit)
@@ -294,9 +303,15 @@ class _Trainer:
             assert fake_cls is not None
             cls = F.cross_entropy(fake_cls.float(), stage_t)
             with self.autocast():
-                back = self.G(fake, batch.source_stage, batch.source_size, size_t).float()
+                back = self.G(
+                    fake, batch.source_stage, batch.source_size, size_t, batch.spacing_mm
+                ).float()
                 same = self.G(
-                    batch.source, batch.source_stage, batch.source_size, batch.source_size
+                    batch.source,
+                    batch.source_stage,
+                    batch.source_size,
+                    batch.source_size,
+                    batch.spacing_mm,
                 ).float()
             cycle = (back - batch.source).abs().mean()
             identity = (same - batch.source).abs().mean()
@@ -342,6 +357,7 @@ class _Trainer:
                     part["target_stage"],
                     part["target_size"],
                     part["source_size"],
+                    part["spacing_mm"],
                 )
             outs.append(out.float().cpu().numpy())
         return np.concatenate(outs)
@@ -355,8 +371,10 @@ class _Trainer:
         return int(payload["step"])
 
 
-def _sizes_by_stage(patches: PatchSet, n_stages: int) -> list[np.ndarray]:
-    return [patches.source_size[patches.source_stage == s] for s in range(n_stages)]
+def _sizes_by_stage(patches: PatchSet, n_stages: int, patch_size: int) -> list[np.ndarray]:
+    """Lesion diameters (mm) of the training inputs, per stage."""
+    diameters = patches.source_size * patches.spacing_mm * patch_size
+    return [diameters[patches.source_stage == s] for s in range(n_stages)]
 
 
 def training_loop(
@@ -390,8 +408,13 @@ def training_loop(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    trainer = _Trainer(cfg, device, use_bf16(cfg.precision, device))
+    policy = resolve_policy(cfg.precision, cfg.device)
+    device = policy.device
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads if cfg.threads > 0 else physical_cores())
+    # fp16 (a CUDA GPU without bf16) runs in fp32: hinge logits and R1 gradients underflow in
+    # fp16 without loss scaling, and one GradScaler per player is not worth it for this size.
+    trainer = _Trainer(cfg, device, policy.name == "bf16")
     ckpt_path = out / CHECKPOINT_NAME
     start_step = 0
     if cfg.resume:
@@ -409,11 +432,11 @@ def training_loop(
         )
         start_step = trainer.load_state(payload)
     data = _as_tensors(train_set, device)
-    sizes_by_stage = _sizes_by_stage(train_set, len(cfg.stages))
+    sizes_by_stage = _sizes_by_stage(train_set, len(cfg.stages), cfg.patch_size)
     preview = (val_set if val_set is not None and len(val_set) else train_set).subset(
         range(min(8, len(val_set) if val_set is not None and len(val_set) else len(train_set)))
     )
-    max_diameter_mm = float(train_set.target_size.max()) * cfg.patch_size * cfg.patch_spacing_mm
+    max_diameter_mm = float((train_set.target_size * train_set.spacing_mm).max()) * cfg.patch_size
     log_path = out / "losses.jsonl"
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
@@ -442,6 +465,7 @@ def training_loop(
                 gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
                 trainer.G.train()
                 batch = _sample_batch(data, cfg.batch_size, rng, trainer.memory_format)
+                trainer.set_real(batch)
                 stage_t, size_t = trainer._targets(batch, rng, sizes_by_stage)
                 terms = trainer.d_main(batch, stage_t, size_t, gen)
                 if cfg.r1_gamma > 0 and step % cfg.r1_every == 0:

@@ -1,11 +1,30 @@
 """Fidelity measures of a rendered lesion patch against the true future scan.
 
-The lesion is segmented the same way in every image that is scored (rendered, baseline, true
-future): voxels above `LESION_THRESHOLD_HU` (-400 HU, halfway between aerated lung and soft
-tissue) inside the ROI disc, keeping the connected component at the centre (or, when the
-centre itself is below threshold, the component nearest to it). The ROI is a disc around the
-patch centre of radius 0.75 x the larger of the input and target diameters + 3 mm, so a lesion
-that grows as predicted is inside it and distant vessels are not.
+The lesion is segmented the same way in every image that is scored (rendered, baselines, and
+the true future itself as a check of the ruler):
+
+1. Threshold: half-way between the input lesion's median density and the median of the aerated
+   lung around it (a "half maximum" rule, clipped to -750..-300 HU): about -400 HU for a solid
+   nodule, -700 HU for a part-solid one, -740 HU for ground glass. It comes from the *input*,
+   so every method of a pair is cut at the same level.
+2. ROI: a disc around the patch centre of radius 0.75 x the larger of the input and target
+   diameters + 3 mm, so a lesion that grows as predicted is inside it and distant vessels are
+   not.
+3. Background: pixels that were already above the threshold in the input outside its
+   (2-pixel dilated) lesion (chest wall, mediastinum, vessels) are left out, of the segmentation
+   and of the true mask alike: where a tumour abuts the chest wall, intensity cannot tell them
+   apart.
+4. The connected component at the centre (or nearest to it: a cavity can be hollow).
+
+The diameter of a segmented lesion is its greatest diameter (`data.measure`), the definition
+LungSim's truth and the T descriptor use.
+
+The headline scores compare the rendered lesion with the true future scan's lesion *measured
+by the same ruler* (Dice of the two segmentations, difference of their diameters): that is
+what a reader comparing the two scans would see, the ruler's own bias cancels, and it needs no
+ground-truth mask, so it works on real follow-up scans too. Scores against LungSim's own mask
+and recorded diameter are kept beside them (`dice_vs_mask`, `diameter_error_vs_truth_mm`),
+and scoring the true future itself shows how far the ruler is from LungSim's truth.
 """
 
 from __future__ import annotations
@@ -16,7 +35,10 @@ import numpy as np
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from lungcancer.progression.patches import LESION_THRESHOLD_HU, equivalent_diameter_mm
+from lungcancer.progression.patches import greatest_diameter_mm
+
+THRESHOLD_RANGE_HU = (-750.0, -300.0)
+DEFAULT_LUNG_HU = -850.0
 
 
 @dataclass(frozen=True)
@@ -26,10 +48,12 @@ class LesionScores:
     Attributes:
         ssim: SSIM of the whole patch (window units, data range 2).
         psnr_db: PSNR of the whole patch (window units, data range 2).
-        dice: Dice of the segmented lesion against the true future's lesion mask.
-        diameter_mm: area-equivalent diameter of the segmented lesion.
-        diameter_error_mm: |diameter_mm - true future diameter|.
-        diameter_bias_mm: diameter_mm - true future diameter (signed: > 0 too big).
+        dice: Dice of the segmented lesion against the true future's segmented lesion.
+        diameter_mm: greatest diameter of the segmented lesion (0 when nothing is segmented).
+        diameter_error_mm: |diameter_mm - the true future's segmented diameter|.
+        diameter_bias_mm: diameter_mm - the true future's segmented diameter (> 0: too big).
+        dice_vs_mask: Dice against LungSim's true future mask.
+        diameter_error_vs_truth_mm: |diameter_mm - LungSim's recorded future diameter|.
         identity_ssim: SSIM against the *input* patch outside the lesion ROI (1 = untouched).
     """
 
@@ -39,6 +63,8 @@ class LesionScores:
     diameter_mm: float
     diameter_error_mm: float
     diameter_bias_mm: float
+    dice_vs_mask: float
+    diameter_error_vs_truth_mm: float
     identity_ssim: float
 
 
@@ -54,8 +80,41 @@ def roi_radius_mm(source_diameter_mm: float, target_diameter_mm: float) -> float
     return 0.75 * max(source_diameter_mm, target_diameter_mm) + 3.0
 
 
+def lesion_threshold_hu(source_hu: np.ndarray, source_mask: np.ndarray) -> float:
+    """Half-way between the input lesion's median HU and the aerated lung around it.
+
+    Args:
+        source_hu: input patch in HU.
+        source_mask: input lesion mask on the same grid.
+
+    Returns:
+        The threshold, clipped to `THRESHOLD_RANGE_HU`.
+    """
+    mask = source_mask > 0
+    if not mask.any():
+        return THRESHOLD_RANGE_HU[1]
+    lesion_hu = float(np.median(source_hu[mask]))
+    ring = ndimage.binary_dilation(mask, iterations=6) & ~ndimage.binary_dilation(
+        mask, iterations=2
+    )
+    aerated = ring & (source_hu < -500.0)
+    lung_hu = float(np.median(source_hu[aerated])) if aerated.sum() >= 8 else DEFAULT_LUNG_HU
+    return float(np.clip((lesion_hu + lung_hu) / 2, *THRESHOLD_RANGE_HU))
+
+
+def background_tissue(
+    source_hu: np.ndarray, source_mask: np.ndarray, threshold_hu: float
+) -> np.ndarray:
+    """Input pixels above the threshold that are not the input lesion (chest wall, vessels)."""
+    lesion = ndimage.binary_dilation(source_mask > 0, iterations=2)
+    return np.asarray((source_hu > threshold_hu) & ~lesion)
+
+
 def segment_lesion(
-    patch_hu: np.ndarray, roi: np.ndarray, threshold_hu: float = LESION_THRESHOLD_HU
+    patch_hu: np.ndarray,
+    roi: np.ndarray,
+    threshold_hu: float,
+    background: np.ndarray | None = None,
 ) -> np.ndarray:
     """The lesion in a 2D patch: above-threshold voxels in the ROI, component at the centre.
 
@@ -63,11 +122,14 @@ def segment_lesion(
         patch_hu: (y, x) patch in HU, lesion at the centre.
         roi: boolean ROI of the same shape.
         threshold_hu: lesion threshold.
+        background: pixels never counted as lesion (see `background_tissue`).
 
     Returns:
         Boolean mask (empty when nothing in the ROI is above threshold).
     """
     candidate = (patch_hu > threshold_hu) & roi
+    if background is not None:
+        candidate &= ~background
     labels, count = ndimage.label(candidate)
     if count == 0:
         return np.zeros_like(candidate)
@@ -116,6 +178,7 @@ def score_patch(
     source_unit: np.ndarray,
     target_unit: np.ndarray,
     target_mask: np.ndarray,
+    source_mask: np.ndarray,
     *,
     source_diameter_mm: float,
     target_diameter_mm: float,
@@ -130,8 +193,9 @@ def score_patch(
         source_unit: input patch (window units).
         target_unit: true future patch (window units).
         target_mask: true future lesion mask on the patch grid.
+        source_mask: input lesion mask on the patch grid (sets threshold and background).
         source_diameter_mm: input lesion diameter.
-        target_diameter_mm: true future lesion diameter.
+        target_diameter_mm: LungSim's recorded future lesion diameter.
         patch_spacing_mm: patch pixel size.
         window_low_hu: low end of the HU window.
         window_high_hu: high end of the HU window.
@@ -141,15 +205,25 @@ def score_patch(
     """
     size = rendered_unit.shape[-1]
     roi = roi_disc(size, patch_spacing_mm, roi_radius_mm(source_diameter_mm, target_diameter_mm))
-    rendered_hu = (rendered_unit + 1.0) * 0.5 * (window_high_hu - window_low_hu) + window_low_hu
-    lesion = segment_lesion(rendered_hu, roi)
-    diameter = equivalent_diameter_mm(lesion, (patch_spacing_mm, patch_spacing_mm))
+    span = 0.5 * (window_high_hu - window_low_hu)
+    rendered_hu = (rendered_unit + 1.0) * span + window_low_hu
+    source_hu = (source_unit + 1.0) * span + window_low_hu
+    threshold = lesion_threshold_hu(source_hu, source_mask)
+    background = background_tissue(source_hu, source_mask, threshold)
+    target_hu = (target_unit + 1.0) * span + window_low_hu
+    spacing = (patch_spacing_mm, patch_spacing_mm)
+    lesion = segment_lesion(rendered_hu, roi, threshold, background)
+    reference = segment_lesion(target_hu, roi, threshold, background)
+    diameter = greatest_diameter_mm(lesion, spacing)
+    reference_diameter = greatest_diameter_mm(reference, spacing)
     return LesionScores(
         ssim=ssim_unit(rendered_unit, target_unit),
         psnr_db=psnr_unit(rendered_unit, target_unit),
-        dice=dice(lesion, target_mask > 0),
+        dice=dice(lesion, reference),
         diameter_mm=diameter,
-        diameter_error_mm=abs(diameter - target_diameter_mm),
-        diameter_bias_mm=diameter - target_diameter_mm,
+        diameter_error_mm=abs(diameter - reference_diameter),
+        diameter_bias_mm=diameter - reference_diameter,
+        dice_vs_mask=dice(lesion, (target_mask > 0) & ~background),
+        diameter_error_vs_truth_mm=abs(diameter - target_diameter_mm),
         identity_ssim=identity_ssim(rendered_unit, source_unit, roi),
     )

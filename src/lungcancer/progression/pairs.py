@@ -18,7 +18,13 @@ import numpy as np
 from scipy import ndimage
 
 from lungcancer.errors import DatasetError
-from lungcancer.progression.patches import HUWindow, PatchGrid, equivalent_diameter_mm, mask_center
+from lungcancer.progression.patches import (
+    HUWindow,
+    PatchGeometry,
+    PatchGrid,
+    greatest_diameter_mm,
+    mask_center,
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class PatchSet:
         target_mask: (N, 1, *patch) 0/1 lesion masks of the future.
         source_size: (N,) input diameter / patch field of view.
         target_size: (N,) future diameter / patch field of view.
+        spacing_mm: (N,) patch pixel size of each example.
         source_stage: (N,) stage ids of the input.
         target_stage: (N,) stage ids of the future.
         months: (N,) elapsed months between input and future.
@@ -73,6 +80,7 @@ class PatchSet:
     target_mask: np.ndarray
     source_size: np.ndarray
     target_size: np.ndarray
+    spacing_mm: np.ndarray
     source_stage: np.ndarray
     target_stage: np.ndarray
     months: np.ndarray
@@ -91,6 +99,7 @@ class PatchSet:
             target_mask=self.target_mask[idx],
             source_size=self.source_size[idx],
             target_size=self.target_size[idx],
+            spacing_mm=self.spacing_mm[idx],
             source_stage=self.source_stage[idx],
             target_stage=self.target_stage[idx],
             months=self.months[idx],
@@ -103,24 +112,33 @@ def view_grid(view: LesionView, patch_size: int, patch_spacing_mm: float) -> Pat
     return PatchGrid(view.center, view.spacing_mm, patch_size, patch_spacing_mm)
 
 
+def pair_spacing_mm(
+    src: LesionView, tgt: LesionView, geometry: PatchGeometry, headroom: float = 1.0
+) -> float:
+    """Patch pixel size of a pair: its field of view follows the larger of the two lesions."""
+    return geometry.spacing_for(headroom * max(src.diameter_mm, tgt.diameter_mm))
+
+
 def make_patch_set(
     pairs: Sequence[tuple[LesionView, LesionView]],
     stages: Sequence[str],
-    patch_size: int,
-    patch_spacing_mm: float,
+    geometry: PatchGeometry,
     window: HUWindow,
+    headroom: float = 1.0,
 ) -> PatchSet:
     """Resample (input, future) view pairs onto the patch grid.
 
-    Both views of a pair are cut on the grid centred on the *input* lesion, so a lesion that
-    grows off-centre is rendered where it really grows.
+    Each view is cut on a grid centred on its own lesion: between visits the patient lies a few
+    millimetres differently on the table (LungSim models this too), and centring on the lesion
+    aligns the lesion and the anatomy around it.
 
     Args:
         pairs: (input, future) views; use (view, view) for unpaired examples.
         stages: the GAN's stage list; a view whose stage is not in it is an error.
-        patch_size: pixels per side.
-        patch_spacing_mm: patch pixel size.
+        geometry: patch size and how its pixel size follows the lesions.
         window: HU window of the network units.
+        headroom: widen the field of view by this factor (unpaired examples, whose target
+            lesion is larger than the one in the image, use 1.5).
 
     Returns:
         The examples as arrays.
@@ -134,7 +152,6 @@ def make_patch_set(
             hint="check the dataset path and that its stages match the GAN's stage list",
         )
     lookup = {name: i for i, name in enumerate(stages)}
-    fov_mm = patch_size * patch_spacing_mm
     arrays: dict[str, list[np.ndarray]] = defaultdict(list)
     sizes: dict[str, list[float]] = defaultdict(list)
     patients = []
@@ -148,17 +165,21 @@ def make_patch_set(
                     found=view.stage,
                     hint="set gan.stages to the dataset's stage names",
                 )
-        grid = view_grid(src, patch_size, patch_spacing_mm)
-        arrays["source"].append(window.to_unit(grid.extract(src.image_hu)))
-        arrays["target"].append(window.to_unit(grid.extract(tgt.image_hu)))
+        spacing = pair_spacing_mm(src, tgt, geometry, headroom)
+        fov_mm = spacing * geometry.patch_size
+        src_grid = view_grid(src, geometry.patch_size, spacing)
+        tgt_grid = view_grid(tgt, geometry.patch_size, spacing)
+        arrays["source"].append(window.to_unit(src_grid.extract(src.image_hu)))
+        arrays["target"].append(window.to_unit(tgt_grid.extract(tgt.image_hu)))
         arrays["source_mask"].append(
-            (grid.extract(src.mask.astype(np.float32)) > 0.5).astype(np.float32)
+            (src_grid.extract(src.mask.astype(np.float32)) > 0.5).astype(np.float32)
         )
         arrays["target_mask"].append(
-            (grid.extract(tgt.mask.astype(np.float32)) > 0.5).astype(np.float32)
+            (tgt_grid.extract(tgt.mask.astype(np.float32)) > 0.5).astype(np.float32)
         )
         sizes["source_size"].append(src.diameter_mm / fov_mm)
         sizes["target_size"].append(tgt.diameter_mm / fov_mm)
+        sizes["spacing_mm"].append(spacing)
         sizes["source_stage"].append(lookup[src.stage])
         sizes["target_stage"].append(lookup[tgt.stage])
         sizes["months"].append(tgt.months - src.months)
@@ -167,6 +188,7 @@ def make_patch_set(
         **{k: np.stack(v)[:, None] for k, v in arrays.items()},
         source_size=np.asarray(sizes["source_size"], np.float32),
         target_size=np.asarray(sizes["target_size"], np.float32),
+        spacing_mm=np.asarray(sizes["spacing_mm"], np.float32),
         source_stage=np.asarray(sizes["source_stage"], np.int64),
         target_stage=np.asarray(sizes["target_stage"], np.int64),
         months=np.asarray(sizes["months"], np.float32),
@@ -283,7 +305,7 @@ def _view_from_arrays(
         center = tuple(float(c) for c in ndimage.center_of_mass(m))
     diameter = float(extra["diameter_mm"]) if extra.get("diameter_mm") else 0.0
     if diameter <= 0:
-        diameter = equivalent_diameter_mm(mask[z], (spacing_zyx_mm[1], spacing_zyx_mm[2]))
+        diameter = greatest_diameter_mm(mask[z], (spacing_zyx_mm[1], spacing_zyx_mm[2]))
     return LesionView(
         image_hu=np.asarray(image, np.float32),
         mask=np.asarray(m, bool),

@@ -1,8 +1,10 @@
 """Lesion-centred patches: HU window, resampling to the GAN's grid, and feathered paste-back.
 
-Every patch the GAN sees is resampled to a fixed physical grid (`patch_spacing_mm` per pixel,
-`patch_size` pixels), so one network serves scans of any pixel size and "diameter / field of
-view" means the same thing everywhere. Outputs go back to the scan's own grid as a *residual*
+Every patch the GAN sees is resampled to a square grid of `patch_size` pixels whose field of
+view scales with the lesion (`PatchGeometry`): `fov_per_diameter` times the larger of the input
+and target diameters, never finer than `min_spacing_mm`. Tumours from 5 to 120 mm then occupy
+the patch alike, one network serves scans of any pixel size, and the generator is told the
+spacing so texture keeps its physical scale. Outputs go back to the scan's own grid as a *residual*
 (generated minus input, in HU) added with a feathered radial weight: pixels far from the lesion
 keep their original values exactly, including values outside the window (bone, metal).
 """
@@ -40,6 +42,25 @@ class HUWindow:
     def unit_threshold(self, hu: float) -> float:
         """A HU level expressed in network units."""
         return float(2.0 * (hu - self.low_hu) / (self.high_hu - self.low_hu) - 1.0)
+
+
+@dataclass(frozen=True)
+class PatchGeometry:
+    """How big a patch is and how its pixel size follows the lesion.
+
+    Attributes:
+        patch_size: pixels per side.
+        min_spacing_mm: the finest patch pixel (small lesions are not upsampled beyond it).
+        fov_per_diameter: field of view / largest lesion diameter of the pair.
+    """
+
+    patch_size: int = 64
+    min_spacing_mm: float = 1.0
+    fov_per_diameter: float = 2.0
+
+    def spacing_for(self, diameter_mm: float) -> float:
+        """Patch pixel size (mm) for a pair whose larger lesion diameter is `diameter_mm`."""
+        return max(self.min_spacing_mm, self.fov_per_diameter * diameter_mm / self.patch_size)
 
 
 @dataclass(frozen=True)
@@ -153,14 +174,19 @@ def mask_center(mask: np.ndarray) -> tuple[float, ...]:
     return tuple(float(c) for c in ndimage.center_of_mass(mask > 0))
 
 
-def equivalent_diameter_mm(mask2d: np.ndarray, spacing_mm: tuple[float, float]) -> float:
-    """Diameter of the circle with the same area as the mask (one slice), in millimetres.
+def greatest_diameter_mm(mask: np.ndarray, spacing_mm: tuple[float, ...]) -> float:
+    """Greatest diameter of the largest lesion in a mask, as LungSim and `measure` report it.
 
-    The area-equivalent diameter is used (not the greatest Feret diameter) because it is stable
-    to one-pixel boundary noise; for the round lesions LungSim draws the two agree within a pixel.
+    The distance between the two farthest voxel centres (data.measure), so the GAN, its
+    evaluation and the T descriptor all use one definition of "diameter". 0 for an empty mask.
     """
-    area_mm2 = float((mask2d > 0).sum()) * spacing_mm[0] * spacing_mm[1]
-    return float(2.0 * np.sqrt(area_mm2 / np.pi))
+    from lungcancer.data.measure import measure_lesion
+
+    if not np.any(mask):
+        return 0.0
+    return float(
+        measure_lesion(np.asarray(mask, bool), tuple(float(s) for s in spacing_mm)).diameter_mm
+    )
 
 
 def disc_mask(

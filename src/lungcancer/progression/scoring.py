@@ -20,6 +20,16 @@ from lungcancer.errors import CheckpointError
 from lungcancer.io.record import Scan
 
 
+def class_for_stage(stage: str, class_names: Sequence[str]) -> str | None:
+    """The classifier class that means `stage` ("II" matches "II", "stage_II", "Stage II")."""
+    wanted = stage.lower()
+    for name in class_names:
+        plain = name.lower().replace("stage", "").strip(" _-")
+        if plain == wanted:
+            return name
+    return None
+
+
 class ClassifierFeatures(nn.Module):
     """Pooled pre-logit features of a classifier, float64 (a torchmetrics `feature` module).
 

@@ -20,7 +20,7 @@ from lungcancer.errors import CheckpointError
 from lungcancer.io.atomic import atomic_write_text
 from lungcancer.io.record import Scan
 from lungcancer.progression.checkpoint import LoadedGan, load_gan
-from lungcancer.progression.patches import PatchGrid, equivalent_diameter_mm
+from lungcancer.progression.patches import PatchGrid, greatest_diameter_mm
 from lungcancer.progression.render import save_gif, save_strip, save_timeline_plot
 from lungcancer.progression.timeline import (
     COARSE_STAGES,
@@ -89,7 +89,7 @@ def parse_months(text: str) -> tuple[float, ...]:
 
 
 def parse_point(text: str) -> tuple[float, ...]:
-    """"12,80,64" -> (12.0, 80.0, 64.0) (z,y,x voxels; y,x for a slice)."""
+    """ "12,80,64" -> (12.0, 80.0, 64.0) (z,y,x voxels; y,x for a slice)."""
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError as exc:
@@ -128,7 +128,7 @@ def locate_lesion(
             )
         z = int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
         ys, xs = np.nonzero(mask[z])
-        measured = equivalent_diameter_mm(mask[z], (scan.spacing_mm[1], scan.spacing_mm[2]))
+        measured = greatest_diameter_mm(mask[z], (scan.spacing_mm[1], scan.spacing_mm[2]))
         return Lesion(
             (float(z), float(ys.mean()), float(xs.mean())),
             float(diameter_mm) if diameter_mm else measured,
@@ -203,16 +203,9 @@ def render_frames(
         image, center, spacing = scan.array, lesion.center_zyx, scan.spacing_mm
     else:
         image, center, spacing = scan.array[z], lesion.center_zyx[1:], scan.spacing_mm[1:]
-    grid = PatchGrid(tuple(center), tuple(spacing), gan.patch_size, gan.patch_spacing_mm)
-    if grid.needs_padding(image.shape):
-        extent = " x ".join(f"{n * s:.0f}" for n, s in zip(image.shape, spacing, strict=True))
-        notes.append(
-            f"the GAN's patch ({gan.fov_mm:.0f} mm across) reaches past the input "
-            f"({extent} mm); the input was edge-padded to fill it"
-        )
-    source_unit = gan.window.to_unit(grid.extract(image))
     limit = gan.max_diameter_mm
-    sizes = []
+    padded_fov_mm = 0.0
+    grids, patches, target_sizes, source_sizes, spacings = [], [], [], [], []
     for frame in timeline:
         diameter = frame.diameter_mm
         if limit and diameter > limit:
@@ -222,26 +215,42 @@ def render_frames(
                 f"the growth model's {diameter:.1f} mm)"
             )
             diameter = limit
-        sizes.append(diameter / gan.fov_mm)
-    stage_ids = torch.tensor([gan.stages.index(f.stage) for f in timeline])
-    x = torch.from_numpy(source_unit)[None, None].repeat(len(timeline), *([1] * (dims + 1)))
+        # Each frame has its own field of view, as in training: fov_per_diameter x the larger
+        # of the baseline and target lesion.
+        patch_mm = gan.geometry.spacing_for(max(lesion.diameter_mm, diameter))
+        fov_mm = patch_mm * gan.patch_size
+        grid = PatchGrid(tuple(center), tuple(spacing), gan.patch_size, patch_mm)
+        if grid.needs_padding(image.shape):
+            padded_fov_mm = max(padded_fov_mm, fov_mm)
+        grids.append(grid)
+        patches.append(gan.window.to_unit(grid.extract(image)))
+        target_sizes.append(diameter / fov_mm)
+        source_sizes.append(lesion.diameter_mm / fov_mm)
+        spacings.append(patch_mm)
+    if padded_fov_mm:
+        extent = " x ".join(f"{n * s:.0f}" for n, s in zip(image.shape, spacing, strict=True))
+        notes.append(
+            f"the GAN's patch (up to {padded_fov_mm:.0f} mm across) reaches past the input "
+            f"({extent} mm around the lesion); the input was edge-padded to fill it"
+        )
     device = next(gan.generator.parameters()).device
     with torch.no_grad():
         rendered = gan.generator(
-            x.to(device),
-            stage_ids.to(device),
-            torch.tensor(sizes, dtype=torch.float32, device=device),
-            torch.full((len(timeline),), lesion.diameter_mm / gan.fov_mm, device=device),
+            torch.from_numpy(np.stack(patches)[:, None]).to(device),
+            torch.tensor([gan.stages.index(f.stage) for f in timeline], device=device),
+            torch.tensor(target_sizes, dtype=torch.float32, device=device),
+            torch.tensor(source_sizes, dtype=torch.float32, device=device),
+            torch.tensor(spacings, dtype=torch.float32, device=device),
         )
     rendered_unit = rendered.float().cpu().numpy()[:, 0]
-    source_hu = gan.window.to_hu(source_unit)
     frames = []
-    for frame, out in zip(timeline, rendered_unit, strict=True):
+    for frame, grid, patch, out in zip(timeline, grids, patches, rendered_unit, strict=True):
         if frame.months == 0:
-            # No growth asked for (month 0): the frame is the input itself.
+            # No time has passed: the frame is the input itself.
             pasted = image.copy()
         else:
-            pasted = grid.paste_residual(image, gan.window.to_hu(out) - source_hu)
+            residual_hu = gan.window.to_hu(out) - gan.window.to_hu(patch)
+            pasted = grid.paste_residual(image, residual_hu)
         frames.append(pasted[z] if dims == 3 else pasted)
     return frames
 
@@ -357,10 +366,10 @@ def simulate(
 def _crop(
     frame: np.ndarray, lesion: Lesion, spacing_yx: tuple[float, float], fov_mm: float
 ) -> np.ndarray:
-    """A square around the lesion, two patch widths across (or the whole slice if smaller)."""
+    """A square around the lesion, `fov_mm` across (clipped to the slice)."""
     out = []
     for axis, (c, s) in enumerate(zip(lesion.center_zyx[1:], spacing_yx, strict=True)):
-        half = round(fov_mm / s)
+        half = round(fov_mm / 2 / s)
         n = frame.shape[axis]
         lo = max(0, round(c) - half)
         out.append(slice(lo, min(n, lo + 2 * half)))
@@ -379,7 +388,9 @@ def write_outputs(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     spacing_yx = (scan.spacing_mm[1], scan.spacing_mm[2])
-    crops = [_crop(f, result.lesion, spacing_yx, gan.fov_mm) for f in result.frames_hu]
+    largest = max(f.diameter_mm for f in result.timeline)
+    fov_mm = gan.geometry.spacing_for(largest) * gan.patch_size
+    crops = [_crop(f, result.lesion, spacing_yx, fov_mm) for f in result.frames_hu]
     files = {
         "strip": out_dir / "strip.png",
         "gif": out_dir / "progression.gif",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lungcancer.config import DataConfig, GanConfig, save_configs
 from lungcancer.errors import ConfigError, DatasetError
+from lungcancer.progression.checkpoint import gan_geometry, gan_window
 from lungcancer.progression.loop import GanTrainResult, training_loop
 from lungcancer.progression.pairs import (
     LesionView,
@@ -21,7 +22,6 @@ from lungcancer.progression.pairs import (
     longitudinal_pairs,
     make_patch_set,
 )
-from lungcancer.progression.patches import HUWindow
 
 MODES = ("paired", "unpaired")
 
@@ -108,9 +108,11 @@ def build_patch_sets(
     mine = [v for v in views if v.patient_id in chosen]
     if not mine:
         return None
-    pairs = longitudinal_pairs(mine) if cfg.mode == "paired" else [(v, v) for v in mine]
-    window = HUWindow(cfg.window_low_hu, cfg.window_high_hu)
-    return make_patch_set(pairs, cfg.stages, cfg.patch_size, cfg.patch_spacing_mm, window)
+    paired = cfg.mode == "paired"
+    pairs = longitudinal_pairs(mine) if paired else [(v, v) for v in mine]
+    return make_patch_set(
+        pairs, cfg.stages, gan_geometry(cfg), gan_window(cfg), headroom=1.0 if paired else 1.5
+    )
 
 
 def train_gan(

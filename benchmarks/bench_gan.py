@@ -1,0 +1,189 @@
+"""Progression GAN: step speed (fp32 vs bf16 + channels_last) and the full train + evaluate run.
+
+Usage:
+    python benchmarks/bench_gan.py --speed                 # step time ratio (~2 min)
+    python benchmarks/bench_gan.py --full --work runs/bench_gan [--threads 1]
+
+1. --speed: one GAN training step (D main, lazy R1, G main, EMA) of the default config
+   (64x64 patches, batch 16) in naive fp32 and in bf16 autocast + channels_last, the two modes
+   alternating in one process so background load hits both alike; prints seconds per step and
+   the ratio.
+2. --full: the issue-5 benchmark from scratch. Generates LungSim longitudinal data with
+   `lungcancer.synth` (months 0, 3, 6, 12), trains the stage classifier that judges the frames
+   (`lungcancer.train`, custom CNN), trains the GAN with the *default* GanConfig, and runs
+   `evaluate_gan` at 12 months on the held-out patients. Prints wall and CPU minutes of each
+   phase and the metrics against the targets (Dice >= 0.8, diameter MAE <= 2 mm, stage
+   fidelity >= 0.8, outside-ROI SSIM >= 0.95; GAN beats both baselines on Dice and diameter
+   error and geometric growth on FID). Takes 30+ minutes on 2 cores.
+
+CPU minutes are process CPU time over the machine's physical cores: on a machine shared with
+other jobs they estimate what the run takes on an idle one; wall minutes are reported beside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lungcancer.config import DataConfig, GanConfig, ModelConfig, TrainConfig
+from lungcancer.progression import loop
+from lungcancer.progression.pairs import PatchSet
+from lungcancer.train.precision import physical_cores
+
+
+def _synthetic_patches(cfg: GanConfig, n: int = 64) -> PatchSet:
+    """Random patches with a centred disc: the step time does not depend on the content."""
+    rng = np.random.default_rng(0)
+    p = cfg.patch_size
+    yy, xx = np.mgrid[:p, :p] - (p - 1) / 2
+    disc = (yy**2 + xx**2 <= (p / 6) ** 2).astype(np.float32)
+    source = (rng.normal(-0.8, 0.05, (n, 1, p, p)) + 0.9 * disc).astype(np.float32)
+    return PatchSet(
+        source=source,
+        target=source.copy(),
+        source_mask=np.broadcast_to(disc, source.shape).copy(),
+        target_mask=np.broadcast_to(disc, source.shape).copy(),
+        source_size=np.full(n, 1 / 3, np.float32),
+        target_size=np.full(n, 0.45, np.float32),
+        spacing_mm=np.full(n, 1.5, np.float32),
+        source_stage=np.zeros(n, np.int64),
+        target_stage=np.ones(n, np.int64),
+        months=np.full(n, 12.0, np.float32),
+        patient_ids=tuple(f"p{i}" for i in range(n)),
+    )
+
+
+def _step_seconds(trainer: loop._Trainer, data: dict[str, torch.Tensor], steps: int) -> float:
+    cfg = trainer.cfg
+    times = []
+    for step in range(steps):
+        rng = np.random.default_rng([0, step])
+        gen = torch.Generator().manual_seed(step)
+        started = time.perf_counter()
+        batch = loop._sample_batch(data, cfg.batch_size, rng, trainer.memory_format)
+        trainer.set_real(batch)
+        stage_t, size_t = trainer._targets(batch, rng, [])
+        trainer.d_main(batch, stage_t, size_t, gen)
+        if step % cfg.r1_every == 0:
+            trainer.d_reg(batch, stage_t)
+        trainer.g_main(batch, stage_t, size_t, gen)
+        trainer.update_ema(step)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
+def speed(threads: int, steps: int, rounds: int) -> None:
+    """Seconds per GAN step, naive fp32 against bf16 + channels_last, alternating."""
+    torch.set_num_threads(threads)
+    cfg = GanConfig()
+    patches = _synthetic_patches(cfg)
+    trainers = {
+        "fp32": loop._Trainer(cfg, torch.device("cpu"), bf16=False),
+        "bf16+channels_last": loop._Trainer(cfg, torch.device("cpu"), bf16=True),
+    }
+    data = loop._as_tensors(patches, torch.device("cpu"))
+    results: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(rounds):
+        for name, trainer in trainers.items():
+            results[name].append(_step_seconds(trainer, data, steps))
+    fp32 = statistics.median(results["fp32"])
+    bf16 = statistics.median(results["bf16+channels_last"])
+    print(f"GAN step, default config (patch {cfg.patch_size}, batch {cfg.batch_size})")
+    print(f"  threads: {threads}")
+    print(f"  fp32 naive:          {fp32:.3f} s/step")
+    print(f"  bf16+channels_last:  {bf16:.3f} s/step")
+    print(f"  speed-up: {fp32 / bf16:.2f}x")
+
+
+class _Clock:
+    """Wall and process-CPU minutes of a phase."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def minutes(self) -> tuple[float, float]:
+        cores = physical_cores()
+        return (time.perf_counter() - self.wall) / 60, (time.process_time() - self.cpu) / 60 / cores
+
+
+def full(
+    work: Path, patients: int, threads: int, classifier_epochs: int, steps: int | None
+) -> None:
+    """Generate LungSim, train the judge classifier and the default GAN, evaluate at 12 months."""
+    from lungcancer.progression.fidelity import evaluate_gan
+    from lungcancer.progression.training import train_gan
+    from lungcancer.synth.api import SynthConfig, generate
+    from lungcancer.train.api import train as train_classifier
+
+    torch.set_num_threads(threads)
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "lungsim"
+    phases: dict[str, tuple[float, float]] = {}
+    if not (data / "manifest.csv").is_file():
+        clock = _Clock()
+        generate(
+            SynthConfig(patients=patients, timepoints_months=(0.0, 3.0, 6.0, 12.0), size=256,
+                        off_centre_slices=0, previews=False),
+            data,
+        )  # fmt: skip
+        phases["LungSim"] = clock.minutes()
+    data_cfg = DataConfig(source=str(data), image_size=128, augment=True)
+    classifier = work / "classifier" / "best.pt"
+    if not classifier.is_file():
+        clock = _Clock()
+        train_classifier(
+            data_cfg,
+            ModelConfig(name="cnn"),
+            TrainConfig(out_dir=str(work / "classifier"), epochs=classifier_epochs, batch_size=32,
+                        lr=2e-3, patience=classifier_epochs),
+        )  # fmt: skip
+        phases["classifier"] = clock.minutes()
+    gan_cfg = GanConfig(data=str(data), out_dir=str(work / "gan"), threads=threads)
+    if steps is not None:
+        gan_cfg = dataclasses.replace(gan_cfg, steps=steps)
+    clock = _Clock()
+    result = train_gan(gan_cfg, DataConfig(source=str(data)), progress=False)
+    phases["GAN training"] = clock.minutes()
+    clock = _Clock()
+    evaluation = evaluate_gan(
+        result.checkpoint, data, classifier=classifier, months=12.0, out_dir=work / "evaluation"
+    )
+    phases["evaluation"] = clock.minutes()
+    print(f"GAN: {result.steps} steps, stopped early: {result.stopped_early}")
+    for name, (wall, cpu) in phases.items():
+        cores = physical_cores()
+        print(f"  {name:13s} wall {wall:6.1f} min   CPU {cpu:6.1f} min (over {cores} cores)")
+    print(evaluation.table)
+    print(json.dumps(evaluation.metrics["targets"], indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--speed", action="store_true", help="fp32 vs bf16 step time")
+    parser.add_argument("--full", action="store_true", help="LungSim + classifier + GAN + evaluate")
+    parser.add_argument("--work", type=Path, default=Path("runs/bench_gan"))
+    parser.add_argument("--patients", type=int, default=160)
+    parser.add_argument("--threads", type=int, default=physical_cores())
+    parser.add_argument("--classifier-epochs", type=int, default=12)
+    parser.add_argument("--gan-steps", type=int, default=None, help="override the default steps")
+    parser.add_argument("--steps", type=int, default=6, help="steps per speed round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if not (args.speed or args.full):
+        parser.error("pass --speed and/or --full")
+    if args.speed:
+        speed(args.threads, args.steps, args.rounds)
+    if args.full:
+        full(args.work, args.patients, args.threads, args.classifier_epochs, args.gan_steps)
+
+
+if __name__ == "__main__":
+    main()
