@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from ddp_worker import PROBE, build_probe, result_weights, run
+from train_builders import write_png_dataset
 
 from lungcancer.models import registry
+from lungcancer.train.checkpoint import load_checkpoint
 from lungcancer.train.distributed import (
     ShardedSampler,
     evaluation_sampler,
@@ -110,3 +113,32 @@ def test_cpu_threads_are_shared_among_the_processes_of_a_machine() -> None:
     assert threads_per_process(0, 2, Local()) == 1  # type: ignore[arg-type]
     assert threads_per_process(3, 16, Local()) == 3  # type: ignore[arg-type]
     assert threads_per_process(0, 16, None) == 16
+
+
+def test_lungcancer_train_runs_unchanged_under_torchrun(tmp_path: Path) -> None:
+    data = write_png_dataset(tmp_path / "data", per_class=8, size=32)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"image_size": 32, "cache_dir": str(tmp_path / "cache")},
+                "train": {"epochs": 1, "batch_size": 4, "threads": 1, "device": "cpu"},
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["LUNGCANCER_PHI_SALT"] = "test-salt"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "lungcancer.cli", "train", "--config", str(config), "--data", str(data),
+        "--model", "cnn", "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    launched = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    run = tmp_path / "run"
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    log = (run / "train.log").read_text()
+    assert log.count("epoch 1/1") == 1, log
+    # Rank 1 read rank 0's split file instead of making its own.
+    assert (run / "splits.json").is_file()
+    assert launched.stdout.count("best:") == 2  # both ranks return the same result

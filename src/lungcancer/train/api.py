@@ -9,6 +9,7 @@ main process (rank 0) lets through, so a DDP launch needs no change here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import time
@@ -153,9 +154,13 @@ def _train_locked(
     run = RunFolder(train_cfg.out_dir)
     with run.locked():
         run.check_fresh_or_resumable(train_cfg.resume)
-        # Rank 0 first: it writes the split file and fills the cache the others then reuse.
+        # Rank 0 first: it writes the split file and fills the cache; the others then read
+        # that very split file, so no rank can train on a split of its own.
         with context.main_first() if context is not None else contextlib.nullcontext():
-            prepared = prepare_data(data_cfg, run.path)
+            rank_cfg = data_cfg
+            if context is not None and not context.is_main and not data_cfg.split_file:
+                rank_cfg = dataclasses.replace(data_cfg, split_file=str(run.path / "splits.json"))
+            prepared = prepare_data(rank_cfg, run.path)
         run.keep_copy(prepared.split_file, "splits.json")
         for warning in prepared.audit.warnings:
             run.warn(f"data audit: {warning}")
