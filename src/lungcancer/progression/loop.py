@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from lungcancer.progression.checkpoint import (
 )
 from lungcancer.progression.pairs import PatchSet
 from lungcancer.progression.patches import LESION_THRESHOLD_HU, HUWindow
+from lungcancer.train.distributed import current_context, sync_replicas, threads_per_process
 from lungcancer.train.precision import physical_cores, resolve_policy
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -410,8 +412,13 @@ def training_loop(
     torch.manual_seed(cfg.seed)
     policy = resolve_policy(cfg.precision, cfg.device)
     device = policy.device
+    # Under torchrun each rank draws its own batches (the global batch is batch_size x ranks);
+    # rank 0 alone writes the log, samples and checkpoint.
+    context = current_context()
+    rank = context.rank if context is not None else 0
+    main = rank == 0
     if device.type == "cpu":
-        torch.set_num_threads(cfg.threads if cfg.threads > 0 else physical_cores())
+        torch.set_num_threads(threads_per_process(cfg.threads, physical_cores(), context))
     # fp16 (a CUDA GPU without bf16) runs in fp32: hinge logits and R1 gradients underflow in
     # fp16 without loss scaling, and one GradScaler per player is not worth it for this size.
     trainer = _Trainer(cfg, device, policy.name == "bf16")
@@ -431,6 +438,9 @@ def training_loop(
             spatial_dims=cfg.spatial_dims,
         )
         start_step = trainer.load_state(payload)
+    if context is not None:
+        players = [trainer.G, trainer.G_ema, trainer.D]
+        sync_replicas(context, players, [trainer.opt_g, trainer.opt_d])
     data = _as_tensors(train_set, device)
     sizes_by_stage = _sizes_by_stage(train_set, len(cfg.stages), cfg.patch_size)
     preview = (val_set if val_set is not None and len(val_set) else train_set).subset(
@@ -454,15 +464,15 @@ def training_loop(
             max_diameter_mm=max_diameter_mm, metrics=last,
         )  # fmt: skip
 
-    bar = _progress_bar(progress)
+    bar = _progress_bar(progress and main)
     task = bar.add_task("gan train", total=cfg.steps, completed=start_step) if bar else None
     try:
         if bar:
             bar.start()
-        with log_path.open("a", encoding="utf-8") as log:
+        with (log_path if main else Path(os.devnull)).open("a", encoding="utf-8") as log:
             for step in range(start_step, cfg.steps):
-                rng = np.random.default_rng([cfg.seed, step])
-                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+                rng = np.random.default_rng([cfg.seed, step, rank] if rank else [cfg.seed, step])
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + rank * 2**40)
                 trainer.G.train()
                 batch = _sample_batch(data, cfg.batch_size, rng, trainer.memory_format)
                 trainer.set_real(batch)
@@ -487,11 +497,11 @@ def training_loop(
                     log.flush()
                     sums.clear()
                     counts.clear()
-                if done % cfg.sample_every == 0 or done == cfg.steps:
+                if main and (done % cfg.sample_every == 0 or done == cfg.steps):
                     path = out / f"samples_{done:06d}.png"
                     save_sample_grid(path, preview, trainer.render(preview), cfg.mode == "paired")
                     samples.append(path)
-                if done % cfg.checkpoint_every == 0:
+                if main and done % cfg.checkpoint_every == 0:
                     save(done)
                 if bar and task is not None:
                     bar.update(
@@ -499,11 +509,10 @@ def training_loop(
                         completed=done,
                         description=f"gan train g={terms.get('l1', terms.get('g_adv', 0.0)):.3f}",
                     )
-                if (
-                    cfg.max_minutes > 0
-                    and (time.perf_counter() - t0) / 60 > cfg.max_minutes
-                    and done < cfg.steps
-                ):
+                late = cfg.max_minutes > 0 and (time.perf_counter() - t0) / 60 > cfg.max_minutes
+                if context is not None and cfg.max_minutes > 0:
+                    late = context.any_rank(late)  # clocks differ; all ranks stop together
+                if late and done < cfg.steps:
                     stopped_early = True
                     break
     finally:
@@ -512,7 +521,10 @@ def training_loop(
     steps_done = done
     if not last and sums:
         last = {k: sums[k] / counts[k] for k in sums}
-    save(steps_done)
+    if main:
+        save(steps_done)
+    if context is not None:
+        context.barrier()
     val_l1 = None
     if val_set is not None and len(val_set) and cfg.mode == "paired":
         val_l1 = float(np.abs(trainer.render(val_set) - val_set.target).mean())

@@ -22,6 +22,7 @@ from lungcancer.progression.pairs import (
     longitudinal_pairs,
     make_patch_set,
 )
+from lungcancer.train.distributed import distributed_session
 
 MODES = ("paired", "unpaired")
 
@@ -161,13 +162,16 @@ def train_gan(
     val_set = build_patch_sets(views, gan_cfg, splits.get("val", ()))
     out = Path(gan_cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_configs(out / "config.yaml", gan=gan_cfg, data=data_cfg)
-    return training_loop(
-        gan_cfg,
-        train_set,
-        val_set,
-        out,
-        train_patients=splits.get("train", ()),
-        heldout_patients=splits.get("test", ()),
-        progress=progress,
-    )
+    # Under torchrun every process gets here with the same data; the loop shares the work.
+    with distributed_session(gan_cfg.device) as context:
+        if context is None or context.is_main:
+            save_configs(out / "config.yaml", gan=gan_cfg, data=data_cfg)
+        return training_loop(
+            gan_cfg,
+            train_set,
+            val_set,
+            out,
+            train_patients=splits.get("train", ()),
+            heldout_patients=splits.get("test", ()),
+            progress=progress,
+        )

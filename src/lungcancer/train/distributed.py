@@ -115,6 +115,69 @@ class DistributedContext:
         return self.device if self.backend == "nccl" else torch.device("cpu")
 
 
+def sync_replicas(
+    context: DistributedContext,
+    modules: Sequence[nn.Module],
+    optimizers: Sequence[torch.optim.Optimizer],
+) -> None:
+    """Keep hand-stepped model replicas identical on every rank, without DDP.
+
+    For loops with several players and phases (a GAN: discriminator, R1 penalty, generator),
+    which DDP's one-backward-per-step reducer does not fit. Rank 0's parameters and buffers are
+    broadcast once; from then on every optimizer step first averages the gradients over all
+    ranks, so every replica takes the same step, as stylegan2-ada does.
+
+    Args:
+        context: the process group.
+        modules: the networks (their parameters and buffers are copied from rank 0).
+        optimizers: their optimizers (each gets a pre-step gradient average).
+    """
+    for module in modules:
+        for tensor in (*module.parameters(), *module.buffers()):
+            dist.broadcast(tensor.data, src=0)
+    for optimizer in optimizers:
+        optimizer.register_step_pre_hook(
+            lambda opt, args, kwargs: average_gradients(opt.param_groups, context)
+        )
+
+
+def average_gradients(
+    param_groups: Sequence[dict[str, object]], context: DistributedContext
+) -> None:
+    """Replace each parameter's gradient by its mean over all ranks (in one collective).
+
+    A parameter without a gradient on this rank counts as zero when another rank has one, and
+    stays without one when no rank has (so optimizers still skip it).
+    """
+    params = [p for group in param_groups for p in group["params"]]  # type: ignore[attr-defined]
+    if not params:
+        return
+    device = context._collective_device()
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
+    present = present.to(device)
+    dist.all_reduce(present, op=dist.ReduceOp.MAX)
+    wanted = [p for p, any_rank in zip(params, present.tolist(), strict=True) if any_rank]
+    if not wanted:
+        return
+    flat = torch.cat(
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(device)
+            for p in wanted
+        ]
+    )
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= context.world_size
+    offset = 0
+    for p in wanted:
+        n = p.numel()
+        mean = flat[offset : offset + n].view(p.shape).to(p.device, p.dtype)
+        if p.grad is None:
+            p.grad = mean.clone()
+        else:
+            p.grad.copy_(mean)
+        offset += n
+
+
 def _has_plain_batch_norm(model: nn.Module) -> bool:
     return any(
         isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
