@@ -223,7 +223,9 @@ def fit(
     context = current_context()
     seed_everything(cfg.seed)
     threads = threads_per_process(cfg.threads, physical_cores(), context)
-    policy = resolve_policy(cfg.precision, cfg.device, threads=threads)
+    # Under torchrun each rank's device is fixed by its local rank (cuda:N, or the CPU).
+    device = str(context.device) if context is not None else cfg.device
+    policy = resolve_policy(cfg.precision, device, threads=threads)
     policy.apply_threads()
     run.log(policy.describe())
 
