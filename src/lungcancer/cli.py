@@ -931,7 +931,7 @@ def serve_command(
     from lungcancer.app.uploads import UploadLimits
 
     limits = UploadLimits(max_upload_bytes=max_upload_mb * 1024 * 1024, timeout_s=timeout_s)
-    console.print(f"serving on http://{host}:{port}  (Ctrl+C stops)", highlight=False)
+    console.print(f"starting the app at http://{host}:{port}  (Ctrl+C stops)", highlight=False)
     serve(ckpt, gan_ckpt=gan, host=host, port=port, limits=limits, block=True)
 
 
