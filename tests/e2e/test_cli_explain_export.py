@@ -41,6 +41,7 @@ def test_export_and_predict_with_onnx_match_torch(
     )
     assert exported.exit_code == 0, exported.output
     assert "max |probability difference|" in exported.output and onnx_path.is_file()
+    assert str(onnx_path) in exported.output  # the path is printed whole, never wrapped
     inputs = [str(malignant_case["png"]), str(malignant_case["nrrd"])]
     torch_rows = tmp_path / "torch.json"
     onnx_rows = tmp_path / "onnx.json"
