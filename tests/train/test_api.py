@@ -136,6 +136,15 @@ def test_ctrl_c_saves_last_and_resume_continues_exactly(tmp_path: Path) -> None:
     assert resumed.history[-1]["train_loss"] == pytest.approx(straight.history[-1]["train_loss"])
 
 
+def test_ctrl_c_during_validation_stops_before_the_next_epoch(tmp_path: Path) -> None:
+    interrupted = run_fit(tmp_path / "run", val_set=InterruptingDataset(8, seed=2, at=1), epochs=3)
+    assert interrupted.interrupted
+    assert len(interrupted.history) == 1  # the epoch whose validation saw Ctrl-C completed
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["epoch_progress"] is None
+    assert run_fit(tmp_path / "run", epochs=3, resume=True).stopped == "completed"
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     # 24 items per epoch: the second epoch's images turn to NaN.
     with pytest.raises(TrainingError, match="loss became nan"):

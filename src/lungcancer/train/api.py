@@ -299,6 +299,10 @@ def fit(
         # One rank's Ctrl-C stops every rank after the same step, or DDP would hang.
         stop_requested = context.agreed(local_stop) if context else local_stop
         for epoch in range(start_epoch, cfg.epochs):
+            if stop_requested():  # Ctrl-C during validation or saving: last.pt is complete
+                stopped = "interrupted"
+                run.log(f"interrupted after epoch {epoch}; {run.last} holds it; --resume")
+                break
             _set_frozen(model, epoch, cfg.freeze_epochs, run)
             # Ranks draw different augmentations and dropout; rank 0 draws a single process's.
             seed = epoch_seed(cfg.seed, epoch) + (context.rank if context else 0)
