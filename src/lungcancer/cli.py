@@ -697,7 +697,12 @@ def train_command(
         device=device,
         threads=threads,
     )
-    result = train(data_cfg, model_cfg, train_cfg)
+    try:
+        result = train(data_cfg, model_cfg, train_cfg)
+    except KeyboardInterrupt:
+        # Before the first epoch started (data preparation): nothing to save yet.
+        err_console.print("interrupted before training started; nothing was saved")
+        raise typer.Exit(130) from None
     if result.interrupted:
         err_console.print(
             f"interrupted: saved {result.last_checkpoint}; continue with "
