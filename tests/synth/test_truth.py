@@ -121,6 +121,6 @@ def test_near_threshold_knob_moves_sizes_to_band_edges() -> None:
 def test_benign_truth_is_small_and_never_staged() -> None:
     rng = np.random.default_rng(3)
     truths = [sample_truth("benign", "stage", rng, Difficulty()) for _ in range(200)]
-    assert all(4.0 <= t.diameter_mm <= 22.0 for t in truths)
+    assert all(5.0 <= t.diameter_mm <= 24.0 for t in truths)
     assert all(t.n == t.m == "" for t in truths)
     assert {t.calcification for t in truths} >= {"none", "central", "popcorn"}

@@ -276,7 +276,7 @@ def _benign(rng: np.random.Generator) -> CaseTruth:
     return CaseTruth(
         category="benign",
         requested_class="benign",
-        diameter_mm=float(4.0 + 18.0 * rng.beta(1.6, 3.0)),
+        diameter_mm=float(5.0 + 19.0 * rng.beta(1.8, 2.6)),
         nodule_type="ground_glass" if ggo else "solid",
         margin="lobulated" if rng.random() < 0.25 else "smooth",
         histology=histology,
