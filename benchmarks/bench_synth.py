@@ -135,8 +135,9 @@ def speed(n_patients: int, seed: int) -> dict[str, float]:
 def render_only_speed(seed: int) -> float:
     """Slices per CPU second with the patient already built (visits of a longitudinal series)."""
     from lungcancer.synth.api import class_plan
-    from lungcancer.synth.case import build_patient, render_visit
+    from lungcancer.synth.case import build_patient
     from lungcancer.synth.truth import sample_truth
+    from lungcancer.synth.visit import render_visit
 
     cfg = SynthConfig(size=256, seed=seed, timepoints_months=(0.0, 3.0, 6.0, 12.0))
     settings = cfg.render_settings()

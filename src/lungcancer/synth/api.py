@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from lungcancer.errors import ConfigError, LungCancerError
-from lungcancer.synth.case import RenderSettings, SimSample, build_patient, render_visit
+from lungcancer.synth.case import SimSample, build_patient
+from lungcancer.synth.fit import RenderSettings
 from lungcancer.synth.truth import CLASS_SETS, Difficulty, class_counts, sample_truth
+from lungcancer.synth.visit import render_visit
 
 # Settings whose command-line flag is not simply --name-with-dashes.
 _FLAGS = {
