@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -26,17 +27,21 @@ pytestmark = pytest.mark.filterwarnings(
 def _dataset(root: Path) -> Path:
     """36 PNGs of 32x32 from 18 patients, two images each; each class has its own bright box."""
     rng = np.random.default_rng(0)
-    rows = ["path,label,patient_id"]
+    rows = ["path,label,patient_id,mask_path"]
+    boxes = {"adeno": np.s_[8:20, 8:20], "squamous": np.s_[18:28, 4:28]}
     for p in range(18):
         label = CLASSES[p % 3]
         for k in range(2):
             image = rng.integers(0, 60, size=(32, 32)).astype(np.uint8)
-            if label == "adeno":
-                image[8:20, 8:20] += 150
-            elif label == "squamous":
-                image[18:28, 4:28] += 120
+            mask_name = ""
+            if label in boxes:
+                image[boxes[label]] += 150 if label == "adeno" else 120
+                mask = np.zeros((32, 32), np.uint8)
+                mask[boxes[label]] = 255
+                mask_name = f"p{p}_{k}_mask.png"
+                Image.fromarray(mask).save(root / mask_name)
             Image.fromarray(image).save(root / f"p{p}_{k}.png")
-            rows.append(f"p{p}_{k}.png,{label},SECRET-ID-{p}")
+            rows.append(f"p{p}_{k}.png,{label},SECRET-ID-{p},{mask_name}")
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     return root / "manifest.csv"
 
@@ -83,9 +88,20 @@ def test_evaluate_run_writes_the_eval_folder(run_dir: Path, evaluated: EvalResul
     assert metrics["class_names"] == list(CLASSES)
     assert metrics["run"]["model"] == "cnn" and metrics["run"]["n_params"] > 0
     assert metrics["split"]["split_file_sha256"]
-    with evaluated.predictions_path.open() as fh:
-        keys = sorted(line.split(",")[0] for line in fh.read().splitlines()[1:])
+    with evaluated.predictions_path.open(newline="") as fh:
+        keys = sorted(row[0] for row in list(csv.reader(fh))[1:])
     assert keys == sorted(test_keys)
+
+
+def test_lesion_masks_give_localisation_scores(evaluated: EvalResult) -> None:
+    saved = json.loads(evaluated.metrics_path.read_text())
+    scores = saved["localisation"]
+    # Only the two lesion classes have masks; every masked test sample is scored.
+    support = saved["support"]
+    assert scores["n"] == support["adeno"] + support["squamous"] > 0
+    assert 0.0 <= scores["pointing_game_hit_rate"] <= 1.0
+    assert 0.0 <= scores["mean_energy_share"] <= 1.0
+    assert "Where the model looked" in evaluated.report_path.read_text()
 
 
 def test_no_patient_id_reaches_the_outputs(evaluated: EvalResult) -> None:

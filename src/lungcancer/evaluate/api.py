@@ -95,6 +95,29 @@ def _predictions_csv(
     return buffer.getvalue()
 
 
+def _finite_or_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-safe copy: NaN (no sample had a mask) becomes null."""
+    return {
+        k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in values.items()
+    }
+
+
+def _localisation_section(scores: Mapping[str, Any]) -> tuple[str, str]:
+    """Report block: did the evidence for the true class lie on the lesion?"""
+    rate, share = scores.get("pointing_game_hit_rate"), scores.get("mean_energy_share")
+    if rate is None or share is None:
+        return ("Where the model looked", "<p>No sample of this split has a lesion mask.</p>")
+    body = (
+        f"<p>Grad-CAM for the true class on the {scores.get('n', 0)} samples with a lesion mask. "
+        f"Pointing game (the heat map's maximum within {scores.get('tolerance_px')} input pixels "
+        f"of the lesion): <b>{rate:.1%}</b> hits. Share of the heat map's energy inside the "
+        f"lesion mask: <b>{share:.1%}</b> on average. Stage also depends on nodes and "
+        "effusions outside the primary lesion, so a good stage model need not point at the "
+        "lesion only.</p>"
+    )
+    return ("Where the model looked", body)
+
+
 def evaluate_predictions(
     y_true: np.ndarray,
     probs: np.ndarray,
@@ -113,6 +136,7 @@ def evaluate_predictions(
     history_path: str | Path | None = None,
     title: str | None = None,
     sections: Sequence[SectionLike] = (),
+    localisation: Mapping[str, Any] | None = None,
 ) -> EvalResult:
     """Metrics with patient-bootstrap CIs, plots, predictions.csv and report.html in `out_dir`.
 
@@ -136,6 +160,8 @@ def evaluate_predictions(
         history_path: a run's history.jsonl for training curves, if any.
         title: report title.
         sections: extra report sections (see `write_report`).
+        localisation: Grad-CAM localisation scores over the samples with lesion masks
+            (`lungcancer.explain.localisation_scores`), kept in metrics.json and the report.
 
     Returns:
         The paths written and the metrics.
@@ -185,6 +211,10 @@ def evaluate_predictions(
         ),
         "run": info,
     }
+    report_sections = list(sections)
+    if localisation is not None:
+        metrics["localisation"] = _finite_or_none(localisation)
+        report_sections.insert(0, _localisation_section(metrics["localisation"]))
 
     history = None
     if history_path is not None and Path(history_path).is_file():
@@ -203,7 +233,7 @@ def evaluate_predictions(
         metrics=metrics,
         plots=plots,
         run_info=info,
-        sections=sections,
+        sections=report_sections,
     )
     return EvalResult(
         out_dir=out,
@@ -282,6 +312,7 @@ def evaluate_run(
     batch_size: int = 64,
     device: str = "cpu",
     data_source: str | None = None,
+    localisation_samples: int = 60,
 ) -> EvalResult:
     """Evaluate a trained run on one of its own splits and write RUN_DIR/eval.
 
@@ -297,6 +328,8 @@ def evaluate_run(
         batch_size: images per forward pass.
         device: "cpu", "cuda" or "auto".
         data_source: the dataset's location when it moved since training.
+        localisation_samples: when the split has lesion masks, how many masked samples (a
+            seeded random subset; 0: none) get Grad-CAM pointing-game and energy scores.
 
     Returns:
         The paths written and the metrics.
@@ -350,6 +383,7 @@ def evaluate_run(
             "file:" + (k.removesuffix(f"#{s.selector}") if s.selector else k)
             for k, s in zip(keys, dataset.samples, strict=True)
         ]
+    localisation = _localisation(clf, dataset.samples, localisation_samples, seed)
     model = clf.checkpoint["model"]
     run_info = {
         "model": model["name"],
@@ -381,7 +415,19 @@ def evaluate_run(
         run_info=run_info,
         history_path=run_dir / "history.jsonl",
         title=f"{model['name']} on the {split} split",
+        localisation=localisation,
     )
+
+
+def _localisation(clf: Any, samples: Sequence[Any], limit: int, seed: int) -> dict[str, Any] | None:
+    """Grad-CAM localisation scores over a seeded subset of the masked samples, or None."""
+    masked = [s for s in samples if s.mask_path]
+    if limit <= 0 or not masked:
+        return None
+    from lungcancer.explain import localisation_scores
+
+    order = np.random.default_rng(seed).permutation(len(masked))[:limit]
+    return localisation_scores(clf, [masked[i] for i in sorted(order)])
 
 
 def load_metrics(path: str | Path) -> dict[str, Any]:
