@@ -414,68 +414,6 @@ def measure_command(
     console.print(note)
 
 
-@app.command("evaluate")
-def evaluate_command(
-    target: str = typer.Argument(..., help="Run folder (uses best.pt) or checkpoint file."),
-    split: str = typer.Option("test", "--split", help="Which split of the run: test, val, train."),
-    out: str | None = typer.Option(None, "--out", help="Output folder (default RUN_DIR/eval)."),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples; 0 = no CIs."),
-    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
-    data: str | None = typer.Option(None, "--data", help="Dataset path if it moved."),
-    as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
-) -> None:
-    """Evaluate a trained run: metrics with patient-bootstrap CIs, plots, HTML report."""
-    import warnings
-
-    from rich.table import Table
-
-    from lungcancer.evaluate.api import evaluate_run
-    from lungcancer.evaluate.metrics import HEADLINE_METRICS, UndefinedMetricWarning
-    from lungcancer.evaluate.report import METRIC_TEXT
-
-    with warnings.catch_warnings():
-        # The same messages are in metrics["warnings"] and printed once below.
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        result = evaluate_run(
-            target,
-            split=split,
-            out_dir=out,
-            n_boot=n_boot,
-            seed=seed,
-            batch_size=batch_size,
-            device=device,
-            data_source=data,
-        )
-    metrics = result.metrics
-    if as_json:
-        print(result.metrics_path.read_text(encoding="utf-8"), end="")
-        return
-    for warning in metrics["warnings"]:
-        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
-    ci = metrics["ci"]
-    table = Table(
-        title=f"{metrics['run'].get('model', '')} on the {split} split: "
-        f"{metrics['n_samples']} images, {metrics['n_patients']} {metrics['grouping']}s"
-    )
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("95% CI", justify="right")
-    for name in HEADLINE_METRICS:
-        value = metrics["headline"][name]
-        interval = ci["headline"][name]
-        shown = "" if interval["low"] is None else f"{interval['low']:.3f} – {interval['high']:.3f}"
-        if interval["low"] is not None and interval["n_used"] < ci["n_boot"]:
-            # Resamples that drew no patient of some class leave the metric undefined.
-            shown += f" ({interval['n_used']} of {ci['n_boot']} resamples)"
-        table.add_row(METRIC_TEXT[name][0], "undefined" if value is None else f"{value:.3f}", shown)
-    console.print(table)
-    if ci["n_boot"]:
-        console.print(f"CIs: {ci['n_boot']} resamples by {ci['unit']}, seed {ci['seed']}")
-    console.print(f"report: {result.report_path}")
-
-
 @gan_app.command("train")
 def gan_train_command(
     data: str = typer.Option(..., "--data", help="LungSim folder or manifest with lesion masks."),
@@ -641,6 +579,158 @@ def simulate_command(
         console.print(f"note: {note}", highlight=False)
     for kind, path in result.files.items():
         console.print(f"{kind}: {path}", highlight=False)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    target: str = typer.Argument(..., help="Run folder (uses best.pt) or checkpoint file."),
+    split: str = typer.Option("test", "--split", help="Which split of the run: test, val, train."),
+    out: str | None = typer.Option(None, "--out", help="Output folder (default RUN_DIR/eval)."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples; 0 = no CIs."),
+    localisation_samples: int = typer.Option(
+        60,
+        "--localisation-samples",
+        help="Masked samples scored with Grad-CAM (pointing game, energy in mask); 0 = none.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    data: str | None = typer.Option(None, "--data", help="Dataset path if it moved."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
+) -> None:
+    """Evaluate a trained run: metrics with patient-bootstrap CIs, plots, HTML report."""
+    import warnings
+
+    from rich.table import Table
+
+    from lungcancer.evaluate.api import evaluate_run
+    from lungcancer.evaluate.metrics import HEADLINE_METRICS, UndefinedMetricWarning
+    from lungcancer.evaluate.report import METRIC_TEXT
+
+    with warnings.catch_warnings():
+        # The same messages are in metrics["warnings"] and printed once below.
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        result = evaluate_run(
+            target,
+            split=split,
+            out_dir=out,
+            n_boot=n_boot,
+            localisation_samples=localisation_samples,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            data_source=data,
+        )
+    metrics = result.metrics
+    if as_json:
+        print(result.metrics_path.read_text(encoding="utf-8"), end="")
+        return
+    for warning in metrics["warnings"]:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    ci = metrics["ci"]
+    table = Table(
+        title=f"{metrics['run'].get('model', '')} on the {split} split: "
+        f"{metrics['n_samples']} images, {metrics['n_patients']} {metrics['grouping']}s"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    for name in HEADLINE_METRICS:
+        value = metrics["headline"][name]
+        interval = ci["headline"][name]
+        shown = "" if interval["low"] is None else f"{interval['low']:.3f} – {interval['high']:.3f}"
+        if interval["low"] is not None and interval["n_used"] < ci["n_boot"]:
+            # Resamples that drew no patient of some class leave the metric undefined.
+            shown += f" ({interval['n_used']} of {ci['n_boot']} resamples)"
+        table.add_row(METRIC_TEXT[name][0], "undefined" if value is None else f"{value:.3f}", shown)
+    console.print(table)
+    if ci["n_boot"]:
+        console.print(f"CIs: {ci['n_boot']} resamples by {ci['unit']}, seed {ci['seed']}")
+    console.print(f"report: {result.report_path}")
+
+
+@app.command("explain")
+def explain_command(
+    ckpt: str = typer.Argument(..., help="Classifier checkpoint (best.pt)."),
+    image: str = typer.Argument(..., help="Image file or DICOM series folder."),
+    mask: str | None = typer.Option(None, "--mask", help="Lesion mask: adds localisation scores."),
+    class_name: str | None = typer.Option(
+        None, "--class", help="Class to explain (default: the predicted class)."
+    ),
+    method: str = typer.Option("gradcam", "--method", help="gradcam | gradcampp."),
+    out: str = typer.Option("runs/explain", "--out", help="Folder for overlays and JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Grad-CAM / Grad-CAM++ overlays (PNG) and, with a mask, pointing game and energy share."""
+    from pathlib import Path
+
+    from lungcancer.explain.run import explain_file
+    from lungcancer.train.inference import load_classifier
+
+    clf = load_classifier(ckpt, device="cpu")
+    items = explain_file(
+        clf, image, mask_path=mask, class_name=class_name, method=method, out_dir=out
+    )
+    if as_json:
+        _print_json([item.summary() for item in items])
+        return
+    for item in items:
+        probs = ", ".join(f"{c} {p:.3f}" for c, p in item.probabilities.items())
+        console.print(
+            f"{item.name}: predicted [bold]{item.predicted_class}[/] ({probs}); "
+            f"map explains '{item.explained_class}' -> {item.overlay_path}",
+            highlight=False,
+            soft_wrap=True,  # paths stay on one line, so they can be copied
+        )
+        if item.pointing_hit is not None and item.energy_share is not None:
+            hit = "hit" if item.pointing_hit else "miss"
+            console.print(
+                f"  pointing game: {hit}; energy inside the mask: {item.energy_share:.1%}"
+            )
+    console.print(f"summary: {Path(out) / 'explanations.json'}", soft_wrap=True)
+
+
+@app.command("serve")
+def serve_command(
+    ckpt: str = typer.Option(..., "--ckpt", help="Classifier checkpoint (best.pt)."),
+    gan: str | None = typer.Option(
+        None, "--gan", help="Progression GAN checkpoint: adds the simulation section."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface (0.0.0.0: all; no login)."),
+    port: int = typer.Option(7860, "--port", help="TCP port."),
+    max_upload_mb: int = typer.Option(200, "--max-upload-mb", help="Largest accepted upload."),
+    timeout_s: float = typer.Option(60.0, "--timeout", help="Processing limit per request (s)."),
+) -> None:
+    """Web app: upload a CT image, see probabilities, Grad-CAM and (--gan) its progression."""
+    from lungcancer.app.server import serve
+    from lungcancer.app.uploads import UploadLimits
+
+    limits = UploadLimits(max_upload_bytes=max_upload_mb * 1024 * 1024, timeout_s=timeout_s)
+    console.print(f"starting the app at http://{host}:{port}  (Ctrl+C stops)", highlight=False)
+    serve(ckpt, gan_ckpt=gan, host=host, port=port, limits=limits, block=True)
+
+
+@app.command("export")
+def export_command(
+    ckpt: str = typer.Argument(..., help="Classifier checkpoint (best.pt)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx | torchscript."),
+    out: str | None = typer.Option(None, "--out", help="Output file (default: beside CKPT)."),
+) -> None:
+    """Export to ONNX (opset 17) or TorchScript, checked against PyTorch (max |dp| <= 1e-4)."""
+    from lungcancer.export.convert import default_output, export_classifier
+    from lungcancer.train.inference import load_classifier
+
+    clf = load_classifier(ckpt, device="cpu", precision="fp32")
+    target = out or str(default_output(ckpt, fmt))
+    report = export_classifier(clf, fmt, target)
+    opset = f", opset {report.opset}" if report.opset is not None else ""
+    console.print(
+        f"wrote {report.path} ({report.format}{opset}); parity on {report.n_samples} inputs "
+        f"{report.input_shape}: max |probability difference| {report.max_abs_diff:.2e} "
+        f"<= {report.tolerance:g}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("train")
@@ -879,90 +969,6 @@ def synth_command(
     if preview is not None:
         path = contact_sheet(cfg, preview, per_class=per_class)
         console.print(f"contact sheet: {path}")
-
-
-@app.command("explain")
-def explain_command(
-    ckpt: str = typer.Argument(..., help="Classifier checkpoint (best.pt)."),
-    image: str = typer.Argument(..., help="Image file or DICOM series folder."),
-    mask: str | None = typer.Option(None, "--mask", help="Lesion mask: adds localisation scores."),
-    class_name: str | None = typer.Option(
-        None, "--class", help="Class to explain (default: the predicted class)."
-    ),
-    method: str = typer.Option("gradcam", "--method", help="gradcam | gradcampp."),
-    out: str = typer.Option("runs/explain", "--out", help="Folder for overlays and JSON."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-) -> None:
-    """Grad-CAM / Grad-CAM++ overlays (PNG) and, with a mask, pointing game and energy share."""
-    from pathlib import Path
-
-    from lungcancer.explain.run import explain_file
-    from lungcancer.train.inference import load_classifier
-
-    clf = load_classifier(ckpt, device="cpu")
-    items = explain_file(
-        clf, image, mask_path=mask, class_name=class_name, method=method, out_dir=out
-    )
-    if as_json:
-        _print_json([item.summary() for item in items])
-        return
-    for item in items:
-        probs = ", ".join(f"{c} {p:.3f}" for c, p in item.probabilities.items())
-        console.print(
-            f"{item.name}: predicted [bold]{item.predicted_class}[/] ({probs}); "
-            f"map explains '{item.explained_class}' -> {item.overlay_path}",
-            highlight=False,
-            soft_wrap=True,  # paths stay on one line, so they can be copied
-        )
-        if item.pointing_hit is not None and item.energy_share is not None:
-            hit = "hit" if item.pointing_hit else "miss"
-            console.print(
-                f"  pointing game: {hit}; energy inside the mask: {item.energy_share:.1%}"
-            )
-    console.print(f"summary: {Path(out) / 'explanations.json'}", soft_wrap=True)
-
-
-@app.command("serve")
-def serve_command(
-    ckpt: str = typer.Option(..., "--ckpt", help="Classifier checkpoint (best.pt)."),
-    gan: str | None = typer.Option(
-        None, "--gan", help="Progression GAN checkpoint: adds the simulation section."
-    ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface (0.0.0.0: all; no login)."),
-    port: int = typer.Option(7860, "--port", help="TCP port."),
-    max_upload_mb: int = typer.Option(200, "--max-upload-mb", help="Largest accepted upload."),
-    timeout_s: float = typer.Option(60.0, "--timeout", help="Processing limit per request (s)."),
-) -> None:
-    """Web app: upload a CT image, see probabilities, Grad-CAM and (--gan) its progression."""
-    from lungcancer.app.server import serve
-    from lungcancer.app.uploads import UploadLimits
-
-    limits = UploadLimits(max_upload_bytes=max_upload_mb * 1024 * 1024, timeout_s=timeout_s)
-    console.print(f"starting the app at http://{host}:{port}  (Ctrl+C stops)", highlight=False)
-    serve(ckpt, gan_ckpt=gan, host=host, port=port, limits=limits, block=True)
-
-
-@app.command("export")
-def export_command(
-    ckpt: str = typer.Argument(..., help="Classifier checkpoint (best.pt)."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx | torchscript."),
-    out: str | None = typer.Option(None, "--out", help="Output file (default: beside CKPT)."),
-) -> None:
-    """Export to ONNX (opset 17) or TorchScript, checked against PyTorch (max |dp| <= 1e-4)."""
-    from lungcancer.export.convert import default_output, export_classifier
-    from lungcancer.train.inference import load_classifier
-
-    clf = load_classifier(ckpt, device="cpu", precision="fp32")
-    target = out or str(default_output(ckpt, fmt))
-    report = export_classifier(clf, fmt, target)
-    opset = f", opset {report.opset}" if report.opset is not None else ""
-    console.print(
-        f"wrote {report.path} ({report.format}{opset}); parity on {report.n_samples} inputs "
-        f"{report.input_shape}: max |probability difference| {report.max_abs_diff:.2e} "
-        f"<= {report.tolerance:g}",
-        highlight=False,
-        soft_wrap=True,
-    )
 
 
 @app.command("demo")
