@@ -1,7 +1,7 @@
 """Peak resident memory of real training runs on CPU: 2D at 224x224 batch 32, 3D on 64^3 patches.
 
 Usage:
-    python benchmarks/bench_memory.py                 # every case below
+    python benchmarks/bench_memory.py                 # every case below (default batch 32)
     python benchmarks/bench_memory.py --quick         # cnn 2D, cnn 3D, densenet121 2D
     python benchmarks/bench_memory.py --case 2d:densenet121:32   # one case (used internally)
 
@@ -26,8 +26,8 @@ CASES = (
     "2d:resnet50:32",
     "2d:densenet121:32",
     "2d:cnn:32",
-    "3d:resnet50:8",
-    "3d:densenet121:8",
+    "3d:resnet50:32",
+    "3d:densenet121:32",
     "3d:cnn:32",
 )
 QUICK_CASES = ("2d:cnn:32", "3d:cnn:32", "2d:densenet121:32")
