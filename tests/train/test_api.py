@@ -84,6 +84,19 @@ def test_training_learns_an_easy_task(tmp_path: Path) -> None:
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
 
 
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_3d_volumes_train_and_checkpoint(tmp_path: Path, precision: str) -> None:
+    train_set = BlobDataset(8, size=16, seed=1).as_volumes()
+    val_set = BlobDataset(4, size=16, seed=2).as_volumes()
+    result = run_fit(
+        tmp_path / "run", train_set, val_set, spatial_dims=3, epochs=1, precision=precision
+    )
+    ckpt = load_checkpoint(result.last_checkpoint)
+    assert ckpt["model"]["args"]["spatial_dims"] == 3
+    assert ckpt["state_dict"]["stages.0.0.weight"].shape == (32, 1, 3, 3, 3)
+    assert result.history[0]["train_loss"] > 0
+
+
 def test_same_seed_gives_the_same_weights_and_another_seed_does_not(tmp_path: Path) -> None:
     a = run_fit(tmp_path / "a", seed=3)
     b = run_fit(tmp_path / "b", seed=3)

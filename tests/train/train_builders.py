@@ -48,6 +48,11 @@ class BlobDataset(Dataset[tuple[torch.Tensor, int]]):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def as_volumes(self, depth: int = 16) -> BlobDataset:
+        """The same samples as (1, depth, H, W) volumes: each image repeated along z."""
+        self.images = self.images.unsqueeze(2).repeat(1, 1, depth, 1, 1)
+        return self
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         self.calls += 1
         image = self.images[i]
@@ -60,6 +65,7 @@ def make_spec(
     class_names: tuple[str, ...] = ("benign", "malignant"),
     model: str = "cnn",
     pretrained: str = "",
+    spatial_dims: int = 2,
     **train: object,
 ) -> RunSpec:
     train_defaults: dict[str, object] = {
@@ -73,17 +79,19 @@ def make_spec(
     }
     train_defaults.update(train)
     train_cfg = TrainConfig(**train_defaults)  # type: ignore[arg-type]
-    model_cfg = ModelConfig(name=model, pretrained=pretrained, dropout=0.1)
+    model_cfg = ModelConfig(
+        name=model, pretrained=pretrained, dropout=0.1, spatial_dims=spatial_dims
+    )
     return RunSpec(
         model_name=model,
         model_args={
             "in_chans": 1,
             "num_classes": len(class_names),
-            "spatial_dims": 2,
+            "spatial_dims": spatial_dims,
             "dropout": 0.1,
         },
         class_names=class_names,
-        data_cfg=DataConfig(image_size=32),
+        data_cfg=DataConfig(image_size=32, patch_size_3d=16, spatial_dims=spatial_dims),
         model_cfg=model_cfg,
         train_cfg=train_cfg,
     )
