@@ -73,7 +73,7 @@ class SynthConfig:
     slice_thickness_mm: float = 0.0
     off_centre_slices: int = 3
     slice_offset_max_mm: float = 6.0
-    near_threshold_fraction: float = 0.35
+    near_threshold_fraction: float = 0.2
     threshold_band_mm: float = 3.0
     class_weights: tuple[float, ...] = ()
     previews: bool = True

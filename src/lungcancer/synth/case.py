@@ -164,7 +164,7 @@ def build_patient(
         other = an.LUNG_L if side == an.LUNG_R else an.LUNG_R
         eff_side = side if r_find.random() < 0.85 else other
         effusion = sample_effusion(center[2], eff_side, r_find)
-        size = float(r_find.uniform(6, 14))
+        size = float(r_find.uniform(8, 18))
         contralateral = _small_nodule(anat, other, center[2], r_find, size, cloud)
     show_lower = {level: bool(r_find.random() < 0.5) for level in N_ORDER}
     incidental: tuple[PlacedLesion, ...] = ()

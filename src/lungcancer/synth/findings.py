@@ -124,7 +124,8 @@ class NodeSite:
 def place_nodes(
     anat: Anatomy, center_mm: tuple[float, float, float], side: int, rng: np.random.Generator
 ) -> dict[str, tuple[NodeSite, ...]]:
-    """Enlarged nodes (one or two) per N level, in the axial slice through the lesion centre.
+    """Enlarged nodes per N level (N1: one or two, N2 and N3: two where there is room), in
+    the axial slice through the lesion centre.
 
     Args:
         anat: the patient.
@@ -169,14 +170,15 @@ def place_nodes(
             region = labels == side
         rows, cols = np.nonzero(region)
         picks = [int(rng.integers(len(rows)))]
-        # Involved stations often hold more than one enlarged node.
-        if rng.random() < 0.5:
+        # Involved stations often hold more than one enlarged node; mediastinal and
+        # contralateral disease (N2, N3) usually shows as several.
+        if level != "N1" or rng.random() < 0.5:
             far = np.hypot(xs[cols] - xs[cols[picks[0]]], ys[rows] - ys[rows[picks[0]]]) > 18.0
             if far.any():
                 picks.append(int(rng.choice(np.flatnonzero(far))))
         nodes = []
         for k in picks:
-            short = float(rng.uniform(14.0, 26.0))
+            short = float(rng.uniform(14.0, 22.0 if level == "N1" else 27.0))
             semi = (short / 2 * float(rng.uniform(1.0, 1.5)), short / 2, short / 2 * 1.3)
             cz = z + float(rng.uniform(-2.0, 2.0))
             shape = Ellipsoid((float(xs[cols[k]]), float(ys[rows[k]]), cz), semi,

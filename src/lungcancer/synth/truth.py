@@ -81,7 +81,7 @@ class Difficulty:
         threshold_band_mm: how close "near a threshold" is.
     """
 
-    near_threshold_fraction: float = 0.35
+    near_threshold_fraction: float = 0.2
     threshold_band_mm: float = 3.0
 
 
@@ -309,7 +309,7 @@ def _malignant(
     if invasion != "none":
         # A tumour invading the chest wall or mediastinum is solid.
         nodule_type, vdt_key = "solid", histology
-    m_kind = str(_pick(rng, [(0.6, "effusion"), (0.3, "nodule"), (0.1, "both")]))
+    m_kind = str(_pick(rng, [(0.65, "effusion"), (0.2, "nodule"), (0.15, "both")]))
     return CaseTruth(
         category="malignant",
         requested_class=requested,
