@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,12 @@ import torch
 from lungcancer.errors import CheckpointError
 from lungcancer.train.checkpoint import (
     FORMAT,
+    HISTORY_FIELDS,
     VERSION,
+    RunFolder,
     capture_rng,
     load_checkpoint,
+    progress_enabled,
     restore_rng,
     save_checkpoint,
 )
@@ -102,3 +107,44 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path: Path) -> None:
         save_checkpoint(path, minimal(extra=Unpicklable()))
     assert load_checkpoint(path)["class_names"] == ["benign", "malignant"]
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.mark.parametrize(
+    ("is_tty", "ci", "enabled"),
+    [(True, "", True), (True, "true", False), (False, "", False)],
+)
+def test_progress_bars_only_on_an_interactive_terminal_outside_ci(
+    monkeypatch: pytest.MonkeyPatch, is_tty: bool, ci: str, enabled: bool
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: is_tty)
+    monkeypatch.setenv("CI", ci)
+    assert progress_enabled() is enabled
+
+
+def test_history_goes_to_tensorboard_when_it_is_installed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    scalars: list[tuple[str, float, int]] = []
+
+    class FakeWriter:
+        def __init__(self, log_dir: str) -> None:
+            assert log_dir == str(tmp_path / "tb")
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            scalars.append((tag, value, step))
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = FakeWriter  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    row = {field: 0.5 for field in HISTORY_FIELDS} | {"epoch": 3, "backbone_frozen": False}
+    folder = RunFolder(tmp_path, echo=False)
+    folder.write_history([row])
+    folder.close()
+    assert ("val_macro_auc", 0.5, 3) in scalars
+    assert len(scalars) == len(HISTORY_FIELDS) - 1
