@@ -28,8 +28,9 @@ app.add_typer(data_app, name="data")
 gan_app = typer.Typer(help="Train and evaluate the progression GAN.", no_args_is_help=True)
 app.add_typer(gan_app, name="gan")
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: never break a path or a message across lines (users copy them).
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @app.command("compare")
