@@ -68,15 +68,19 @@ def _upload(page: Any, path: Path) -> None:
     clear = page.locator("#image-file button[aria-label='Clear']")
     if clear.count():
         clear.first.click()
+        # Clearing resets the status; wait for that, or the old result would look like the new.
+        page.wait_for_function(
+            "() => document.querySelector('#status').innerText.includes('waiting for an image')"
+        )
         page.locator("#image-file input[type=file]").wait_for(state="attached")
-    previous = page.locator("#status").inner_text()
     page.locator("#image-file input[type=file]").set_input_files(str(path))
+    # Gradio shows "processing" over the old status while the request runs: wait it out.
     page.wait_for_function(
-        """([previous]) => {
+        """() => {
             const text = document.querySelector('#status').innerText;
-            return text !== previous && (text.includes('done') || text.includes('Could not'));
-        }""",
-        arg=[previous],
+            return !text.includes('processing') && !text.includes('waiting for an image')
+                && (text.includes('done') || text.includes('Could not'));
+        }"""
     )
 
 
