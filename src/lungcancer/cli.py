@@ -825,6 +825,9 @@ def predict_command(
     engine: str = typer.Option(
         "torch", "--engine", help="torch | onnx (then CHECKPOINT is a .onnx from `export`)."
     ),
+    threads: int = typer.Option(
+        0, "--threads", help="CPU threads (default: one per physical core)."
+    ),
 ) -> None:
     """Class probabilities per image (per lesion or slice, plus a per-scan mean for volumes)."""
     from rich.table import Table
@@ -843,7 +846,7 @@ def predict_command(
         class_names = onnx_clf.class_names
         rows = predict_files_onnx(onnx_clf, inputs, mask_paths=mask or None)
     elif engine == "torch":
-        clf = load_classifier(checkpoint, device=device)
+        clf = load_classifier(checkpoint, device=device, threads=threads)
         clf.policy.apply_threads()
         class_names = clf.class_names
         rows = predict_files(clf, inputs, mask_paths=mask or None)

@@ -50,7 +50,7 @@ class LoadedClassifier:
 
 
 def load_classifier(
-    ckpt_path: str | Path, device: str = "cpu", *, precision: str = "auto"
+    ckpt_path: str | Path, device: str = "cpu", *, precision: str = "auto", threads: int = 0
 ) -> LoadedClassifier:
     """Rebuild a classifier from a checkpoint (loaded with weights_only=True).
 
@@ -58,6 +58,8 @@ def load_classifier(
         ckpt_path: a best.pt or last.pt written by training.
         device: "cpu", "cuda" or "auto".
         precision: "auto" (bf16 on CPUs with native BF16, AMP on CUDA), "fp32", "bf16", "fp16".
+        threads: CPU threads the policy records (0: one per physical core); applied by
+            `clf.policy.apply_threads()`, not here, so loading never changes global state.
 
     Returns:
         The model in eval mode with its classes, configs and checkpoint.
@@ -89,7 +91,7 @@ def load_classifier(
             found=str(exc).splitlines()[0],
             hint="the file was edited or written by another version; retrain or re-export it",
         ) from exc
-    policy = resolve_policy(precision, device)
+    policy = resolve_policy(precision, device, threads=threads)
     prepared = policy.prepare_model(model, int(ckpt["model"]["args"]["spatial_dims"]))
     assert isinstance(prepared, Classifier)
     return LoadedClassifier(
