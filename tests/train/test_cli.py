@@ -105,12 +105,13 @@ def test_predict_on_mr_or_a_non_image_exits_2_with_a_message(
     else:
         bad.write_text("hello, this is text")
     proc = subprocess.run(
-        [sys.executable, "-m", "lungcancer.cli", "predict", str(run / "best.pt"), str(bad)],
+        [sys.executable, "-m", "lungcancer.cli", "predict", str(run / "best.pt"), str(bad),
+         "--threads", "1"],
         capture_output=True,
         text=True,
         env={**os.environ, "CI": "true"},
         timeout=120,
-    )
+    )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:")
     assert expected in proc.stderr and str(bad) in proc.stderr
