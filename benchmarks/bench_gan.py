@@ -70,6 +70,7 @@ def _step_seconds(trainer: loop._Trainer, data: dict[str, torch.Tensor], steps: 
         batch = loop._sample_batch(data, cfg.batch_size, rng, trainer.memory_format)
         trainer.set_real(batch)
         stage_t, size_t = trainer._targets(batch, rng, [])
+        trainer.set_prior(batch, size_t)
         trainer.d_main(batch, stage_t, size_t, gen)
         if step % cfg.r1_every == 0:
             trainer.d_reg(batch, stage_t)

@@ -38,10 +38,14 @@ def test_generator_keeps_the_patch_shape_and_returns_its_input_at_init(
 ) -> None:
     g = ProgressionGenerator(num_stages=4, cond_dim=16, **kwargs)
     x = torch.randn(shape)
-    out = g(x, *_conds(shape[0]))
+    prior = x.clone()
+    prior[..., shape[-1] // 2] += 1.0
+    out = g(x, prior, *_conds(shape[0]))
     assert out.shape == shape
-    # Zero-initialised heads: an untrained generator changes nothing, anywhere.
-    assert torch.equal(out, x)
+    # Zero-initialised heads: an untrained generator returns its prior (the input, with the
+    # lesion grown geometrically), so nothing outside the lesion changes.
+    assert torch.equal(out, prior)
+    assert torch.equal(g(x, x, *_conds(shape[0])), x)
 
 
 @pytest.mark.parametrize(("kwargs", "shape"), GENERATOR_CASES)
@@ -75,10 +79,10 @@ def test_generator_output_depends_on_target_stage_size_and_spacing() -> None:
     _randomise_head(g)
     x = torch.randn(1, 1, 32, 32)
     size, src, mm = torch.tensor([0.3]), torch.tensor([0.1]), torch.tensor([1.0])
-    base = g(x, torch.tensor([0]), size, src, mm)
-    other_stage = g(x, torch.tensor([3]), size, src, mm)
-    other_size = g(x, torch.tensor([0]), torch.tensor([0.6]), src, mm)
-    other_spacing = g(x, torch.tensor([0]), size, src, torch.tensor([3.0]))
+    base = g(x, x, torch.tensor([0]), size, src, mm)
+    other_stage = g(x, x, torch.tensor([3]), size, src, mm)
+    other_size = g(x, x, torch.tensor([0]), torch.tensor([0.6]), src, mm)
+    other_spacing = g(x, x, torch.tensor([0]), size, src, torch.tensor([3.0]))
     assert (base - other_stage).abs().max() > 1e-3
     assert (base - other_size).abs().max() > 1e-3
     assert (base - other_spacing).abs().max() > 1e-3

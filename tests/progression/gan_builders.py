@@ -3,6 +3,7 @@ that grows with time, a tiny GAN config and an untrained checkpoint writer."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +32,16 @@ def disc_view(
     spacing_mm: float = 1.0,
     seed: int = 0,
     center: tuple[float, float] | None = None,
+    lesion_hu: float = LESION_HU,
 ) -> LesionView:
     """One slice with a disc lesion; the background noise is fixed per patient (same anatomy)."""
-    rng = np.random.default_rng(abs(hash(patient)) % 2**32 + seed)
+    rng = np.random.default_rng(zlib.crc32(patient.encode()) + seed)
     image = LUNG_HU + 30.0 * rng.standard_normal((size, size)).astype(np.float32)
     # A "vessel": a bright line away from the lesion, so identity outside the ROI is testable.
     image[:, 4:6] = 40.0
     c = center or ((size - 1) / 2, (size - 1) / 2)
     mask = disc_mask((size, size), c, diameter_mm, (spacing_mm, spacing_mm))
-    image[mask] = LESION_HU
+    image[mask] = lesion_hu
     stage = coarse_stage(stage_group(t_from_diameter(diameter_mm), "N0", "M0"))
     return LesionView(
         image_hu=image.astype(np.float32),
@@ -54,13 +56,15 @@ def disc_view(
 
 
 def disc_series(n_patients: int, months: tuple[float, ...] = (0.0, 6.0, 12.0)) -> list[LesionView]:
-    """Longitudinal disc views: baseline 6-14 mm, VDT 120 days."""
+    """Longitudinal disc views: baseline 6-14 mm, VDT 120 days; the lesion also gets denser
+    (+15 HU a month), which geometric growth alone cannot reproduce."""
     rng = np.random.default_rng(1)
     views = []
     for p in range(n_patients):
         d0 = float(rng.uniform(6.0, 14.0))
         for m in months:
-            views.append(disc_view(diameter_at_months(d0, m, 120.0), f"p{p}", m))
+            d = diameter_at_months(d0, m, 120.0)
+            views.append(disc_view(d, f"p{p}", m, lesion_hu=LESION_HU + 15.0 * m))
     return views
 
 
@@ -104,4 +108,32 @@ def write_untrained_checkpoint(path: Path, cfg: GanConfig, max_diameter_mm: floa
         heldout_patients=("p9",),
         max_diameter_mm=max_diameter_mm,
     )
+    return path
+
+
+def write_untrained_classifier(path: Path, image_size: int = 32) -> Path:
+    """A classifier checkpoint of a freshly initialised custom CNN with LungSim's stage classes."""
+    from typing import Any
+
+    from lungcancer.config import DataConfig, ModelConfig, TrainConfig, to_dict
+    from lungcancer.models import create_model
+    from lungcancer.train.checkpoint import FORMAT, VERSION, save_checkpoint
+
+    torch.manual_seed(0)
+    names = ["normal", "benign", "stage_I", "stage_II", "stage_III", "stage_IV"]
+    model = create_model("cnn", num_classes=len(names))
+    checkpoint: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {
+            "name": "cnn",
+            "args": {"in_chans": 1, "num_classes": len(names), "spatial_dims": 2, "dropout": 0.0},
+        },
+        "class_names": names,
+        "data_config": to_dict(DataConfig(image_size=image_size)),
+        "model_config": to_dict(ModelConfig(name="cnn")),
+        "train_config": to_dict(TrainConfig()),
+        "state_dict": model.state_dict(),
+    }
+    save_checkpoint(path, checkpoint)
     return path

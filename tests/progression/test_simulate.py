@@ -17,6 +17,7 @@ from lungcancer.config import GanConfig
 from lungcancer.errors import CheckpointError
 from lungcancer.io import write_mask, write_volume
 from lungcancer.io.record import Scan
+from lungcancer.progression.patches import disc_mask, greatest_diameter_mm
 from lungcancer.progression.simulate import simulate
 from lungcancer.progression.timeline import SimulationError
 from lungcancer.synth.growth import diameter_at_months
@@ -49,9 +50,13 @@ def test_simulation_writes_strip_gif_timeline_and_plot(
     assert document["frames"][2]["diameter_mm"] == pytest.approx(expected[2], abs=1e-3)
     assert any("N and M held" in note for note in document["notes"])
     assert len(list((tmp_path / "frames").glob("*.nrrd"))) == 3
-    # An untrained generator is the identity: every frame keeps the input's anatomy.
-    for frame in result.frames_hu:
-        np.testing.assert_allclose(frame, scan.array[0], atol=1e-3)
+    # An untrained generator returns its geometric prior: the lesion grows to the timeline's
+    # diameter and the anatomy away from it is the input's.
+    far = ~disc_mask((48, 48), (23.5, 23.5), 2 * expected[-1], (1.0, 1.0))
+    for frame, diameter in zip(result.frames_hu, expected, strict=True):
+        np.testing.assert_allclose(frame[far], scan.array[0][far], atol=1e-3)
+        lesion = (frame > -400) & ~far
+        assert greatest_diameter_mm(lesion, (1.0, 1.0)) == pytest.approx(diameter, abs=1.5)
 
 
 def test_no_mask_and_no_point_asks_for_a_point_and_a_diameter(untrained_checkpoint: Path) -> None:

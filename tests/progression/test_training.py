@@ -14,6 +14,7 @@ from gan_builders import disc_series
 from lungcancer.config import GanConfig
 from lungcancer.errors import CheckpointError, ConfigError
 from lungcancer.progression.checkpoint import gan_geometry, load_gan, read_gan_checkpoint
+from lungcancer.progression.fidelity import render_baseline
 from lungcancer.progression.loop import training_loop
 from lungcancer.progression.pairs import PatchSet, longitudinal_pairs, make_patch_set
 from lungcancer.progression.patches import HUWindow
@@ -28,14 +29,18 @@ def _pairs(cfg: GanConfig, n_patients: int = 8, identity: bool = False) -> Patch
 def test_a_few_steps_reduce_the_paired_l1_toward_the_true_future(
     tiny_gan_cfg: GanConfig, tmp_path: Path
 ) -> None:
-    cfg = dataclasses.replace(tiny_gan_cfg, steps=10, lr_g=3e-3, ema_beta=0.5)
+    cfg = dataclasses.replace(
+        tiny_gan_cfg, steps=30, lr_g=3e-3, ema_beta=0.5, lambda_adv=0.1, batch_size=12, log_every=6
+    )
     pairs = _pairs(cfg, n_patients=6)
-    unchanged_l1 = float(np.abs(pairs.source - pairs.target).mean())
+    # The untrained generator returns the geometric prior; the future lesions are also denser,
+    # which only training can learn.
+    prior_l1 = float(np.abs(render_baseline("geometric_growth", pairs) - pairs.target).mean())
     result = training_loop(cfg, pairs, pairs, tmp_path, progress=False)
     assert result.val_l1 is not None
-    assert result.val_l1 < 0.85 * unchanged_l1
+    assert result.val_l1 < 0.93 * prior_l1
     logged = [json.loads(line) for line in result.log.read_text().splitlines()]
-    assert [row["step"] for row in logged] == [2, 4, 6, 8, 10]
+    assert [row["step"] for row in logged] == [6, 12, 18, 24, 30]
     assert {"d_hinge", "g_adv", "l1", "ssim", "lesion_l1", "size_px", "r1"} <= set(logged[-1])
     assert result.samples and result.samples[-1].is_file()
 
@@ -60,7 +65,7 @@ def test_checkpoint_round_trip_and_resume(tiny_gan_cfg: GanConfig, tmp_path: Pat
         torch.tensor([1.0, 1.5]),
     )
     again = load_gan(first.checkpoint)
-    assert torch.equal(loaded.generator(x, *args), again.generator(x, *args))
+    assert torch.equal(loaded.generator(x, x, *args), again.generator(x, x, *args))
     resumed = training_loop(
         dataclasses.replace(tiny_gan_cfg, steps=6, resume=True),
         pairs,

@@ -1,9 +1,11 @@
 """Networks of the progression GAN: a conditional residual U-Net generator and a PatchGAN critic.
 
 The generator sees a lesion-centred patch (HU windowed to [-1, 1]) and renders the same patch at
-a target stage and target diameter. It predicts a residual and a soft gate, `out = x + g * r`,
-with both heads zero-initialised so an untrained generator returns its input unchanged: anatomy
-away from the lesion has to be *changed on purpose*, never re-synthesised.
+a target stage and target diameter. Besides the patch it gets a geometric prior: the same patch
+with its lesion magnified to the target diameter (`progression.baselines.grow_lesion`). It
+predicts a residual on the prior and a soft gate, `out = prior + g * r`, with both heads
+zero-initialised: an untrained generator returns the prior, which equals the input away from
+the lesion, so anatomy there has to be *changed on purpose*, never re-synthesised.
 
 Size is geometry, so the generator also gets a radial-distance channel (distance from the patch
 centre as a fraction of the patch width, CoordConv) and the target diameter in the same unit
@@ -141,9 +143,9 @@ class ProgressionGenerator(nn.Module):
             nn.Linear(3, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim)
         )
         self.cond_mlp = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, cond_dim), nn.SiLU())
-        # Input: the image and the radial-distance channel.
+        # Input: the image, the geometric prior and the radial-distance channel.
         self.encoders = nn.ModuleList(
-            _EncBlock(spatial_dims, 2 if i == 0 else widths[i - 1], widths[i], 1 if i == 0 else 2)
+            _EncBlock(spatial_dims, 3 if i == 0 else widths[i - 1], widths[i], 1 if i == 0 else 2)
             for i in range(levels)
         )
         self.decoders = nn.ModuleList(
@@ -169,6 +171,7 @@ class ProgressionGenerator(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
+        prior: torch.Tensor,
         stage: torch.Tensor,
         target_size: torch.Tensor,
         source_size: torch.Tensor,
@@ -178,6 +181,8 @@ class ProgressionGenerator(nn.Module):
 
         Args:
             x: (B, 1, *spatial) patches, HU windowed to [-1, 1].
+            prior: (B, 1, *spatial) the patches with the lesion grown geometrically to the
+                target size (equal to `x` when the size does not change).
             stage: (B,) target stage ids.
             target_size: (B,) target lesion diameter / patch field of view.
             source_size: (B,) current lesion diameter / patch field of view.
@@ -188,7 +193,7 @@ class ProgressionGenerator(nn.Module):
         """
         cond = self.condition(stage, target_size, source_size, spacing_mm)
         radial = radial_grid(tuple(x.shape[2:]), x.device, x.dtype)
-        h = torch.cat([x, radial.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
+        h = torch.cat([x, prior, radial.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
         skips = []
         for encoder in self.encoders:
             h = encoder(h)
@@ -199,9 +204,9 @@ class ProgressionGenerator(nn.Module):
         out = self.head(h)
         if self.soft_gate:
             residual, gate_logit = out[:, :1], out[:, 1:]
-            # tanh keeps one step's change inside the window; the gate confines it to the lesion.
-            return x + torch.sigmoid(gate_logit) * 2.0 * torch.tanh(residual)
-        return x + out
+            # tanh keeps the change inside the window; the gate confines it to the lesion.
+            return prior + torch.sigmoid(gate_logit) * 2.0 * torch.tanh(residual)
+        return prior + out
 
 
 class ProgressionDiscriminator(nn.Module):

@@ -1,15 +1,20 @@
-"""The two baselines the GAN must beat: "no change" and "geometric growth".
+"""Geometric growth (the GAN's prior and a baseline) and the "no change" baseline.
 
 "No change" copies the input: what a viewer would see if nothing grew. "Geometric growth"
 magnifies the lesion region about the patch centre by target / input diameter and writes the
 magnified lesion over the input (the background outside the grown lesion keeps the input's
 pixels): the best a purely geometric model can do without knowing how tumours look.
+
+The generator starts from the same geometric growth and learns a residual on top of it, so
+the baseline is literally the GAN's starting point and the evaluation measures what the
+learned part adds. One batched torch implementation serves both.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+import torch
+from torch.nn import functional as F
 
 
 def no_change(source: np.ndarray) -> np.ndarray:
@@ -17,46 +22,71 @@ def no_change(source: np.ndarray) -> np.ndarray:
     return source.copy()
 
 
-def geometric_growth(
-    source: np.ndarray, source_mask: np.ndarray, scale: float, margin_px: float = 1.0
-) -> np.ndarray:
-    """Magnify the lesion about the patch centre by `scale` and paste it over the input.
+def _dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    if pixels <= 0:
+        return mask
+    pool = F.max_pool2d if mask.ndim == 4 else F.max_pool3d
+    return pool(mask, kernel_size=2 * pixels + 1, stride=1, padding=pixels)
+
+
+def grow_lesion(
+    source: torch.Tensor, source_mask: torch.Tensor, scale: torch.Tensor, margin_px: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Magnify each lesion about its patch centre by `scale` and paste it over the input.
 
     Args:
-        source: 2D or 3D patch (any intensity unit), lesion at the centre.
-        source_mask: the input lesion mask on the same grid.
-        scale: target diameter / input diameter (> 0; < 1 shrinks, and the input shows around
-            the smaller lesion).
+        source: (B, 1, *spatial) patches (any intensity unit), lesions at the centre.
+        source_mask: (B, 1, *spatial) 0/1 input lesion masks.
+        scale: (B,) target / input diameter (> 0; below 1 shrinks the lesion, and the vacated
+            rim is filled with the median of the input's surroundings of the lesion).
         margin_px: the pasted region is the magnified mask dilated by this many pixels, so the
-            lesion's boundary blur comes along.
+            lesion's blurred boundary comes along.
 
     Returns:
-        The grown patch, same shape and dtype.
+        The grown patches and the grown lesion masks (0/1), both (B, 1, *spatial), float32.
     """
+    source = source.float()
+    mask = source_mask.float()
+    dims = source.ndim - 2
+    batch = source.shape[0]
+    # Output pixel p samples the input at p / scale (normalised coordinates centred on the
+    # patch centre, align_corners=False: the centre is pixel (n - 1) / 2 as in numpy).
+    theta = torch.zeros(batch, dims, dims + 1, dtype=torch.float32, device=source.device)
+    inv = 1.0 / scale.float().clamp_min(1e-3)
+    for axis in range(dims):
+        theta[:, axis, axis] = inv
+    grid = F.affine_grid(theta, list(source.shape), align_corners=False)
+    zoomed = F.grid_sample(
+        source, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
+    grown_mask = (
+        F.grid_sample(mask, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5
+    ).float()
+    region = _dilate(grown_mask, margin_px) > 0
+    out = source.clone()
+    shrinking = scale < 1.0
+    if bool(shrinking.any()):
+        old = _dilate(mask, margin_px) > 0
+        ring = (_dilate(mask, 3) > 0) & ~(mask > 0)
+        for i in torch.nonzero(shrinking).flatten().tolist():
+            around = source[i][ring[i]]
+            fill = around.median() if around.numel() else source[i].median()
+            vacated = old[i] & ~region[i]
+            out[i][vacated] = fill
+    out = torch.where(region, zoomed, out)
+    return out, grown_mask
+
+
+def geometric_growth(
+    source: np.ndarray, source_mask: np.ndarray, scale: float, margin_px: int = 1
+) -> np.ndarray:
+    """Numpy front of `grow_lesion` for one 2D or 3D patch; same shape and dtype out."""
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
-    centre = (np.asarray(source.shape, np.float64) - 1) / 2
-    # Output pixel p samples the input at c + (p - c) / scale: magnification about the centre.
-    matrix = np.eye(source.ndim) / scale
-    offset = centre - matrix @ centre
-    zoomed = ndimage.affine_transform(
-        source.astype(np.float32), matrix, offset=offset, order=1, mode="nearest"
+    grown, _ = grow_lesion(
+        torch.from_numpy(np.asarray(source, np.float32))[None, None],
+        torch.from_numpy(np.asarray(source_mask, np.float32))[None, None],
+        torch.tensor([float(scale)]),
+        margin_px,
     )
-    zoomed_mask = ndimage.affine_transform(
-        source_mask.astype(np.float32), matrix, offset=offset, order=1, mode="constant"
-    )
-    region = zoomed_mask > 0.5
-    if margin_px > 0:
-        region = ndimage.binary_dilation(region, iterations=round(margin_px))
-    if scale < 1.0:
-        # A shrinking lesion must also remove the old lesion outside the new one: fill the
-        # vacated ring with the surroundings of the input lesion (its median outside the mask).
-        vacated = ndimage.binary_dilation(source_mask > 0, iterations=round(margin_px)) & ~region
-        ring = ndimage.binary_dilation(source_mask > 0, iterations=3) & ~(source_mask > 0)
-        fill = float(np.median(source[ring])) if ring.any() else float(np.median(source))
-        out = source.astype(np.float32, copy=True)
-        out[vacated] = fill
-    else:
-        out = source.astype(np.float32, copy=True)
-    out[region] = zoomed[region]
-    return out.astype(source.dtype, copy=False)
+    return grown[0, 0].numpy().astype(source.dtype, copy=False)

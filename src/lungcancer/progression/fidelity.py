@@ -13,6 +13,7 @@ of the held-out patients (the floor a perfect generator would reach at that samp
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from lungcancer.config import DataConfig
 from lungcancer.errors import CheckpointError, DatasetError
 from lungcancer.io.atomic import atomic_write_text
-from lungcancer.progression.baselines import geometric_growth, no_change
+from lungcancer.progression.baselines import geometric_growth, grow_lesion, no_change
 from lungcancer.progression.checkpoint import LoadedGan, load_gan
 from lungcancer.progression.metrics import LesionScores, score_patch
 from lungcancer.progression.pairs import LesionView, PatchSet, make_patch_set, view_grid
@@ -80,8 +81,15 @@ def render_gan(gan: LoadedGan, patches: PatchSet) -> np.ndarray:
     with torch.no_grad():
         for start in range(0, len(patches), 32):
             part = patches.subset(range(start, min(start + 32, len(patches))))
+            source = torch.from_numpy(part.source).to(device)
+            prior, _ = grow_lesion(
+                source,
+                torch.from_numpy(part.source_mask).to(device),
+                torch.from_numpy(part.target_size / part.source_size).to(device),
+            )
             out = gan.generator(
-                torch.from_numpy(part.source).to(device),
+                source,
+                prior,
                 torch.from_numpy(part.target_stage).to(device),
                 torch.from_numpy(part.target_size).to(device),
                 torch.from_numpy(part.source_size).to(device),
@@ -132,9 +140,12 @@ def _realism(
     subset = max(2, min(50, n // 2))
     real_x = scorer.inputs(real, spacing)
     fid = FrechetInceptionDistance(feature=scorer.features, reset_real_features=False)
-    kid = KernelInceptionDistance(
-        feature=scorer.features, subsets=50, subset_size=subset, reset_real_features=False
-    )
+    with warnings.catch_warnings():
+        # "KID keeps all features in memory": a few hundred vectors here.
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(
+            feature=scorer.features, subsets=50, subset_size=subset, reset_real_features=False
+        )
     fid.update(real_x, real=True)
     kid.update(real_x, real=True)
     out: dict[str, dict[str, float]] = {}

@@ -30,6 +30,7 @@ from lungcancer.config import GanConfig
 from lungcancer.errors import CheckpointError, TrainingError
 from lungcancer.models.gan import ProgressionDiscriminator, ProgressionGenerator, radial_grid
 from lungcancer.progression import losses
+from lungcancer.progression.baselines import grow_lesion
 from lungcancer.progression.checkpoint import (
     build_discriminator,
     build_generator,
@@ -88,6 +89,9 @@ class _Batch:
         # What a real output looks like: set by `_Trainer.set_real` (paired: the true future
         # inside the lesion ROI and the input outside it).
         self.real = self.source
+        # The geometric prior toward this step's targets, and its grown lesion mask.
+        self.prior = self.source
+        self.prior_mask = self.source_mask
 
 
 def _as_tensors(patches: PatchSet, device: torch.device) -> dict[str, torch.Tensor]:
@@ -198,6 +202,14 @@ class _Trainer:
             memory_format=self.memory_format
         )
 
+    @torch.no_grad()
+    def set_prior(self, batch: _Batch, size_t: torch.Tensor) -> None:
+        """Grow each input lesion geometrically to its target size (the generator's prior)."""
+        scale = size_t / batch.source_size.clamp_min(1e-6)
+        prior, mask = grow_lesion(batch.source, batch.source_mask, scale)
+        batch.prior = prior.contiguous(memory_format=self.memory_format)
+        batch.prior_mask = mask
+
     def _d_input(self, batch: _Batch, candidate: torch.Tensor) -> torch.Tensor:
         if self.cfg.mode == "paired":
             return torch.cat([batch.source, candidate], dim=1)
@@ -241,7 +253,9 @@ class _Trainer:
         self, batch: _Batch, stage_t: torch.Tensor, size_t: torch.Tensor, gen: torch.Generator
     ) -> dict[str, float]:
         with torch.no_grad(), self.autocast():
-            fake = self.G(batch.source, stage_t, size_t, batch.source_size, batch.spacing_mm)
+            fake = self.G(
+                batch.source, batch.prior, stage_t, size_t, batch.source_size, batch.spacing_mm
+            )
         real_img = batch.real
         real_stage = stage_t if self.cfg.mode == "paired" else batch.source_stage
         real_in, fake_in = self._augment_pair(
@@ -278,7 +292,9 @@ class _Trainer:
     ) -> dict[str, float]:
         cfg = self.cfg
         with self.autocast():
-            fake = self.G(batch.source, stage_t, size_t, batch.source_size, batch.spacing_mm)
+            fake = self.G(
+                batch.source, batch.prior, stage_t, size_t, batch.source_size, batch.spacing_mm
+            )
         fake = fake.float()
         _, fake_in = self._augment_pair(
             self._d_input(batch, batch.real), self._d_input(batch, fake), gen
@@ -304,17 +320,19 @@ class _Trainer:
         else:
             assert fake_cls is not None
             cls = F.cross_entropy(fake_cls.float(), stage_t)
+            with torch.no_grad():
+                back_prior, _ = grow_lesion(
+                    fake, batch.prior_mask, batch.source_size / size_t.clamp_min(1e-6)
+                )
             with self.autocast():
                 back = self.G(
-                    fake, batch.source_stage, batch.source_size, size_t, batch.spacing_mm
-                ).float()
-                same = self.G(
-                    batch.source,
-                    batch.source_stage,
-                    batch.source_size,
-                    batch.source_size,
+                    fake, back_prior, batch.source_stage, batch.source_size, size_t,
                     batch.spacing_mm,
-                ).float()
+                ).float()  # fmt: skip
+                same = self.G(
+                    batch.source, batch.source, batch.source_stage, batch.source_size,
+                    batch.source_size, batch.spacing_mm,
+                ).float()  # fmt: skip
             cycle = (back - batch.source).abs().mean()
             identity = (same - batch.source).abs().mean()
             target_area = math.pi * (size_t * cfg.patch_size / 2) ** 2
@@ -353,9 +371,14 @@ class _Trainer:
             part = _as_tensors(
                 patches.subset(range(start, min(start + 32, len(patches)))), self.device
             )
+            source = part["source"].contiguous(memory_format=self.memory_format)
+            prior, _ = grow_lesion(
+                source, part["source_mask"], part["target_size"] / part["source_size"]
+            )
             with self.autocast():
                 out = net(
-                    part["source"].contiguous(memory_format=self.memory_format),
+                    source,
+                    prior.contiguous(memory_format=self.memory_format),
                     part["target_stage"],
                     part["target_size"],
                     part["source_size"],
@@ -477,6 +500,7 @@ def training_loop(
                 batch = _sample_batch(data, cfg.batch_size, rng, trainer.memory_format)
                 trainer.set_real(batch)
                 stage_t, size_t = trainer._targets(batch, rng, sizes_by_stage)
+                trainer.set_prior(batch, size_t)
                 terms = trainer.d_main(batch, stage_t, size_t, gen)
                 if cfg.r1_gamma > 0 and step % cfg.r1_every == 0:
                     terms.update(trainer.d_reg(batch, stage_t))

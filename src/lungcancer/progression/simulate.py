@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from lungcancer.errors import CheckpointError
 from lungcancer.io.atomic import atomic_write_text
 from lungcancer.io.record import Scan
+from lungcancer.progression.baselines import grow_lesion
 from lungcancer.progression.checkpoint import LoadedGan, load_gan
-from lungcancer.progression.patches import PatchGrid, greatest_diameter_mm
+from lungcancer.progression.patches import PatchGrid, disc_mask, greatest_diameter_mm
 from lungcancer.progression.render import save_gif, save_strip, save_timeline_plot
 from lungcancer.progression.timeline import (
     COARSE_STAGES,
@@ -178,14 +180,44 @@ def _check_stages(gan: LoadedGan, timeline: Sequence[TimelineFrame]) -> None:
         )
 
 
+def lesion_mask_from_point(
+    image_hu: np.ndarray,
+    center: tuple[float, ...],
+    diameter_mm: float,
+    spacing_mm: tuple[float, ...],
+) -> np.ndarray:
+    """A lesion mask when only a point and a diameter are known.
+
+    Voxels within 0.6 x the diameter of the point that are denser than half-way between the
+    lesion's core (median within a quarter diameter) and aerated lung (-850 HU), connected to
+    the centre; a ball of the given diameter when that finds nothing.
+    """
+    core = disc_mask(image_hu.shape, center, diameter_mm / 2, spacing_mm)
+    core_hu = float(np.median(image_hu[core])) if core.any() else 0.0
+    threshold = float(np.clip((core_hu - 850.0) / 2, -750.0, -300.0))
+    near = disc_mask(image_hu.shape, center, 1.2 * diameter_mm, spacing_mm)
+    candidate = (image_hu > threshold) & near
+    labels, count = ndimage.label(candidate)
+    nearest = tuple(round(c) for c in center)
+    inside = all(0 <= c < n for c, n in zip(nearest, image_hu.shape, strict=True))
+    if count and inside and labels[nearest]:
+        return np.asarray(labels == labels[nearest])
+    return disc_mask(image_hu.shape, center, diameter_mm, spacing_mm)
+
+
 def render_frames(
     gan: LoadedGan,
     scan: Scan,
     lesion: Lesion,
     timeline: Sequence[TimelineFrame],
     notes: list[str],
+    mask: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """Render every frame from the baseline image and paste it back; returns the lesion slices."""
+    """Render every frame from the baseline image and paste it back; returns the lesion slices.
+
+    `mask` is the lesion mask on the scan's grid (z-y-x); without one it is found from the
+    point and diameter (`lesion_mask_from_point`).
+    """
     dims = gan.config.spatial_dims
     z = round(lesion.center_zyx[0])
     image: np.ndarray
@@ -203,9 +235,13 @@ def render_frames(
         image, center, spacing = scan.array, lesion.center_zyx, scan.spacing_mm
     else:
         image, center, spacing = scan.array[z], lesion.center_zyx[1:], scan.spacing_mm[1:]
+    if mask is not None:
+        lesion_mask = mask if dims == 3 else mask[z]
+    else:
+        lesion_mask = lesion_mask_from_point(image, tuple(center), lesion.diameter_mm, spacing)
     limit = gan.max_diameter_mm
     padded_fov_mm = 0.0
-    grids, patches, target_sizes, source_sizes, spacings = [], [], [], [], []
+    grids, patches, masks, target_sizes, source_sizes, spacings = [], [], [], [], [], []
     for frame in timeline:
         diameter = frame.diameter_mm
         if limit and diameter > limit:
@@ -224,6 +260,7 @@ def render_frames(
             padded_fov_mm = max(padded_fov_mm, fov_mm)
         grids.append(grid)
         patches.append(gan.window.to_unit(grid.extract(image)))
+        masks.append((grid.extract(lesion_mask.astype(np.float32)) > 0.5).astype(np.float32))
         target_sizes.append(diameter / fov_mm)
         source_sizes.append(lesion.diameter_mm / fov_mm)
         spacings.append(patch_mm)
@@ -234,12 +271,19 @@ def render_frames(
             f"({extent} mm around the lesion); the input was edge-padded to fill it"
         )
     device = next(gan.generator.parameters()).device
+    source = torch.from_numpy(np.stack(patches)[:, None]).to(device)
+    target_size = torch.tensor(target_sizes, dtype=torch.float32, device=device)
+    source_size = torch.tensor(source_sizes, dtype=torch.float32, device=device)
     with torch.no_grad():
+        prior, _ = grow_lesion(
+            source, torch.from_numpy(np.stack(masks)[:, None]).to(device), target_size / source_size
+        )
         rendered = gan.generator(
-            torch.from_numpy(np.stack(patches)[:, None]).to(device),
+            source,
+            prior,
             torch.tensor([gan.stages.index(f.stage) for f in timeline], device=device),
-            torch.tensor(target_sizes, dtype=torch.float32, device=device),
-            torch.tensor(source_sizes, dtype=torch.float32, device=device),
+            target_size,
+            source_size,
             torch.tensor(spacings, dtype=torch.float32, device=device),
         )
     rendered_unit = rendered.float().cpu().numpy()[:, 0]
@@ -335,7 +379,7 @@ def simulate(
     baseline = growth_timeline(lesion.diameter_mm, [0.0], vdt_days, n or "N0", m or "M0")[0]
     check_no_regression(timeline, current_stage or baseline.stage, allow_regression)
     _check_stages(loaded, timeline)
-    frames = render_frames(loaded, scan, lesion, timeline, notes)
+    frames = render_frames(loaded, scan, lesion, timeline, notes, mask_array)
     class_names: tuple[str, ...] = ()
     if classifier is not None:
         from lungcancer.progression.scoring import FrameScorer

@@ -1,0 +1,132 @@
+"""Evaluation: baselines, the lesion ruler, and `evaluate_gan` on held-out LungSim patients."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gan_builders import LESION_HU, LUNG_HU, disc_view, write_untrained_classifier
+
+from lungcancer.config import DataConfig, GanConfig
+from lungcancer.errors import DatasetError
+from lungcancer.progression.baselines import geometric_growth, no_change
+from lungcancer.progression.fidelity import evaluate_gan
+from lungcancer.progression.metrics import (
+    background_tissue,
+    lesion_threshold_hu,
+    roi_disc,
+    score_patch,
+    segment_lesion,
+)
+from lungcancer.progression.patches import HUWindow, greatest_diameter_mm
+from lungcancer.progression.training import train_gan
+
+WINDOW = HUWindow()
+
+
+def test_geometric_growth_of_a_disc_reaches_the_target_diameter() -> None:
+    view = disc_view(10.0, "p", 0.0, size=64)
+    grown = geometric_growth(view.image_hu, view.mask, scale=2.0)
+    lesion = grown > -400.0
+    lesion[:, :8] = False  # the "vessel" column of the builder is not lesion
+    measured = greatest_diameter_mm(lesion, (1.0, 1.0))
+    assert measured == pytest.approx(greatest_diameter_mm(view.mask, (1.0, 1.0)) * 2, abs=1.5)
+    # Outside the grown lesion the input is untouched.
+    far = np.zeros_like(view.mask)
+    far[:, :10] = True
+    np.testing.assert_array_equal(grown[far], view.image_hu[far])
+    assert not np.shares_memory(no_change(view.image_hu), view.image_hu)
+
+
+def test_the_ruler_threshold_follows_the_lesion_density() -> None:
+    solid = disc_view(12.0, "p", 0.0, size=48)
+    assert lesion_threshold_hu(solid.image_hu, solid.mask) == pytest.approx(
+        (LESION_HU + LUNG_HU) / 2, abs=15
+    )
+    ground_glass = np.where(solid.mask, -650.0, solid.image_hu)
+    assert lesion_threshold_hu(ground_glass, solid.mask) == pytest.approx(
+        (-650 + LUNG_HU) / 2, abs=15
+    )
+
+
+def test_segmentation_keeps_the_centre_lesion_and_leaves_out_the_chest_wall() -> None:
+    view = disc_view(12.0, "p", 0.0, size=48)
+    image = view.image_hu.copy()
+    image[:, 40:] = 40.0  # a chest wall at the right edge
+    threshold = lesion_threshold_hu(image, view.mask)
+    background = background_tissue(image, view.mask, threshold)
+    grown = disc_view(24.0, "p", 12.0, size=48)
+    future = np.where(grown.mask, LESION_HU, image)
+    roi = roi_disc(48, 1.0, 0.75 * 24 + 3)
+    lesion = segment_lesion(future, roi, threshold, background)
+    assert not lesion[:, 40:].any()
+    assert not lesion[:, :8].any()  # the vessel is not connected
+    expected = grown.mask & ~background
+    assert (lesion & expected).sum() / expected.sum() > 0.97
+
+
+def test_scores_of_the_true_future_are_perfect_and_no_change_misses_the_growth() -> None:
+    before = disc_view(10.0, "p", 0.0, size=48)
+    after = disc_view(20.0, "p", 12.0, size=48)
+    source, target = WINDOW.to_unit(before.image_hu), WINDOW.to_unit(after.image_hu)
+    common = {
+        "source_diameter_mm": 10.0,
+        "target_diameter_mm": 20.0,
+        "patch_spacing_mm": 1.0,
+        "window_low_hu": WINDOW.low_hu,
+        "window_high_hu": WINDOW.high_hu,
+    }
+    perfect = score_patch(target, source, target, after.mask, before.mask, **common)
+    assert perfect.dice == 1.0 and perfect.diameter_error_mm == 0.0
+    assert perfect.dice_vs_mask > 0.95
+    unchanged = score_patch(source, source, target, after.mask, before.mask, **common)
+    assert unchanged.identity_ssim == pytest.approx(1.0)
+    assert unchanged.diameter_error_mm == pytest.approx(10.0, abs=1.5)
+    assert unchanged.dice < 0.5
+
+
+@pytest.fixture(scope="module")
+def lungsim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny longitudinal LungSim set (16 patients, months 0 and 12, 64x64 slices)."""
+    from lungcancer.synth.api import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("lungsim")
+    cfg = SynthConfig(
+        patients=16, timepoints_months=(0.0, 12.0), size=64, off_centre_slices=0, previews=False
+    )
+    generate(cfg, out)
+    return out
+
+
+def test_evaluate_scores_gan_and_baselines_on_held_out_patients(
+    lungsim: Path, tiny_gan_cfg: GanConfig, tmp_path: Path
+) -> None:
+    split = DataConfig(test_fraction=0.35, val_fraction=0.15, seed=0)
+    cfg = dataclasses.replace(tiny_gan_cfg, data=str(lungsim), out_dir=str(tmp_path / "gan"))
+    trained = train_gan(cfg, split, progress=False)
+    classifier = write_untrained_classifier(tmp_path / "classifier.pt")
+    result = evaluate_gan(
+        trained.checkpoint,
+        lungsim,
+        classifier=classifier,
+        months=12.0,
+        data_cfg=split,
+        out_dir=tmp_path / "eval",
+    )
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert result.n_pairs == metrics["n_pairs"] >= 1
+    assert set(metrics["methods"]) == {"gan", "no_change", "geometric_growth", "true_future"}
+    assert metrics["methods"]["true_future"]["dice"] == 1.0
+    assert metrics["methods"]["no_change"]["identity_ssim"] == pytest.approx(1.0)
+    assert set(metrics["stage_fidelity"]) >= {"gan", "no_change", "geometric_growth"}
+    assert {"dice", "diameter_mae_mm", "identity_ssim", "stage_fidelity"} <= set(metrics["targets"])
+    assert "| gan |" in (tmp_path / "eval" / "metrics.md").read_text()
+    with pytest.raises(DatasetError, match="month 0 and month 7"):
+        evaluate_gan(trained.checkpoint, lungsim, months=7.0, data_cfg=split)
+    # Another split puts training patients into the evaluation set: refused.
+    other = DataConfig(test_fraction=0.35, val_fraction=0.15, seed=3)
+    with pytest.raises(DatasetError, match="trained on"):
+        evaluate_gan(trained.checkpoint, lungsim, months=12.0, data_cfg=other)
