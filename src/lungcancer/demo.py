@@ -237,6 +237,8 @@ def _progression(
                 mask=manifest.parent / row["mask_path"],
                 classifier=classifier,
                 months=demo.simulate_months,
+                n=row["n"],
+                m=row["m"],
                 current_stage=stage,
                 out_dir=out / "simulate" / f"stage_{stage}",
             )

@@ -1,0 +1,48 @@
+"""The demo end to end at toy size: every step runs and the report holds every section."""
+
+from pathlib import Path
+
+import pytest
+
+from lungcancer.demo import run_demo
+
+TINY = """
+demo:
+  patients: 12
+  synth_size: 64
+  n_boot: 20
+  gan_patients: 12
+  gan_timepoints_months: [0, 12]
+  gan_steps: 4
+  gan_max_minutes: 1.0
+  simulate_months: [0, 12, 24]
+  models:
+    - {name: cnn, epochs: 1, lr: 0.003, batch_size: 8}
+data:
+  image_size: 32
+  classes: [normal, benign, stage_I, stage_II, stage_III, stage_IV]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_demo_writes_one_report_with_every_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LUNGCANCER_PHI_SALT", "demo-test")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("image_size: 32", f"image_size: 32\n  cache_dir: {tmp_path}/c"))
+    lines: list[str] = []
+    result = run_demo(tmp_path / "demo", config_path=config, log=lines.append)
+
+    html = result.report_path.read_text()
+    for title in ("Data", "Model comparison", "cnn", "Progression GAN", "Timing"):
+        assert title in html, title
+    assert "not a diagnostic device" in html.lower() or "not a medical device" in html.lower()
+    assert (result.runs["cnn"] / "eval" / "metrics.json").is_file()
+    assert (tmp_path / "demo" / "gan" / "eval" / "metrics.json").is_file()
+    assert any(line.startswith("report:") for line in lines)
+    # A second run reuses the generated data instead of drawing it again.
+    lines.clear()
+    run_demo(tmp_path / "demo", config_path=config, log=lines.append)
+    assert any("reusing LungSim data" in line for line in lines)
