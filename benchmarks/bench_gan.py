@@ -144,7 +144,7 @@ def full(
             data_cfg,
             ModelConfig(name="cnn"),
             TrainConfig(out_dir=str(work / "classifier"), epochs=classifier_epochs, batch_size=32,
-                        lr=2e-3, patience=classifier_epochs),
+                        lr=2e-3, patience=classifier_epochs, threads=threads),
         )  # fmt: skip
         phases["classifier"] = clock.minutes()
     gan_cfg = GanConfig(data=str(data), out_dir=str(work / "gan"), threads=threads)

@@ -534,6 +534,9 @@ def simulate_command(
     ),
     n: str | None = typer.Option(None, "--n", help="N descriptor (default N0, held)."),
     m: str | None = typer.Option(None, "--m", help="M descriptor (default M0, held)."),
+    invasion: str = typer.Option(
+        "none", "--invasion", help="none | chest_wall (>= T3) | mediastinum (T4), held."
+    ),
     stage: str | None = typer.Option(
         None, "--stage", help="The lesion's known current stage (I-IV), if any."
     ),
@@ -561,6 +564,7 @@ def simulate_command(
         vdt_days=vdt_days,
         n=n,
         m=m,
+        invasion=invasion,
         current_stage=stage,
         allow_regression=allow_regression,
         patch_size=patch,

@@ -86,6 +86,7 @@ def tiny_config() -> GanConfig:
         r1_every=2,
         precision="fp32",
         device="cpu",
+        threads=1,
         max_minutes=0.0,
     )
 

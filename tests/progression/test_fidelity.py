@@ -80,8 +80,8 @@ def test_scores_of_the_true_future_are_perfect_and_no_change_misses_the_growth()
         "window_high_hu": WINDOW.high_hu,
     }
     perfect = score_patch(target, source, target, after.mask, before.mask, **common)
-    assert perfect.dice == 1.0 and perfect.diameter_error_mm == 0.0
-    assert perfect.dice_vs_mask > 0.95
+    assert perfect.dice_same_ruler == 1.0 and perfect.diameter_error_same_ruler_mm == 0.0
+    assert perfect.dice > 0.95 and perfect.diameter_error_mm < 1.5
     unchanged = score_patch(source, source, target, after.mask, before.mask, **common)
     assert unchanged.identity_ssim == pytest.approx(1.0)
     assert unchanged.diameter_error_mm == pytest.approx(10.0, abs=1.5)
@@ -119,7 +119,7 @@ def test_evaluate_scores_gan_and_baselines_on_held_out_patients(
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert result.n_pairs == metrics["n_pairs"] >= 1
     assert set(metrics["methods"]) == {"gan", "no_change", "geometric_growth", "true_future"}
-    assert metrics["methods"]["true_future"]["dice"] == 1.0
+    assert metrics["methods"]["true_future"]["dice_same_ruler"] == 1.0
     assert metrics["methods"]["no_change"]["identity_ssim"] == pytest.approx(1.0)
     assert set(metrics["stage_fidelity"]) >= {"gan", "no_change", "geometric_growth"}
     assert {"dice", "diameter_mae_mm", "identity_ssim", "stage_fidelity"} <= set(metrics["targets"])

@@ -11,6 +11,7 @@ from lungcancer.progression.timeline import (
     default_vdt_days,
     growth_timeline,
     resolve_histology,
+    resolve_invasion,
 )
 from lungcancer.staging import coarse_stage, stage_group, t_from_diameter
 from lungcancer.synth.growth import HISTOLOGY_VDT_DAYS, diameter_at_months
@@ -55,3 +56,11 @@ def test_bad_timeline_requests_fail_clearly() -> None:
         growth_timeline(0.0, [0, 6], 100.0)
     with pytest.raises(SimulationError, match="no time points"):
         growth_timeline(10.0, [], 100.0)
+
+
+def test_invasion_and_nodes_held_from_baseline_keep_the_stage() -> None:
+    frames = growth_timeline(12.0, [0, 6], 200.0, n="N0", m="M0", invasion="chest_wall")
+    assert [(f.t, f.stage) for f in frames] == [("T3", "II"), ("T3", "II")]
+    check_no_regression(frames, "II", allow_regression=False)
+    with pytest.raises(SimulationError, match="unknown invasion"):
+        resolve_invasion("pleura")

@@ -3,11 +3,12 @@
 For every held-out patient with a scan at month 0 and at month k, three methods render the
 month-k patch from the month-0 patch: the GAN (EMA generator), "no change" and "geometric
 growth". Each is scored against the true month-k scan with `metrics.score_patch`, and the true
-scan itself is scored the same way (the "true future" row: the ceiling the segmentation ruler
-allows). With a classifier, the rendered patch is pasted into the full slice and the classifier
-gives stage fidelity (accuracy against the true month-k stage) and realism: FID and KID on its
-pooled features against the true month-k slices, beside the real-versus-real FID of two halves
-of the held-out patients (the floor a perfect generator would reach at that sample size).
+scan itself is scored the same way (the "true future" row: how close the segmentation ruler
+gets to LungSim's truth, the ceiling for every method). With a classifier, the rendered patch
+is pasted into the full slice and the classifier gives stage fidelity (accuracy against the
+true month-k stage) and realism: FID and KID on its pooled features against the true month-k
+slices, beside the real-versus-real FID of two halves of the held-out patients (the floor a
+perfect generator would reach at that sample size).
 """
 
 from __future__ import annotations
@@ -118,9 +119,9 @@ def _mean_scores(scores: Sequence[LesionScores]) -> dict[str, float]:
         "dice": float(np.mean([s.dice for s in scores])),
         "diameter_mae_mm": float(np.mean([s.diameter_error_mm for s in scores])),
         "diameter_bias_mm": float(np.mean([s.diameter_bias_mm for s in scores])),
-        "dice_vs_mask": float(np.mean([s.dice_vs_mask for s in scores])),
-        "diameter_error_vs_truth_mm": float(
-            np.mean([s.diameter_error_vs_truth_mm for s in scores])
+        "dice_same_ruler": float(np.mean([s.dice_same_ruler for s in scores])),
+        "diameter_error_same_ruler_mm": float(
+            np.mean([s.diameter_error_same_ruler_mm for s in scores])
         ),
         "identity_ssim": float(np.mean([s.identity_ssim for s in scores])),
     }
@@ -369,26 +370,28 @@ def metrics_table(document: dict[str, Any]) -> str:
     realism = document.get("realism") or {}
     fidelity = document.get("stage_fidelity") or {}
     header = (
-        "| method | Dice | diameter MAE (mm) | SSIM | PSNR (dB) | identity SSIM "
-        "| stage fidelity | FID | KID |"
+        "| method | Dice | diameter MAE (mm) | Dice, same ruler | diameter MAE, same ruler "
+        "| SSIM | PSNR (dB) | identity SSIM | stage fidelity | FID | KID |"
     )
     lines = [
         f"Held-out pairs: {document['n_pairs']} (month 0 -> month {document['months']:g})",
         "",
         header,
-        "|" + " --- |" * 9,
+        "|" + " --- |" * 11,
     ]
     for method, m in document["methods"].items():
         r = realism.get(method, {})
         lines.append(
-            f"| {method} | {m['dice']:.3f} | {m['diameter_mae_mm']:.2f} | {m['ssim']:.3f} | "
+            f"| {method} | {m['dice']:.3f} | {m['diameter_mae_mm']:.2f} | "
+            f"{m['dice_same_ruler']:.3f} | {m['diameter_error_same_ruler_mm']:.2f} | "
+            f"{m['ssim']:.3f} | "
             f"{m['psnr_db']:.1f} | {m['identity_ssim']:.3f} | "
             f"{_fmt(fidelity.get(method))} | {_fmt(r.get('fid'), 2)} | {_fmt(r.get('kid'), 4)} |"
         )
     if "real_vs_real_floor" in realism:
         floor = realism["real_vs_real_floor"]
         lines.append(
-            f"| real vs real (floor, {int(floor['n_per_half'])} per half) | | | | | | | "
+            f"| real vs real (floor, {int(floor['n_per_half'])} per half) | | | | | | | | | "
             f"{floor['fid']:.2f} | |"
         )
     return "\n".join(lines) + "\n"

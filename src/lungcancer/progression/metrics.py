@@ -19,12 +19,15 @@ the true future itself as a check of the ruler):
 The diameter of a segmented lesion is its greatest diameter (`data.measure`), the definition
 LungSim's truth and the T descriptor use.
 
-The headline scores compare the rendered lesion with the true future scan's lesion *measured
-by the same ruler* (Dice of the two segmentations, difference of their diameters): that is
-what a reader comparing the two scans would see, the ruler's own bias cancels, and it needs no
-ground-truth mask, so it works on real follow-up scans too. Scores against LungSim's own mask
-and recorded diameter are kept beside them (`dice_vs_mask`, `diameter_error_vs_truth_mm`),
-and scoring the true future itself shows how far the ruler is from LungSim's truth.
+The headline scores compare the segmented rendered lesion with LungSim's truth for the future
+scan: its lesion mask (Dice) and its recorded greatest diameter (diameter error). Beside them,
+`dice_same_ruler` and `diameter_error_same_ruler_mm` compare with the true future scan's lesion
+*segmented by the same ruler* (what a reader comparing two scans would do, and usable on real
+follow-up scans without masks). On LungSim the same-ruler numbers carry a bias no generator can
+remove: the patient lies a few millimetres differently at each visit, so the input's background
+tissue (excluded above) does not line up with the future scan's vessels, and the future's
+segmentation picks up vessel stubs the input's anatomy does not have. Scoring the true future
+itself shows both effects.
 """
 
 from __future__ import annotations
@@ -48,12 +51,12 @@ class LesionScores:
     Attributes:
         ssim: SSIM of the whole patch (window units, data range 2).
         psnr_db: PSNR of the whole patch (window units, data range 2).
-        dice: Dice of the segmented lesion against the true future's segmented lesion.
+        dice: Dice against LungSim's true future lesion mask (background tissue left out).
         diameter_mm: greatest diameter of the segmented lesion (0 when nothing is segmented).
-        diameter_error_mm: |diameter_mm - the true future's segmented diameter|.
-        diameter_bias_mm: diameter_mm - the true future's segmented diameter (> 0: too big).
-        dice_vs_mask: Dice against LungSim's true future mask.
-        diameter_error_vs_truth_mm: |diameter_mm - LungSim's recorded future diameter|.
+        diameter_error_mm: |diameter_mm - LungSim's recorded future diameter|.
+        diameter_bias_mm: diameter_mm - LungSim's recorded future diameter (> 0: too big).
+        dice_same_ruler: Dice against the true future scan's lesion segmented the same way.
+        diameter_error_same_ruler_mm: |diameter_mm - that segmentation's diameter|.
         identity_ssim: SSIM against the *input* patch outside the lesion ROI (1 = untouched).
     """
 
@@ -63,8 +66,8 @@ class LesionScores:
     diameter_mm: float
     diameter_error_mm: float
     diameter_bias_mm: float
-    dice_vs_mask: float
-    diameter_error_vs_truth_mm: float
+    dice_same_ruler: float
+    diameter_error_same_ruler_mm: float
     identity_ssim: float
 
 
@@ -219,11 +222,11 @@ def score_patch(
     return LesionScores(
         ssim=ssim_unit(rendered_unit, target_unit),
         psnr_db=psnr_unit(rendered_unit, target_unit),
-        dice=dice(lesion, reference),
+        dice=dice(lesion, (target_mask > 0) & ~background),
         diameter_mm=diameter,
-        diameter_error_mm=abs(diameter - reference_diameter),
-        diameter_bias_mm=diameter - reference_diameter,
-        dice_vs_mask=dice(lesion, (target_mask > 0) & ~background),
-        diameter_error_vs_truth_mm=abs(diameter - target_diameter_mm),
+        diameter_error_mm=abs(diameter - target_diameter_mm),
+        diameter_bias_mm=diameter - target_diameter_mm,
+        dice_same_ruler=dice(lesion, reference),
+        diameter_error_same_ruler_mm=abs(diameter - reference_diameter),
         identity_ssim=identity_ssim(rendered_unit, source_unit, roi),
     )

@@ -32,6 +32,7 @@ from lungcancer.progression.timeline import (
     default_vdt_days,
     growth_timeline,
     resolve_histology,
+    resolve_invasion,
 )
 
 DEFAULT_MONTHS = (0.0, 3.0, 6.0, 12.0, 18.0, 24.0)
@@ -312,6 +313,7 @@ def simulate(
     vdt_days: float | None = None,
     n: str | None = None,
     m: str | None = None,
+    invasion: str = "none",
     current_stage: str | None = None,
     allow_regression: bool = False,
     patch_size: int | None = None,
@@ -332,6 +334,7 @@ def simulate(
         vdt_days: volume-doubling time; default: the histology's median.
         n: N descriptor held over time (default N0, and the outputs say it was assumed).
         m: M descriptor held over time (default M0, likewise).
+        invasion: "chest_wall" (at least T3) or "mediastinum" (T4), held over time.
         current_stage: the lesion's known stage now (I-IV); frames before it are refused.
         allow_regression: allow frames at an earlier stage than the current one.
         patch_size: refuse a GAN trained on another patch size.
@@ -375,8 +378,9 @@ def simulate(
             f"N and M held at {n or 'N0'} {m or 'M0'} over time (assumed, not modelled: nodal "
             "and distant spread are not visible on the lesion patch); give --n/--m if known"
         )
-    timeline = growth_timeline(lesion.diameter_mm, list(months), vdt_days, n or "N0", m or "M0")
-    baseline = growth_timeline(lesion.diameter_mm, [0.0], vdt_days, n or "N0", m or "M0")[0]
+    held = (n or "N0", m or "M0", resolve_invasion(invasion))
+    timeline = growth_timeline(lesion.diameter_mm, list(months), vdt_days, *held)
+    baseline = growth_timeline(lesion.diameter_mm, [0.0], vdt_days, *held)[0]
     check_no_regression(timeline, current_stage or baseline.stage, allow_regression)
     _check_stages(loaded, timeline)
     frames = render_frames(loaded, scan, lesion, timeline, notes, mask_array)

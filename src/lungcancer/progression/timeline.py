@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from lungcancer.errors import LungCancerError
-from lungcancer.staging import coarse_stage, stage_group, t_from_diameter
+from lungcancer.staging import Invasion, coarse_stage, stage_group, t_from_diameter
 from lungcancer.synth.growth import HISTOLOGY_VDT_DAYS, diameter_at_months
 
 COARSE_STAGES = ("I", "II", "III", "IV")
@@ -65,6 +65,19 @@ class TimelineFrame:
         return replace(self, probabilities={k: float(v) for k, v in probabilities.items()})
 
 
+def resolve_invasion(name: str) -> Invasion:
+    """Check an invasion flag: none, chest_wall or mediastinum."""
+    if name == "chest_wall":
+        return "chest_wall"
+    if name == "mediastinum":
+        return "mediastinum"
+    if name == "none":
+        return "none"
+    raise SimulationError(
+        "unknown invasion", expected="none, chest_wall or mediastinum", found=name
+    )
+
+
 def resolve_histology(name: str) -> str:
     """Map a histology flag (adeno, squamous, large-cell, ...) to a growth-model key."""
     key = HISTOLOGY_ALIASES.get(name.lower())
@@ -89,6 +102,7 @@ def growth_timeline(
     vdt_days: float,
     n: str = "N0",
     m: str = "M0",
+    invasion: Invasion = "none",
 ) -> list[TimelineFrame]:
     """Diameter, T and stage at each month, from a baseline diameter and a doubling time.
 
@@ -98,6 +112,7 @@ def growth_timeline(
         vdt_days: initial volume-doubling time.
         n: N descriptor held over the timeline.
         m: M descriptor held over the timeline.
+        invasion: chest-wall or mediastinal invasion (T3 / T4 whatever the size), held.
 
     Returns:
         One frame per month, in the given order.
@@ -114,7 +129,7 @@ def growth_timeline(
     diameters = diameter_at_months(float(d0_mm), np.asarray(months, np.float64), float(vdt_days))
     frames = []
     for month, diameter in zip(months, diameters.tolist(), strict=True):
-        t = t_from_diameter(diameter)
+        t = t_from_diameter(diameter, invasion)
         group = stage_group(t, n, m)
         frames.append(
             TimelineFrame(
@@ -150,6 +165,7 @@ def check_no_regression(
             "a target stage is earlier than the lesion's current stage",
             expected=f"stages at or after {current_stage}",
             found=f"stage {first.stage} at month {first.months:g} ({first.diameter_mm:.1f} mm)",
-            hint="simulate forward in time (non-negative --months), or pass --allow-regression "
-            "to render a shrinking tumour (e.g. response to treatment)",
+            hint="simulate forward in time (non-negative --months); if the current stage comes "
+            "from nodes, metastases or invasion, give --n/--m/--invasion so the timeline keeps "
+            "them; or pass --allow-regression to render a shrinking tumour",
         )
