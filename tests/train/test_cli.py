@@ -15,7 +15,7 @@ from io_builders import ct_dataset, write_dataset
 from train_builders import write_png_dataset
 from typer.testing import CliRunner
 
-from lungcancer.cli import app
+from lungcancer.cli import app, main
 from lungcancer.train.checkpoint import load_checkpoint
 
 
@@ -91,21 +91,27 @@ def _mr_slice(path: Path) -> Path:
     return write_dataset(ds, path)
 
 
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [("notes.txt", "not"), ("mr.dcm", "MR")],
-)
-def test_predict_on_mr_or_a_non_image_exits_2_with_a_message(
-    trained: tuple[Path, Path], tmp_path: Path, name: str, expected: str
+def run_main(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> str:
+    """Run the `lungcancer` entry point in-process; returns stderr of a failing command."""
+    monkeypatch.setattr(sys, "argv", ["lungcancer", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err
+    return err
+
+
+def test_predict_on_an_mr_image_exits_2_with_a_message(
+    trained: tuple[Path, Path], tmp_path: Path
 ) -> None:
     run, _ = trained
-    bad = tmp_path / name
-    if name.endswith(".dcm"):
-        _mr_slice(bad)
-    else:
-        bad.write_text("hello, this is text")
+    mr = _mr_slice(tmp_path / "mr.dcm")
+    # The real entry point, in its own process, as a user runs it.
     proc = subprocess.run(
-        [sys.executable, "-m", "lungcancer.cli", "predict", str(run / "best.pt"), str(bad),
+        [sys.executable, "-m", "lungcancer.cli", "predict", str(run / "best.pt"), str(mr),
          "--threads", "1"],
         capture_output=True,
         text=True,
@@ -114,19 +120,32 @@ def test_predict_on_mr_or_a_non_image_exits_2_with_a_message(
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:")
-    assert expected in proc.stderr and str(bad) in proc.stderr
+    assert "MR" in proc.stderr and str(mr) in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_train_with_an_unknown_model_is_a_clean_error(tmp_path: Path) -> None:
+def test_predict_on_a_non_image_exits_2(
+    trained: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run, _ = trained
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, this is text")
+    err = run_main(
+        monkeypatch, capsys, "predict", str(run / "best.pt"), str(text), "--threads", "1"
+    )
+    assert str(text) in err
+
+
+def test_train_with_an_unknown_model_is_a_clean_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = write_png_dataset(tmp_path / "data", per_class=4)
-    proc = subprocess.run(
-        [sys.executable, "-m", "lungcancer.cli", "train", "--data", str(data), "--model", "vgg",
-         "--out", str(tmp_path / "run")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CI": "true"},
-        timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 2
-    assert "unknown model 'vgg'" in proc.stderr
+    out = tmp_path / "run"
+    err = run_main(
+        monkeypatch, capsys, "train", "--data", str(data), "--model", "vgg", "--out", str(out)
+    )
+    assert "unknown model 'vgg'" in err
+    assert not out.exists()  # refused before any file was written
