@@ -50,16 +50,33 @@ def _find(pattern: str, text: str) -> list[re.Match[str]]:
 def parse_cache(text: str) -> list[Row]:
     """bench_cache: decode epoch / cache epoch, per dataset; read_image / raw pydicom."""
     rows = []
-    names = [m.group(1) for m in _find(r"^(\S.*): \d+ samples$", text)]
-    ratios = _find(r"ratio decode / cache epoch \(opening\):\s+([\d.]+)x", text)
-    for name, match in zip(names, ratios, strict=False):
-        rows.append(
-            Row("data loading", f"decode epoch / cached epoch, {name}", f"{match.group(1)}x")
-        )
+    blocks = re.split(r"^(?=\S.*: \d+ samples$)", text, flags=re.MULTILINE)
+    for block in blocks:
+        name = _find(r"^(\S.*): \d+ samples$", block)
+        decode = _find(r"decode epoch \(read \+ preprocess\):\s+([\d.]+) ms/sample", block)
+        cached = _find(r"cache epoch, opening the .npy files:\s+([\d.]+) ms/sample", block)
+        ratio = _find(r"ratio decode / cache epoch \(opening\):\s+([\d.]+)x", block)
+        if name and ratio:
+            detail = ""
+            if decode and cached:
+                detail = f"{decode[0].group(1)} vs {cached[0].group(1)} ms/sample"
+            rows.append(
+                Row(
+                    "data loading",
+                    f"decode epoch / cached epoch, {name[0].group(1)}",
+                    f"{ratio[0].group(1)}x",
+                    detail,
+                )
+            )
+    raw = _find(r"raw pydicom loop ([\d.]+) s, read_image ([\d.]+) s", text)
     for match in _find(r"ratio read_image / raw pydicom:\s+([\d.]+)x", text):
+        detail = f"{raw[0].group(2)} vs {raw[0].group(1)} s" if raw else ""
         rows.append(
             Row(
-                "data loading", "read_image / raw pydicom loop (DICOM series)", f"{match.group(1)}x"
+                "data loading",
+                "read_image / raw pydicom loop (DICOM series)",
+                f"{match.group(1)}x",
+                detail,
             )
         )
     return rows
@@ -137,9 +154,14 @@ def parse_export(text: str) -> list[Row]:
         r"\| fp32/ORT\s+([\d.]+)x(?: \| eager bf16\s+([\d.]+) ms \| bf16/ORT\s+([\d.]+)x)?",
         text,
     ):
-        name, batch, _, ort, ratio, bf16, bf16_ratio = match.groups()
+        name, batch, fp32, ort, ratio, bf16, bf16_ratio = match.groups()
         rows.append(
-            Row("inference", f"eager fp32 / ONNX Runtime, {name} batch {batch}", f"{ratio}x")
+            Row(
+                "inference",
+                f"eager fp32 / ONNX Runtime, {name} batch {batch}",
+                f"{ratio}x",
+                f"{fp32} vs {ort} ms",
+            )
         )
         if bf16_ratio:
             rows.append(
@@ -304,6 +326,16 @@ def run_bench(bench: Bench, quick: bool, log_dir: Path, timeout_s: float) -> lis
     return rows
 
 
+def reparse(bench: Bench, log_dir: Path) -> list[Row]:
+    """Rows from a log an earlier run wrote (the table again, without running anything)."""
+    log = log_dir / f"{bench.key}.log"
+    if not log.is_file():
+        return [Row(bench.key, f"no log at {log}", "n/a")]
+    text = log.read_text(encoding="utf-8")
+    stdout = text.split("\n# stderr\n", 1)[0]
+    return bench.parse(stdout) or [Row(bench.key, f"no figures in {log}", "n/a")]
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -340,18 +372,24 @@ def main(argv: list[str] | None = None) -> None:
         b.key for b in BENCHES))  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="log folder")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per benchmark")
+    parser.add_argument(
+        "--reparse", action="store_true", help="print the table from the logs in --out only"
+    )
     args = parser.parse_args(argv)
     wanted = {k for k in args.only.split(",") if k}
     unknown = wanted - {b.key for b in BENCHES}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    selected = [b for b in BENCHES if not wanted or b.key in wanted]
+    if args.reparse:
+        print(table([row for bench in selected for row in reparse(bench, args.out)]))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"machine: {_machine()}; load average at start {_load()}", flush=True)
     started = time.perf_counter()
     rows: list[Row] = []
-    for bench in BENCHES:
-        if not wanted or bench.key in wanted:
-            rows += run_bench(bench, args.quick, args.out, args.timeout)
+    for bench in selected:
+        rows += run_bench(bench, args.quick, args.out, args.timeout)
     minutes = (time.perf_counter() - started) / 60
     print(f"\nall benchmarks: {minutes:.1f} min; load average at the end {_load()}\n")
     print(table(rows))
