@@ -396,6 +396,16 @@ class _Trainer:
         return int(payload["step"])
 
 
+def _preview(patches: PatchSet, count: int = 8) -> PatchSet:
+    """Up to `count` examples for the sample grids: the longest-horizon pair of each patient."""
+    best: dict[str, int] = {}
+    for i, patient in enumerate(patches.patient_ids):
+        if patient not in best or patches.months[i] > patches.months[best[patient]]:
+            best[patient] = i
+    chosen = list(best.values())[:count]
+    return patches.subset(chosen)
+
+
 def _sizes_by_stage(patches: PatchSet, n_stages: int, patch_size: int) -> list[np.ndarray]:
     """Lesion diameters (mm) of the training inputs, per stage."""
     diameters = patches.source_size * patches.spacing_mm * patch_size
@@ -466,9 +476,7 @@ def training_loop(
         sync_replicas(context, players, [trainer.opt_g, trainer.opt_d])
     data = _as_tensors(train_set, device)
     sizes_by_stage = _sizes_by_stage(train_set, len(cfg.stages), cfg.patch_size)
-    preview = (val_set if val_set is not None and len(val_set) else train_set).subset(
-        range(min(8, len(val_set) if val_set is not None and len(val_set) else len(train_set)))
-    )
+    preview = _preview(val_set if val_set is not None and len(val_set) else train_set)
     max_diameter_mm = float((train_set.target_size * train_set.spacing_mm).max()) * cfg.patch_size
     log_path = out / "losses.jsonl"
     sums: dict[str, float] = defaultdict(float)
