@@ -129,3 +129,17 @@ def test_the_cli_simulates_from_files_and_reports_bad_input(
     assert "note:" in result.output
     failed = runner.invoke(app, args)
     assert isinstance(failed.exception, SimulationError)
+
+
+def test_a_volume_with_a_mask_uses_the_slice_through_the_lesion(
+    untrained_checkpoint: Path,
+) -> None:
+    scan, mask = _scan()
+    volume = Scan(
+        array=np.concatenate([scan.array - 50.0, scan.array, scan.array + 50.0]),
+        spacing_mm=scan.spacing_mm,
+    )
+    volume_mask = np.concatenate([np.zeros_like(mask), mask, np.zeros_like(mask)])
+    result = simulate(untrained_checkpoint, volume, mask=volume_mask, months=(0, 6))
+    assert result.lesion.center_zyx[0] == 1.0
+    np.testing.assert_array_equal(result.frames_hu[0], scan.array[0])
