@@ -239,6 +239,7 @@ def _progression(
                 months=demo.simulate_months,
                 n=row["n"],
                 m=row["m"],
+                invasion=row.get("invasion") or "none",
                 current_stage=stage,
                 out_dir=out / "simulate" / f"stage_{stage}",
             )
