@@ -218,7 +218,7 @@ def accuracy(
 RECIPES: dict[str, dict[str, Any]] = {
     "densenet121": {
         "data": {"lung_crop": True},
-        "train": {"epochs": 6, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 1, "patience": 0},
+        "train": {"epochs": 8, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 1, "patience": 0},
     },
     "cnn": {
         "data": {"lung_crop": True},
