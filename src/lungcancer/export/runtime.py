@@ -18,7 +18,7 @@ import numpy as np
 from lungcancer.config import DataConfig, from_dict
 from lungcancer.errors import CheckpointError, ConfigError
 from lungcancer.export.convert import ONNX_FORMAT
-from lungcancer.train.inference import FilePrediction
+from lungcancer.train.inference import FilePrediction, predict_file_rows
 
 
 @dataclass(frozen=True)
@@ -122,38 +122,11 @@ def predict_files_onnx(
     Returns:
         Rows in input order, each file's aggregate after its items.
     """
-    from lungcancer.data import preprocess_file
-
-    masks = list(mask_paths) if mask_paths is not None else [None] * len(paths)
-    if len(masks) != len(paths):
-        raise ConfigError(
-            "give one mask per input (or none at all)",
-            expected=f"{len(paths)} masks",
-            found=f"{len(masks)} masks",
-        )
-    rows: list[FilePrediction] = []
-    for path, mask in zip(paths, masks, strict=True):
-        items = preprocess_file(path, clf.data_config, mask_path=mask)
-        arrays = [array for _, array in items]
-        probs = np.concatenate(
-            [
-                clf.probabilities(np.stack(arrays[i : i + batch_size]))
-                for i in range(0, len(arrays), batch_size)
-            ]
-        )
-        for (name, _), p in zip(items, probs, strict=True):
-            rows.append(_row(clf.class_names, str(path), name, p, aggregate=False))
-        if len(items) > 1:
-            mean = probs.mean(axis=0)
-            rows.append(
-                _row(clf.class_names, str(path), f"scan (mean of {len(items)})", mean, True)
-            )
-    return rows
-
-
-def _row(
-    class_names: Sequence[str], path: str, item: str, probs: np.ndarray, aggregate: bool
-) -> FilePrediction:
-    # Rounded as the PyTorch path rounds them, so both engines write the same files.
-    named = {c: round(float(p), 6) for c, p in zip(class_names, probs, strict=True)}
-    return FilePrediction(path, item, named, class_names[int(np.argmax(probs))], aggregate)
+    return predict_file_rows(
+        paths,
+        mask_paths,
+        data_config=clf.data_config,
+        class_names=clf.class_names,
+        probabilities=clf.probabilities,
+        batch_size=batch_size,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -195,6 +195,37 @@ def predict_files(
         ImageReadError: a file is not an image (UnsupportedModalityError for e.g. MR).
         ConfigError: `mask_paths` does not match `paths` in length.
     """
+    return predict_file_rows(
+        paths,
+        mask_paths,
+        data_config=clf.data_config,
+        class_names=clf.class_names,
+        probabilities=lambda batch: predict_arrays(clf, batch),
+        batch_size=batch_size,
+    )
+
+
+def predict_file_rows(
+    paths: Sequence[str | Path],
+    mask_paths: Sequence[str | Path | None] | None,
+    *,
+    data_config: DataConfig,
+    class_names: Sequence[str],
+    probabilities: Callable[[np.ndarray], np.ndarray],
+    batch_size: int = 64,
+) -> list[FilePrediction]:
+    """The rows of `predict_files` for any engine that maps a batch to probabilities.
+
+    Shared by the PyTorch and ONNX Runtime paths so both write the same files.
+
+    Args:
+        paths: image files or DICOM series folders.
+        mask_paths: a lesion mask per path (None entries for none), or None.
+        data_config: the model's preprocessing.
+        class_names: the model's classes, in output order.
+        probabilities: (N, C, ...) float32 batch -> (N, num_classes) probabilities.
+        batch_size: items per call of `probabilities`.
+    """
     from lungcancer.data import preprocess_file
 
     masks = list(mask_paths) if mask_paths is not None else [None] * len(paths)
@@ -206,27 +237,27 @@ def predict_files(
         )
     rows: list[FilePrediction] = []
     for path, mask in zip(paths, masks, strict=True):
-        items = preprocess_file(path, clf.data_config, mask_path=mask)
+        items = preprocess_file(path, data_config, mask_path=mask)
+        arrays = [array for _, array in items]
         probs = np.concatenate(
             [
-                predict_arrays(clf, [array for _, array in items[i : i + batch_size]])
-                for i in range(0, len(items), batch_size)
+                probabilities(np.stack(arrays[i : i + batch_size]))
+                for i in range(0, len(arrays), batch_size)
             ]
         )
         for (name, _), p in zip(items, probs, strict=True):
-            rows.append(_row(clf, str(path), name, p, aggregate=False))
+            rows.append(_row(class_names, str(path), name, p, aggregate=False))
         if len(items) > 1:
             mean = probs.mean(axis=0)
-            rows.append(_row(clf, str(path), f"scan (mean of {len(items)})", mean, True))
+            rows.append(_row(class_names, str(path), f"scan (mean of {len(items)})", mean, True))
     return rows
 
 
 def _row(
-    clf: LoadedClassifier, path: str, item: str, probs: np.ndarray, aggregate: bool
+    class_names: Sequence[str], path: str, item: str, probs: np.ndarray, aggregate: bool
 ) -> FilePrediction:
-    named = {c: round(float(p), 6) for c, p in zip(clf.class_names, probs, strict=True)}
-    predicted = clf.class_names[int(np.argmax(probs))]
-    return FilePrediction(path, item, named, predicted, aggregate)
+    named = {c: round(float(p), 6) for c, p in zip(class_names, probs, strict=True)}
+    return FilePrediction(path, item, named, class_names[int(np.argmax(probs))], aggregate)
 
 
 def predictions_json(rows: Sequence[FilePrediction]) -> str:
