@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,6 @@ import pytest
 import SimpleITK as sitk  # noqa: N813 (the name every SimpleITK user knows)
 import torch
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from torch import nn
 
 from lungcancer.config import DataConfig, GanConfig, ModelConfig, TrainConfig, to_dict
@@ -23,6 +22,11 @@ from lungcancer.progression.checkpoint import (
     save_gan_checkpoint,
 )
 from lungcancer.train.checkpoint import FORMAT, VERSION, save_checkpoint
+
+# The DICOM builders live with the io tests; with --import-mode=importlib that folder is not on
+# sys.path by itself.
+sys.path.insert(0, str(Path(__file__).parents[1] / "io"))
+from io_builders import ct_dataset, write_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -52,37 +56,18 @@ def write_dicom(
     instance: int = 1,
 ) -> Path:
     """One DICOM slice of `hu` (y-x), with a planted patient name that must never show."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage if modality == "CT" else MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = "1.2.826.0.1.3680043.99"
-    ds.SeriesInstanceUID = series_uid
-    ds.Modality = modality
+    ds = ct_dataset(
+        (hu + 1024).astype(np.int16),
+        position_xyz_mm=(0.0, 0.0, z_mm),
+        pixel_spacing_mm=(0.8, 0.8),
+        modality=modality,
+        series_uid=series_uid,
+        instance_number=instance,
+        slice_thickness_mm=2.0,
+    )
     ds.PatientName = "Doe^Jane"
     ds.PatientID = "SECRET-ID-42"
-    ds.InstanceNumber = instance
-    ds.SliceThickness = 2.0
-    ds.ImagePositionPatient = [0.0, 0.0, z_mm]
-    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    ds.PixelSpacing = [0.8, 0.8]
-    ds.Rows, ds.Columns = hu.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
-    ds.RescaleSlope = "1"
-    ds.RescaleIntercept = "-1024"
-    ds.PixelData = (hu + 1024).astype("<i2").tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dataset(ds, path)
 
 
 @pytest.fixture
