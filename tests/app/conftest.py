@@ -14,18 +14,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lungcancer.config import DataConfig, GanConfig, ModelConfig, TrainConfig, to_dict
+from lungcancer.config import DataConfig
 from lungcancer.models import create_model
-from lungcancer.progression.checkpoint import (
-    build_discriminator,
-    build_generator,
-    save_gan_checkpoint,
-)
-from lungcancer.train.checkpoint import FORMAT, VERSION, save_checkpoint
 
-# The DICOM builders live with the io tests; with --import-mode=importlib that folder is not on
-# sys.path by itself.
+# The DICOM and checkpoint builders live with the io and progression tests; with
+# --import-mode=importlib those folders are not on sys.path by themselves.
 sys.path.insert(0, str(Path(__file__).parents[1] / "io"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "progression"))
+from gan_builders import tiny_config, write_untrained_checkpoint, write_untrained_classifier
 from io_builders import ct_dataset, write_dataset
 
 
@@ -152,53 +148,11 @@ def cnn_bundle() -> Bundle:
 @pytest.fixture(scope="session")
 def classifier_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained 2D `cnn` checkpoint (32 px, two classes) in the training format."""
-    torch.manual_seed(0)
-    args = {"in_chans": 1, "num_classes": 2, "spatial_dims": 2}
-    model = create_model("cnn", **args)
     path = tmp_path_factory.mktemp("clf") / "best.pt"
-    save_checkpoint(
-        path,
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "model": {"name": "cnn", "args": args},
-            "class_names": ["benign", "malignant"],
-            "data_config": to_dict(DataConfig(image_size=32)),
-            "model_config": to_dict(ModelConfig(name="cnn")),
-            "train_config": to_dict(TrainConfig(epochs=1)),
-            "state_dict": model.state_dict(),
-        },
-    )
-    return path
+    return write_untrained_classifier(path, 32, ("benign", "malignant"))
 
 
 @pytest.fixture(scope="session")
 def gan_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny progression GAN (patch 32) in the progression format."""
-    cfg = GanConfig(
-        patch_size=32,
-        base_channels=8,
-        levels=3,
-        cond_dim=16,
-        d_channels=8,
-        d_layers=2,
-        precision="fp32",
-        device="cpu",
-    )
-    torch.manual_seed(0)
-    generator, discriminator = build_generator(cfg), build_discriminator(cfg)
-    path = tmp_path_factory.mktemp("gan") / "gan.pt"
-    save_gan_checkpoint(
-        path,
-        cfg=cfg,
-        generator=generator,
-        generator_ema=generator,
-        discriminator=discriminator,
-        opt_g=torch.optim.Adam(generator.parameters()),
-        opt_d=torch.optim.Adam(discriminator.parameters()),
-        step=0,
-        train_patients=("p0",),
-        heldout_patients=("p1",),
-        max_diameter_mm=30.0,
-    )
-    return path
+    return write_untrained_checkpoint(tmp_path_factory.mktemp("gan") / "gan.pt", tiny_config())

@@ -112,8 +112,13 @@ def write_untrained_checkpoint(path: Path, cfg: GanConfig, max_diameter_mm: floa
     return path
 
 
-def write_untrained_classifier(path: Path, image_size: int = 32) -> Path:
-    """A classifier checkpoint of a freshly initialised custom CNN with LungSim's stage classes."""
+STAGE_CLASSES = ("normal", "benign", "stage_I", "stage_II", "stage_III", "stage_IV")
+
+
+def write_untrained_classifier(
+    path: Path, image_size: int = 32, class_names: tuple[str, ...] = STAGE_CLASSES
+) -> Path:
+    """A classifier checkpoint of a freshly initialised custom CNN (LungSim's stage classes)."""
     from typing import Any
 
     from lungcancer.config import DataConfig, ModelConfig, TrainConfig, to_dict
@@ -121,7 +126,7 @@ def write_untrained_classifier(path: Path, image_size: int = 32) -> Path:
     from lungcancer.train.checkpoint import FORMAT, VERSION, save_checkpoint
 
     torch.manual_seed(0)
-    names = ["normal", "benign", "stage_I", "stage_II", "stage_III", "stage_IV"]
+    names = list(class_names)
     model = create_model("cnn", num_classes=len(names))
     checkpoint: dict[str, Any] = {
         "format": FORMAT,
