@@ -6,8 +6,9 @@ in torch and MONAI.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lungcancer.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from lungcancer.data.audit import AuditReport, ImageHashes, audit, image_hashes
@@ -93,8 +94,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lungcancer.data' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"lungcancer.data.{module}"), name)
+__getattr__ = lazy_exports(__name__, _WHERE)

@@ -7,8 +7,7 @@ use, so `import lungcancer.evaluate` stays cheap for code that only needs number
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lungcancer.evaluate.bootstrap import bootstrap_metrics
 from lungcancer.evaluate.metrics import (
@@ -17,6 +16,7 @@ from lungcancer.evaluate.metrics import (
     UndefinedMetricWarning,
     compute_metrics,
 )
+from lungcancer.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from lungcancer.evaluate.api import (
@@ -67,8 +67,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lungcancer.evaluate' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"lungcancer.evaluate.{module}"), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -6,8 +6,9 @@ and `predict_files` / `predict_dataset` use its checkpoints. Names are imported 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lungcancer.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from lungcancer.train.api import RunSpec, TrainResult, fit, train
@@ -59,8 +60,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lungcancer.train' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"lungcancer.train.{module}"), name)
+__getattr__ = lazy_exports(__name__, _WHERE)
