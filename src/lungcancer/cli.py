@@ -685,14 +685,13 @@ def explain_command(
             f"{item.name}: predicted [bold]{item.predicted_class}[/] ({probs}); "
             f"map explains '{item.explained_class}' -> {item.overlay_path}",
             highlight=False,
-            soft_wrap=True,  # paths stay on one line, so they can be copied
         )
         if item.pointing_hit is not None and item.energy_share is not None:
             hit = "hit" if item.pointing_hit else "miss"
             console.print(
                 f"  pointing game: {hit}; energy inside the mask: {item.energy_share:.1%}"
             )
-    console.print(f"summary: {Path(out) / 'explanations.json'}", soft_wrap=True)
+    console.print(f"summary: {Path(out) / 'explanations.json'}")
 
 
 @app.command("serve")
@@ -734,7 +733,6 @@ def export_command(
         f"{report.input_shape}: max |probability difference| {report.max_abs_diff:.2e} "
         f"<= {report.tolerance:g}",
         highlight=False,
-        soft_wrap=True,
     )
 
 
