@@ -151,6 +151,9 @@ def build_patient(
         shape, side, d0 = _baseline_fit(
             anat, shape, diameter_unit, truth, settings, poses[0], acq, grid, r_les, cloud
         )
+        # Spicule widths (mm) and lobulation depths are as drawn at the baseline size; growth
+        # beyond it is not self-similar (lungcancer.synth.lesion).
+        shape = shape.with_baseline(d0 / diameter_unit)
         center = shape.center_mm
         lobe = str(anat.lobe(*(np.array([v]) for v in center))[0])
         look = sample_look(

@@ -8,6 +8,16 @@ Spicules are drawn in the image but are not part of the lesion's body: the mask 
 diameter are measured on the body, as radiologists measure a spiculated nodule. The body is
 slightly flattened in z so the greatest diameter lies in the axial plane, where a 2D slice
 shows it.
+
+Growth is not self-similar (a magnified baseline is not the future). Relative to its baseline
+radius R0 (`LesionShape.baseline_radius_mm`), a lesion grown to radius R keeps its spicules'
+width in millimetres (they lengthen with the body but do not thicken: kappa grows as
+(R / R0)^2) and its lobulations deepen (amplitude x (R / R0)^0.5: lobulation is uneven growth
+of the tumour's parts, and larger nodules are more often lobulated). `LesionLook.at_size`
+changes the inside with size: the solid core of a part-solid nodule grows faster than the
+whole (core diameter ~ diameter^2, so the solid fraction rises until the nodule is solid: the
+GGN -> part-solid -> solid course of invasive adenocarcinoma), and necrosis and (squamous)
+cavitation appear once the tumour passes a size drawn per patient.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ NODULE_TYPES = ("solid", "part_solid", "ground_glass")
 MARGINS = ("smooth", "lobulated", "spiculated")
 CALCIFICATIONS = ("none", "central", "diffuse", "popcorn", "laminated")
 _SUBSLICES = 3  # samples across the slice thickness, for partial volume at lesion edges
+LOBULATION_GROWTH_EXPONENT = 0.5  # bump amplitude x (R / R0)^this
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,9 @@ class LesionShape:
         bump_kappas: (K,) sharpness (larger: narrower).
         spike_dirs: (S, 3) unit vectors of spicules.
         spike_lengths: (S,) spicule length relative to R.
-        spike_kappa: sharpness of all spicules.
+        spike_kappa: sharpness of all spicules at the baseline radius.
+        baseline_radius_mm: R0, the radius at which bumps and spicules are as drawn; 0 for a
+            lesion that grows self-similarly (nothing changes with size).
     """
 
     center_mm: tuple[float, float, float]
@@ -50,10 +63,26 @@ class LesionShape:
     spike_dirs: np.ndarray
     spike_lengths: np.ndarray
     spike_kappa: float
+    baseline_radius_mm: float = 0.0
 
     def scaled(self, factor: float) -> LesionShape:
-        """The same lesion with every length multiplied by `factor` (growth keeps the shape)."""
+        """The lesion grown (or shrunk) to `factor` x its base radius.
+
+        Self-similar when `baseline_radius_mm` is 0; otherwise spicules keep their width in mm
+        and lobulations deepen with size (see the module docstring).
+        """
         return replace(self, radius_mm=self.radius_mm * factor)
+
+    def with_baseline(self, radius_mm: float) -> LesionShape:
+        """The same lesion, with bumps and spicules as drawn at base radius `radius_mm`."""
+        return replace(self, baseline_radius_mm=float(radius_mm))
+
+    @property
+    def growth_ratio(self) -> float:
+        """R / R0 (1 for a self-similar lesion)."""
+        if self.baseline_radius_mm <= 0:
+            return 1.0
+        return self.radius_mm / self.baseline_radius_mm
 
     def moved(self, center_mm: tuple[float, float, float]) -> LesionShape:
         """The same lesion centred elsewhere."""
@@ -62,21 +91,26 @@ class LesionShape:
     def body_radius(self, u: np.ndarray) -> np.ndarray:
         """Radius of the body (no spicules) along unit vectors u (..., 3), before z scaling."""
         rel = np.ones(u.shape[:-1])
+        deepen = self.growth_ratio**LOBULATION_GROWTH_EXPONENT
         for v, a, k in zip(self.bump_dirs, self.bump_amps, self.bump_kappas, strict=True):
-            rel = rel + a * np.exp(k * (u @ v - 1.0))
+            rel = rel + deepen * a * np.exp(k * (u @ v - 1.0))
         return np.asarray(self.radius_mm * np.maximum(rel, 0.35))
 
     def full_radius(self, u: np.ndarray) -> np.ndarray:
         """Radius including spicules."""
         rel = self.body_radius(u) / self.radius_mm
+        # Angular width ~ 1/sqrt(kappa): kappa x (R/R0)^2 keeps the width in mm as R grows.
+        kappa = self.spike_kappa * self.growth_ratio**2
         for v, length in zip(self.spike_dirs, self.spike_lengths, strict=True):
-            rel = rel + length * np.exp(self.spike_kappa * (u @ v - 1.0))
+            rel = rel + length * np.exp(kappa * (u @ v - 1.0))
         return np.asarray(self.radius_mm * rel)
 
     @cached_property
     def extent_mm(self) -> float:
         """Largest distance from the centre to any point of the lesion, spicules included."""
-        return float(self.full_radius(fibonacci_sphere(400)).max())
+        # The spicule axes are sampled too: a thin spicule falls between the sphere's points.
+        directions = np.concatenate([fibonacci_sphere(400), self.spike_dirs.reshape(-1, 3)])
+        return float(self.full_radius(directions).max())
 
     def fields(
         self, x: np.ndarray, y: np.ndarray, z: np.ndarray | float
@@ -198,6 +232,8 @@ class LesionLook:
         calcium_hu: density of calcified parts.
         necrosis: a lower-density centre (large tumours).
         cavity: an air-filled centre (some squamous carcinomas).
+        necrosis_onset_mm: diameter from which the centre is necrotic (inf: never).
+        cavity_onset_mm: diameter from which the centre cavitates (inf: never).
         texture_dirs: (3, 3) directions of the internal texture waves.
         texture_phase: (3,) their phases.
         popcorn_centers: (P, 3) centres of popcorn calcifications, in units of R from the centre.
@@ -214,6 +250,33 @@ class LesionLook:
     texture_dirs: np.ndarray
     texture_phase: np.ndarray
     popcorn_centers: np.ndarray
+    necrosis_onset_mm: float = float("inf")
+    cavity_onset_mm: float = float("inf")
+
+    def at_size(self, diameter_mm: float, baseline_diameter_mm: float) -> LesionLook:
+        """This (baseline) look once the lesion has grown from `baseline_diameter_mm`.
+
+        The solid core of a part-solid nodule grows as diameter^2, so its relative radius
+        rises in proportion to the diameter until the nodule is solid; necrosis and cavitation
+        are present from their onset diameters on. Everything else is kept.
+        """
+        core = self.core_fraction
+        if self.nodule_type == "part_solid" and baseline_diameter_mm > 0:
+            core = min(1.0, core * max(diameter_mm / baseline_diameter_mm, 0.0))
+        return replace(
+            self,
+            core_fraction=core,
+            necrosis=diameter_mm >= self.necrosis_onset_mm,
+            cavity=diameter_mm >= self.cavity_onset_mm,
+        )
+
+
+def _onset_mm(rng: np.random.Generator, chance: float, low_mm: float, high_mm: float) -> float:
+    """A per-patient onset diameter: uniform in [low, high] with probability `chance`, else
+    never (inf). Both draws are always made, so the stream does not depend on the outcome."""
+    happens = rng.random() < chance
+    onset = float(rng.uniform(low_mm, high_mm))
+    return onset if happens else float("inf")
 
 
 def sample_look(
@@ -223,20 +286,28 @@ def sample_look(
     diameter_mm: float = 10.0,
     squamous: bool = False,
 ) -> LesionLook:
-    """Densities and internal structure for a lesion."""
-    return LesionLook(
+    """Densities and internal structure for a lesion at its baseline `diameter_mm`.
+
+    Necrosis sets in at a per-patient diameter of 30-50 mm for about half of the tumours, and
+    a squamous carcinoma cavitates from 20-40 mm in about a third; `LesionLook.at_size` gives
+    the look at a later size.
+    """
+    look = LesionLook(
         nodule_type=nodule_type,
         solid_hu=float(rng.uniform(15.0, 50.0)),
         ggo_hu=float(rng.uniform(-680.0, -430.0)),
         core_fraction=float(rng.uniform(0.3, 0.7)),
         calcification=calcification,
         calcium_hu=float(rng.uniform(300.0, 900.0)),
-        necrosis=diameter_mm > 35.0 and rng.random() < 0.45,
-        cavity=squamous and diameter_mm > 22.0 and rng.random() < 0.3,
+        necrosis=False,
+        cavity=False,
         texture_dirs=_random_dirs(rng, 3),
         texture_phase=rng.uniform(0, 2 * np.pi, 3),
         popcorn_centers=_random_dirs(rng, int(rng.integers(3, 7))) * rng.uniform(0.1, 0.6, (1, 1)),
+        necrosis_onset_mm=_onset_mm(rng, 0.5, 30.0, 50.0),
+        cavity_onset_mm=_onset_mm(rng, 0.35 if squamous else 0.0, 20.0, 40.0),
     )
+    return look.at_size(diameter_mm, diameter_mm)
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,9 @@ def _scene(model: PatientModel, state: VisitState, shape: LesionShape | None, po
         others.append(model.contralateral)
     primary = None
     if shape is not None and model.look is not None:
-        primary = PlacedLesion(shape, model.look)
+        # The inside changes with size: solid core, necrosis, cavity (LesionLook.at_size).
+        look = model.look.at_size(state.model_diameter_mm, model.baseline_diameter_mm)
+        primary = PlacedLesion(shape, look)
     return Scene(
         anatomy=model.anatomy,
         tree=model.tree,
