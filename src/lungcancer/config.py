@@ -52,6 +52,11 @@ class DataConfig:
     spacing_mm: tuple[float, float] | None = None
     lung_crop: bool = False
     augment: bool = True
+    # Random in-plane zoom of +/- this fraction, and elastic warping. Both off by default: the
+    # T descriptor is a size in mm, so zooming a 40 mm tumour by 10% moves it across the
+    # stage I/II threshold while its label stays. Turn them on for labels that are not sizes.
+    augment_scale: float = 0.0
+    augment_elastic: bool = False
     cache_dir: str = ".cache/lungcancer"
     patch_size_3d: int = 64
     spatial_dims: int = 2
@@ -66,6 +71,10 @@ class ModelConfig:
     in_chans: int = 1
     pretrained: str = ""
     dropout: float = 0.2
+    # Global pooling before the head: "avg", or "avgmax" (average and maximum concatenated),
+    # which keeps small findings such as nodes or a contralateral nodule from being averaged
+    # away over the whole slice.
+    pool: str = "avg"
 
 
 @dataclass(frozen=True)

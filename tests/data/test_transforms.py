@@ -140,3 +140,30 @@ def test_augmentation_is_seeded_and_changes_images(spatial_dims: int) -> None:
     assert all(out.shape == shape and out.min() >= 0 and out.max() <= 1 for out in outputs)
     other = Augmenter(spatial_dims, seed=4)
     assert any(not np.array_equal(other(image), out) for out in outputs[:1])
+
+
+def _disc_image(size: int = 64, radius: float = 10.0) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    return ((yy**2 + xx**2) <= radius**2).astype(np.float32)[np.newaxis] * 0.8 + 0.1
+
+
+def _disc_area(image: np.ndarray) -> float:
+    return float((image[0] > 0.5).sum())
+
+
+def test_default_augmentation_keeps_a_lesion_s_size() -> None:
+    # The T descriptor is a size: without zoom or warping, rotations and shifts keep a disc's
+    # area to within resampling error, whatever the draw.
+    image = _disc_image()
+    area = _disc_area(image)
+    augment = Augmenter(2, seed=0)
+    areas = [_disc_area(augment(image)) for _ in range(30)]
+    assert max(abs(a - area) for a in areas) <= 0.06 * area
+
+
+def test_zoom_augmentation_changes_a_lesion_s_size_when_asked() -> None:
+    image = _disc_image()
+    area = _disc_area(image)
+    augment = Augmenter(2, seed=0, scale=0.3, elastic=True)
+    areas = [_disc_area(augment(image)) for _ in range(30)]
+    assert max(abs(a - area) for a in areas) > 0.15 * area

@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lungcancer.errors import ConfigError
 from lungcancer.models import Classifier, create_model, list_models
+from lungcancer.models.registry import GlobalPool
 
 
 @pytest.fixture(autouse=True)
@@ -130,3 +131,26 @@ def test_bad_requests_raise_config_errors(kwargs: dict[str, object], message: st
 def test_dropout_is_passed_through() -> None:
     model = create_model("cnn", num_classes=2, dropout=0.5)
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in model.modules())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_avgmax_pooling_doubles_the_head_width_and_sees_one_hot_cell(name: str) -> None:
+    torch.manual_seed(0)
+    avg = create_model(name, num_classes=3, pool="avg").eval()
+    both = create_model(name, num_classes=3, pool="avgmax").eval()
+    x = torch.randn(2, 1, 64, 64)
+    assert both.forward_head(both.forward_features(x), pre_logits=True).shape == (
+        2,
+        2 * avg.forward_head(avg.forward_features(x), pre_logits=True).shape[1],
+    )
+    assert both(x).shape == (2, 3)
+    # One bright cell of the last map: the average barely moves, the maximum carries it whole.
+    feats = torch.zeros(1, 4, 8, 8)
+    feats[0, :, 3, 5] = 6.4
+    pooled = GlobalPool("avgmax")(feats)
+    torch.testing.assert_close(pooled, torch.tensor([[0.1] * 4 + [6.4] * 4]))
+
+
+def test_unknown_pooling_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="avgmax"):
+        create_model("cnn", num_classes=2, pool="median")

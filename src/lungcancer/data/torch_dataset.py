@@ -102,16 +102,22 @@ class ClassificationDataset(Dataset[tuple[torch.Tensor, int]]):
         if not self._augment:
             return
         if self._augmenter is None:
-            self._augmenter = Augmenter(self.cfg.spatial_dims, seed)
+            self._augmenter = self._new_augmenter(seed)
         else:
             self._augmenter.reseed(seed)
         self._stream = (-1,)
+
+    def _new_augmenter(self, seed: int) -> Augmenter:
+        cfg = self.cfg
+        return Augmenter(
+            cfg.spatial_dims, seed, scale=cfg.augment_scale, elastic=cfg.augment_elastic
+        )
 
     def _augmenter_here(self) -> Augmenter:
         info = get_worker_info()
         stream = (info.id, info.seed) if info is not None else (-1,)
         if self._augmenter is None:
-            self._augmenter = Augmenter(self.cfg.spatial_dims, self.cfg.seed)
+            self._augmenter = self._new_augmenter(self.cfg.seed)
             self._stream = (-1,)
         if stream != self._stream:
             assert info is not None

@@ -281,8 +281,10 @@ def preprocess(
 class Augmenter:
     """Seeded MONAI training augmentation for (C, H, W) or (C, D, H, W) arrays in [0, 1].
 
-    Flips, a small affine (rotation, scale, shift), a cheap elastic warp (2D only: 3D elastic
-    costs more than a training step), Gaussian noise and an intensity jitter. The jitter acts
+    Flips, a small affine (rotation and shift, plus a zoom of +-`scale` when asked), an optional
+    cheap elastic warp (2D only: 3D elastic costs more than a training step), Gaussian noise
+    and an intensity jitter. Zoom and warping are off by default because they change the size
+    of a tumour, which is what its T descriptor (and so its stage) is. The jitter acts
     on windowed values, where a shift of 0.03 is about +-45 HU of window level and a scale of
     +-10% is +-10% of window width: HU-aware without keeping HU around. Output is clipped back
     to [0, 1].
@@ -290,9 +292,13 @@ class Augmenter:
     Args:
         spatial_dims: 2 or 3.
         seed: initial random state; `reseed` restarts it (one stream per DataLoader worker).
+        scale: largest relative zoom (0: none).
+        elastic: add the elastic warp (2D).
     """
 
-    def __init__(self, spatial_dims: int, seed: int = 0) -> None:
+    def __init__(
+        self, spatial_dims: int, seed: int = 0, *, scale: float = 0.0, elastic: bool = False
+    ) -> None:
         from monai.transforms import (
             Compose,
             Rand2DElastic,
@@ -310,23 +316,27 @@ class Augmenter:
                 RandAffine(
                     prob=0.5,
                     rotate_range=0.15,
-                    scale_range=0.1,
+                    scale_range=scale,
                     translate_range=(4, 4),
                     padding_mode="zeros",
                 )
             )
-            steps.append(
-                Rand2DElastic(
-                    spacing=(32, 32), magnitude_range=(0.5, 1.5), prob=0.2, padding_mode="zeros"
+            if elastic:
+                steps.append(
+                    Rand2DElastic(
+                        spacing=(32, 32),
+                        magnitude_range=(0.5, 1.5),
+                        prob=0.2,
+                        padding_mode="zeros",
+                    )
                 )
-            )
         else:
             steps.extend(RandFlip(prob=0.5, spatial_axis=axis) for axis in (0, 1, 2))
             steps.append(
                 RandAffine(
                     prob=0.3,
                     rotate_range=(0.1, 0.1, 0.1),
-                    scale_range=(0.1, 0.1, 0.1),
+                    scale_range=(scale, scale, scale),
                     padding_mode="zeros",
                 )
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lungcancer.models.registry import Classifier, new_linear, register_model
+from lungcancer.models.registry import Classifier, GlobalPool, new_linear, register_model
 
 
 def _conv_bn_relu(spatial_dims: int, in_ch: int, out_ch: int, stride: int) -> list[nn.Module]:
@@ -33,6 +33,7 @@ class SmallCNN(Classifier):
         num_classes: output classes.
         spatial_dims: 2 or 3.
         dropout: dropout probability before the classifier.
+        pool: global pooling, "avg" or "avgmax" (see `GlobalPool`).
     """
 
     head_prefixes = ("fc.",)
@@ -45,6 +46,7 @@ class SmallCNN(Classifier):
         num_classes: int,
         spatial_dims: int,
         dropout: float = 0.0,
+        pool: str = "avg",
     ) -> None:
         super().__init__()
         self.in_chans = in_chans
@@ -60,9 +62,10 @@ class SmallCNN(Classifier):
             stages.append(nn.Sequential(*layers))
             previous = width
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(1)
+        self.pool = GlobalPool(pool)
+        self.head_features = self.num_features * self.pool.multiplier
         self.head_drop = nn.Dropout(dropout)
-        self.fc = new_linear(self.num_features, num_classes)
+        self.fc = new_linear(self.head_features, num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d | nn.Conv3d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -71,17 +74,22 @@ class SmallCNN(Classifier):
         return torch.as_tensor(self.stages(x))
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(torch.flatten(self.pool(features), 1))
+        x = self.head_drop(self.pool(features))
         return x if pre_logits else torch.as_tensor(self.fc(x))
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.fc = new_linear(self.num_features, num_classes)
+        self.fc = new_linear(self.head_features, num_classes)
 
 
 @register_model
 def cnn(
-    *, in_chans: int = 1, num_classes: int, spatial_dims: int = 2, dropout: float = 0.0
+    *,
+    in_chans: int = 1,
+    num_classes: int,
+    spatial_dims: int = 2,
+    dropout: float = 0.0,
+    pool: str = "avg",
 ) -> SmallCNN:
     """The custom CNN: four stages of 32, 64, 128 and 160 channels."""
     return SmallCNN(
@@ -90,4 +98,5 @@ def cnn(
         num_classes=num_classes,
         spatial_dims=spatial_dims,
         dropout=dropout,
+        pool=pool,
     )

@@ -13,7 +13,7 @@ import torch
 from monai.networks.nets import DenseNet
 from torch import nn
 
-from lungcancer.models.registry import Classifier, new_linear, register_model
+from lungcancer.models.registry import Classifier, GlobalPool, new_linear, register_model
 
 
 class DenseNetClassifier(DenseNet, Classifier):
@@ -41,6 +41,7 @@ class DenseNetClassifier(DenseNet, Classifier):
         num_classes: int,
         spatial_dims: int,
         dropout: float = 0.0,
+        pool: str = "avg",
     ) -> None:
         super().__init__(
             spatial_dims=spatial_dims,
@@ -57,13 +58,13 @@ class DenseNetClassifier(DenseNet, Classifier):
         assert isinstance(out_layer, nn.Linear)
         self.num_features = out_layer.in_features
         self.features.add_module("relu5", nn.ReLU(inplace=False))
-        pool = nn.AdaptiveAvgPool2d(1) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(1)
+        global_pool = GlobalPool(pool)
+        self.head_features = self.num_features * global_pool.multiplier
         self.class_layers = nn.Sequential(
             OrderedDict(
-                pool=pool,
-                flatten=nn.Flatten(1),
+                pool=global_pool,
                 drop=nn.Dropout(dropout),
-                out=new_linear(self.num_features, num_classes),
+                out=new_linear(self.head_features, num_classes),
             )
         )
 
@@ -79,12 +80,17 @@ class DenseNetClassifier(DenseNet, Classifier):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.class_layers[-1] = new_linear(self.num_features, num_classes)
+        self.class_layers[-1] = new_linear(self.head_features, num_classes)
 
 
 @register_model
 def densenet121(
-    *, in_chans: int = 1, num_classes: int, spatial_dims: int = 2, dropout: float = 0.0
+    *,
+    in_chans: int = 1,
+    num_classes: int,
+    spatial_dims: int = 2,
+    dropout: float = 0.0,
+    pool: str = "avg",
 ) -> DenseNetClassifier:
     """DenseNet121 (Huang et al. 2017), 2D or 3D."""
     return DenseNetClassifier(
@@ -93,4 +99,5 @@ def densenet121(
         num_classes=num_classes,
         spatial_dims=spatial_dims,
         dropout=dropout,
+        pool=pool,
     )

@@ -75,6 +75,37 @@ class Classifier(nn.Module, ABC):
             param.requires_grad_(trainable)
 
 
+POOLS = ("avg", "avgmax")
+
+
+class GlobalPool(nn.Module):
+    """Global pooling of a (B, C, *spatial) map to (B, C) ("avg") or (B, 2C) ("avgmax").
+
+    "avgmax" concatenates the average and the maximum over space (timm's `catavgmax`): the
+    maximum keeps a finding that covers a few cells of the last feature map (a node, a small
+    nodule) from being averaged away by the rest of the slice.
+    """
+
+    def __init__(self, kind: str = "avg") -> None:
+        super().__init__()
+        if kind not in POOLS:
+            raise ConfigError(
+                f"unknown global pooling {kind!r}",
+                expected=" or ".join(POOLS),
+                found=kind,
+                hint="set model.pool to avg or avgmax",
+            )
+        self.kind = kind
+        self.multiplier = 2 if kind == "avgmax" else 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = torch.flatten(x, 2)
+        avg = flat.mean(dim=2)
+        if self.kind == "avg":
+            return avg
+        return torch.cat((avg, flat.amax(dim=2)), dim=1)
+
+
 def new_linear(in_features: int, num_classes: int) -> nn.Linear:
     """A classifier layer initialised the same way for every model (small weights, zero bias)."""
     layer = nn.Linear(in_features, num_classes)

@@ -13,7 +13,7 @@ import torch
 from monai.networks.nets import ResNet
 from torch import nn
 
-from lungcancer.models.registry import Classifier, new_linear, register_model
+from lungcancer.models.registry import Classifier, GlobalPool, new_linear, register_model
 
 
 class ResNetClassifier(ResNet, Classifier):
@@ -38,6 +38,7 @@ class ResNetClassifier(ResNet, Classifier):
         num_classes: int,
         spatial_dims: int,
         dropout: float = 0.0,
+        pool: str = "avg",
     ) -> None:
         super().__init__(
             block="bottleneck",
@@ -57,8 +58,10 @@ class ResNetClassifier(ResNet, Classifier):
         self.spatial_dims = spatial_dims
         self.num_features = 512 * 4
         self.num_classes = num_classes
+        self.global_pool = GlobalPool(pool)
+        self.head_features = self.num_features * self.global_pool.multiplier
         self.head_drop = nn.Dropout(dropout)
-        self.fc = new_linear(self.num_features, num_classes)
+        self.fc = new_linear(self.head_features, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act(self.bn1(self.conv1(x))))
@@ -68,7 +71,7 @@ class ResNetClassifier(ResNet, Classifier):
         return torch.as_tensor(self.layer4(x))
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(torch.flatten(self.avgpool(features), 1))
+        x = self.head_drop(self.global_pool(features))
         return x if pre_logits else torch.as_tensor(cast(nn.Linear, self.fc)(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,12 +79,17 @@ class ResNetClassifier(ResNet, Classifier):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.fc = new_linear(self.num_features, num_classes)
+        self.fc = new_linear(self.head_features, num_classes)
 
 
 @register_model
 def resnet50(
-    *, in_chans: int = 1, num_classes: int, spatial_dims: int = 2, dropout: float = 0.0
+    *,
+    in_chans: int = 1,
+    num_classes: int,
+    spatial_dims: int = 2,
+    dropout: float = 0.0,
+    pool: str = "avg",
 ) -> ResNetClassifier:
     """ResNet50 (He et al. 2016), 2D or 3D."""
     return ResNetClassifier(
@@ -90,4 +98,5 @@ def resnet50(
         num_classes=num_classes,
         spatial_dims=spatial_dims,
         dropout=dropout,
+        pool=pool,
     )

@@ -40,7 +40,8 @@ class ClassifierFeatures(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.num_features = int(getattr(model, "num_features", 0))
+        # The pooled width (twice the channels with "avgmax" pooling).
+        self.num_features = int(getattr(model, "head_features", getattr(model, "num_features", 0)))
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -179,6 +179,7 @@ def _train_locked(
                 "num_classes": len(prepared.class_names),
                 "spatial_dims": model_cfg.spatial_dims,
                 "dropout": model_cfg.dropout,
+                "pool": model_cfg.pool,
             },
             class_names=tuple(prepared.class_names),
             data_cfg=data_cfg,
