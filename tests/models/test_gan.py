@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lungcancer.models.gan import ProgressionDiscriminator, ProgressionGenerator, radial_grid
+from lungcancer.models.gan import (
+    ROI_FEATHER_MM,
+    ProgressionDiscriminator,
+    ProgressionGenerator,
+    lesion_roi,
+    radial_grid,
+)
 
 GENERATOR_CASES = [
     # (kwargs, input shape)
@@ -98,3 +104,31 @@ def test_radial_grid_is_zero_at_the_centre_and_half_at_an_edge_midpoint() -> Non
 def test_generator_rejects_unknown_dimensionality() -> None:
     with pytest.raises(ValueError, match="spatial_dims"):
         ProgressionGenerator(spatial_dims=1)
+
+
+@pytest.mark.parametrize(("kwargs", "shape"), GENERATOR_CASES)
+def test_generator_changes_only_the_lesion_roi(
+    kwargs: dict[str, int], shape: tuple[int, ...]
+) -> None:
+    g = ProgressionGenerator(num_stages=4, cond_dim=16, **kwargs)
+    _randomise_head(g)
+    x = torch.randn(shape)
+    stage, target, source, spacing = _conds(shape[0])
+    out = g(x, x, stage, target, source, spacing)
+    radial = radial_grid(tuple(shape[2:]), x.device, x.dtype)
+    roi = lesion_roi(radial, source, target, spacing, feather_mm=ROI_FEATHER_MM)
+    # Exactly the input outside the (feathered) ROI, changed inside it.
+    assert torch.equal(out[roi.expand_as(out) == 0], x[roi.expand_as(x) == 0])
+    assert (out - x)[roi.expand_as(out) == 1].abs().max() > 1e-3
+
+
+def test_lesion_roi_is_a_disc_of_the_larger_diameter() -> None:
+    radial = radial_grid((64, 64), torch.device("cpu"), torch.float32)
+    # 0.75 x 0.4 x 64 px + 3 mm / 1 mm = 22.2 px radius.
+    roi = lesion_roi(radial, torch.tensor([0.2]), torch.tensor([0.4]), torch.tensor([1.0]))
+    assert roi[0, 0, 32, 32 + 21] == 1.0
+    assert roi[0, 0, 32, 32 + 23] == 0.0
+    soft = lesion_roi(
+        radial, torch.tensor([0.2]), torch.tensor([0.4]), torch.tensor([1.0]), feather_mm=4.0
+    )
+    assert 0.0 < float(soft[0, 0, 32, 32 + 24]) < 1.0

@@ -54,3 +54,17 @@ def test_masked_l1_averages_over_the_weighted_region_only() -> None:
     w = torch.zeros(1, 1, 4, 4)
     w[..., 0, :2] = 1.0
     assert float(losses.masked_l1(a, b, w)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 48, 48), (1, 1, 16, 16, 16)])
+def test_blurred_lesion_l1_ignores_fresh_noise_but_not_structure(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    noise = 0.05 * torch.randn(shape)
+    zero = torch.zeros(shape)
+    w = torch.ones(shape)
+    offset = torch.full(shape, 0.05)  # a systematic change as large as the noise
+    assert losses.gaussian_blur(offset, 1.0).allclose(offset)  # a constant passes unchanged
+    raw_noise = float(losses.masked_l1(noise, zero, w))
+    blurred_noise = float(losses.masked_l1(noise, zero, w, blur_px=1.0))
+    assert blurred_noise < 0.4 * raw_noise
+    assert float(losses.masked_l1(offset, zero, w, blur_px=1.0)) == pytest.approx(0.05, rel=1e-4)

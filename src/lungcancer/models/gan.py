@@ -30,6 +30,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
+ROI_FEATHER_MM = 4.0  # the generator's residual fades to zero over this rim of the lesion ROI
+
 
 def _conv(
     spatial_dims: int, cin: int, cout: int, kernel: int = 3, stride: int = 1
@@ -59,6 +61,36 @@ def radial_grid(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype
     axes = [(torch.arange(n, device=device, dtype=dtype) + 0.5 - n / 2) / n for n in shape]
     mesh = torch.meshgrid(*axes, indexing="ij")
     return torch.sqrt(sum(m * m for m in mesh))  # type: ignore[arg-type]
+
+
+def lesion_roi(
+    radial: torch.Tensor,
+    source_size: torch.Tensor,
+    target_size: torch.Tensor,
+    spacing_mm: torch.Tensor,
+    feather_mm: float = 0.0,
+) -> torch.Tensor:
+    """The lesion ROI: a disc of 0.75 x the larger diameter + 3 mm around the patch centre.
+
+    Args:
+        radial: `radial_grid` of the patch (fractions of the patch width).
+        source_size: (B,) current lesion diameter / patch field of view.
+        target_size: (B,) target lesion diameter / patch field of view.
+        spacing_mm: (B,) patch pixel size.
+        feather_mm: > 0: the disc's edge falls linearly from 1 to 0 over this distance.
+
+    Returns:
+        (B, 1, *spatial) weights in [0, 1] (0/1 without feathering).
+    """
+    fov_mm = radial.shape[-1] * spacing_mm.float()
+    view = (-1, 1) + (1,) * radial.ndim
+    larger = torch.maximum(source_size.float(), target_size.float())
+    radius = (0.75 * larger + 3.0 / fov_mm).reshape(view)
+    grid = radial.float().expand(1, 1, *radial.shape)
+    if feather_mm <= 0:
+        return (grid <= radius).float()
+    feather = (feather_mm / fov_mm).reshape(view)
+    return ((radius + feather - grid) / feather).clamp(0.0, 1.0)
 
 
 class FiLM(nn.Module):
@@ -202,11 +234,16 @@ class ProgressionGenerator(nn.Module):
         for decoder in self.decoders:
             h = decoder(h, skips.pop(), cond)
         out = self.head(h)
+        # The residual lives in the lesion ROI (feathered over 4 mm) and is exactly zero
+        # outside it: anatomy away from the lesion is the input's, by construction, and the
+        # network does not spend its capacity on learning to leave it alone.
+        roi = lesion_roi(radial, source_size, target_size, spacing_mm, ROI_FEATHER_MM)
+        roi = roi.to(out.dtype)
         if self.soft_gate:
             residual, gate_logit = out[:, :1], out[:, 1:]
-            # tanh keeps the change inside the window; the gate confines it to the lesion.
-            return prior + torch.sigmoid(gate_logit) * 2.0 * torch.tanh(residual)
-        return prior + out
+            # tanh keeps the change inside the window; the gate shapes it within the ROI.
+            return prior + roi * torch.sigmoid(gate_logit) * 2.0 * torch.tanh(residual)
+        return prior + roi * out
 
 
 class ProgressionDiscriminator(nn.Module):

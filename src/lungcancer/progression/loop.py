@@ -28,7 +28,13 @@ from torch.nn import functional as F
 
 from lungcancer.config import GanConfig
 from lungcancer.errors import CheckpointError, TrainingError
-from lungcancer.models.gan import ProgressionDiscriminator, ProgressionGenerator, radial_grid
+from lungcancer.models.gan import (
+    ROI_FEATHER_MM,
+    ProgressionDiscriminator,
+    ProgressionGenerator,
+    lesion_roi,
+    radial_grid,
+)
 from lungcancer.progression import losses
 from lungcancer.progression.baselines import grow_lesion
 from lungcancer.progression.checkpoint import (
@@ -44,6 +50,8 @@ from lungcancer.train.distributed import current_context, sync_replicas, threads
 from lungcancer.train.precision import physical_cores, resolve_policy
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# Gaussian sigma (pixels) of the low-pass in the lesion L1 (losses.masked_l1 says why).
+LESION_BLUR_PX = 1.0
 
 
 @dataclass(frozen=True)
@@ -128,20 +136,11 @@ def _sample_batch(
 
 
 def _lesion_roi(batch: _Batch, patch_size: int, feather_mm: float = 0.0) -> torch.Tensor:
-    """Disc around the centre where the lesion is looked for: 0.75 x the larger diameter + 3 mm.
-
-    With `feather_mm` > 0 the disc's edge falls linearly from 1 to 0 over that distance.
-    """
+    """Disc around the centre where the lesion is looked for (`models.gan.lesion_roi`)."""
     radial = radial_grid(tuple(batch.source.shape[2:]), batch.source.device, torch.float32)
-    fov_mm = patch_size * batch.spacing_mm
-    larger = torch.maximum(batch.source_size, batch.target_size)
-    view = (-1, 1) + (1,) * radial.ndim
-    radius = (0.75 * larger + 3.0 / fov_mm).reshape(view)
-    grid = radial.expand(1, 1, *radial.shape)
-    if feather_mm <= 0:
-        return (grid <= radius).float()
-    feather = (feather_mm / fov_mm).reshape(view)
-    return ((radius + feather - grid) / feather).clamp(0.0, 1.0)
+    return lesion_roi(
+        radial, batch.source_size, batch.target_size, batch.spacing_mm, feather_mm=feather_mm
+    )
 
 
 def _item(value: torch.Tensor) -> float:
@@ -197,7 +196,7 @@ class _Trainer:
         if self.cfg.mode != "paired":
             batch.real = batch.source
             return
-        weight = _lesion_roi(batch, self.cfg.patch_size, feather_mm=4.0)
+        weight = _lesion_roi(batch, self.cfg.patch_size, feather_mm=ROI_FEATHER_MM)
         batch.real = (weight * batch.target + (1 - weight) * batch.source).contiguous(
             memory_format=self.memory_format
         )
@@ -309,7 +308,7 @@ class _Trainer:
             l1 = (fake - batch.real).abs().mean()
             ssim = self.ssim(fake, batch.real)
             lesion_w = _dilate(torch.maximum(batch.source_mask, batch.target_mask), 2)
-            lesion = losses.masked_l1(fake, batch.target, lesion_w)
+            lesion = losses.masked_l1(fake, batch.target, lesion_w, LESION_BLUR_PX)
             target_area = losses.soft_lesion_area(batch.target, roi, self.threshold_unit)
             size = losses.size_loss(fake, target_area, roi, self.threshold_unit)
             loss = loss + cfg.lambda_l1 * l1 + cfg.lambda_ssim * ssim + cfg.lambda_lesion * lesion

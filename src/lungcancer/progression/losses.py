@@ -68,10 +68,40 @@ def size_loss(
     return (torch.sqrt(area + 1.0) - torch.sqrt(target_area_px.float() + 1.0)).abs().mean()
 
 
-def masked_l1(fake: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """L1 averaged over the weighted region (e.g. the dilated union of lesion masks)."""
+def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Separable Gaussian low-pass of (B, C, *spatial) images (2D or 3D), edges replicated."""
+    if sigma_px <= 0:
+        return images
+    radius = max(1, int(3 * sigma_px + 0.5))
+    x = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma_px) ** 2)
+    kernel = (kernel / kernel.sum()).to(images.dtype)
+    dims = images.ndim - 2
+    conv = F.conv2d if dims == 2 else F.conv3d
+    channels = images.shape[1]
+    out = images
+    for axis in range(dims):
+        shape = [channels, 1] + [1] * dims
+        shape[2 + axis] = kernel.numel()
+        pad = [0, 0] * dims
+        pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = radius
+        out = conv(F.pad(out, pad, mode="replicate"), kernel.reshape(shape), groups=channels)
+    return out
+
+
+def masked_l1(
+    fake: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, blur_px: float = 0.0
+) -> torch.Tensor:
+    """L1 averaged over the weighted region (e.g. the dilated union of lesion masks).
+
+    With `blur_px` > 0 the difference is low-passed first (Gaussian sigma in pixels): the true
+    future scan carries fresh scanner noise that no generator can predict, and in a raw L1 its
+    signs swamp the gradient of what can be predicted (a denser core, a thinner spicule, a
+    deeper lobulation). The low-passed difference keeps those and averages the noise out.
+    """
     w = weight.float()
-    return ((fake.float() - target.float()).abs() * w).sum() / w.sum().clamp_min(1.0)
+    diff = gaussian_blur(fake.float() - target.float(), blur_px)
+    return (diff.abs() * w).sum() / w.sum().clamp_min(1.0)
 
 
 class SSIMTerm:
