@@ -92,6 +92,9 @@ class TrainConfig:
     label_smoothing: float = 0.05
     balance: str = "sampler"
     grad_clip: float = 1.0
+    # Validate, select and save an exponential moving average of the weights with this
+    # per-step decay (0: off; 0.998 averages about the last 500 steps).
+    ema_decay: float = 0.0
     patience: int = 5
     seed: int = 0
     precision: str = "auto"

@@ -45,6 +45,7 @@ from lungcancer.train.distributed import (
     threads_per_process,
     training_sampler,
 )
+from lungcancer.train.ema import WeightEma
 from lungcancer.train.loop import (
     BALANCE_MODES,
     EpochMetrics,
@@ -237,9 +238,15 @@ def fit(
 
         run.log(load_pretrained(net, spec.model_name, spec.model_cfg.pretrained).summary())
     elif resumed is not None:
-        net.load_state_dict(resumed["state_dict"])
+        # With an EMA, "state_dict" is the average; the raw weights resume training.
+        net.load_state_dict(resumed.get("train_state_dict") or resumed["state_dict"])
     model = policy.prepare_model(net, spec.model_args["spatial_dims"])
     assert isinstance(model, Classifier)
+    ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    if ema is not None and resumed is not None and resumed.get("ema"):
+        ema.restore(resumed["state_dict"], resumed["ema"])
+    # What is validated, selected and saved: the average when there is one.
+    judged = ema.module if ema is not None else model
 
     # The lower backbone rate is a transfer-learning device: from scratch every layer is new.
     scale = cfg.backbone_lr_scale if spec.model_cfg.pretrained else 1.0
@@ -321,6 +328,12 @@ def fit(
                 drop_last=drop_last,
             )
             with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", _epoch_size(sampler)) as advance:
+
+                def after_step(batch: int, advance: Callable[[int], None] = advance) -> None:
+                    if ema is not None:
+                        ema.update(model)
+                    advance(batch)
+
                 train_one_epoch(
                     context.wrap(model) if context else model,
                     loader,
@@ -331,12 +344,14 @@ def fit(
                     progress=progress,
                     grad_clip=cfg.grad_clip,
                     scaler=scaler,
-                    on_batch=advance,
+                    on_batch=after_step,
                     should_stop=stop_requested,
                 )
             if stop_requested():
                 stopped = "interrupted"
-                ckpt = _checkpoint(spec, model, optimizer, schedule, scaler, epoch, history, best)
+                ckpt = _checkpoint(
+                    spec, model, ema, optimizer, schedule, scaler, epoch, history, best
+                )
                 ckpt["epoch_progress"] = vars(progress).copy()
                 run.save_checkpoint("last.pt", ckpt)
                 run.log(
@@ -346,7 +361,7 @@ def fit(
                 break
 
             val_started = time.perf_counter()
-            predictions = gather_predictions(evaluate_epoch(model, val_loader, policy))
+            predictions = gather_predictions(evaluate_epoch(judged, val_loader, policy))
             metrics = epoch_metrics(predictions, spec.class_names)
             _warn_absent(metrics, run)
             row = _history_row(
@@ -358,7 +373,9 @@ def fit(
                 best = _BestSoFar(metrics.macro_auc, metrics.loss, epoch + 1, 0)
             else:
                 best.epochs_since += 1
-            ckpt = _checkpoint(spec, model, optimizer, schedule, scaler, epoch + 1, history, best)
+            ckpt = _checkpoint(
+                spec, model, ema, optimizer, schedule, scaler, epoch + 1, history, best
+            )
             ckpt["metrics"] = row
             run.save_checkpoint("last.pt", ckpt)
             if improved:
@@ -439,6 +456,12 @@ def _check_configs(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfi
             "epochs, batch size and learning rate must be positive",
             found=f"epochs={cfg.epochs}, batch_size={cfg.batch_size}, lr={cfg.lr}",
         )
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ConfigError(
+            "train.ema_decay must be 0 (no weight average) or a decay below 1",
+            expected="0 <= ema_decay < 1, e.g. 0.998",
+            found=str(cfg.ema_decay),
+        )
 
 
 def _set_frozen(model: Classifier, epoch: int, freeze_epochs: int, run: RunFolder) -> None:
@@ -504,9 +527,15 @@ def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
     )
 
 
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    # Stored contiguous so loading never depends on the training memory format.
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
 def _checkpoint(
     spec: RunSpec,
     model: Classifier,
+    ema: WeightEma | None,
     optimizer: torch.optim.Optimizer,
     schedule: WarmupCosine,
     scaler: torch.amp.GradScaler | None,
@@ -514,8 +543,11 @@ def _checkpoint(
     history: list[dict[str, Any]],
     best: _BestSoFar,
 ) -> dict[str, Any]:
-    # Weights are stored contiguous so loading never depends on the training memory format.
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # "state_dict" is what inference loads: the average when there is one; the raw weights then
+    # ride along under "train_state_dict" for --resume.
+    extra: dict[str, Any] = {}
+    if ema is not None:
+        extra = {"train_state_dict": _weights(model), "ema": ema.state()}
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -524,7 +556,7 @@ def _checkpoint(
         "data_config": to_dict(spec.data_cfg),
         "model_config": to_dict(spec.model_cfg),
         "train_config": to_dict(spec.train_cfg),
-        "state_dict": state,
+        "state_dict": _weights(ema.module if ema is not None else model),
         "optimizer": optimizer.state_dict(),
         "scheduler": schedule.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {},
@@ -536,6 +568,7 @@ def _checkpoint(
         "rng": capture_rng(),
         "versions": library_versions(),
         "git_hash": git_hash(),
+        **extra,
     }
 
 
