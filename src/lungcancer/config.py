@@ -139,9 +139,9 @@ class GanConfig:
     d_layers: int = 3
     steps: int = 2000
     batch_size: int = 8
-    lr_g: float = 2e-3
+    lr_g: float = 5e-4
     lr_d: float = 2e-4
-    beta1: float = 0.5
+    beta1: float = 0.9
     beta2: float = 0.99
     ema_beta: float = 0.995
     r1_gamma: float = 1.0

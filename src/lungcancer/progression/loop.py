@@ -50,8 +50,9 @@ from lungcancer.train.distributed import current_context, sync_replicas, threads
 from lungcancer.train.precision import physical_cores, resolve_policy
 
 CHECKPOINT_NAME = "checkpoint.pt"
-# Gaussian sigma (pixels) of the low-pass in the lesion L1 (losses.masked_l1 says why).
-LESION_BLUR_PX = 1.0
+# Gaussian sigma (pixels) of the low-pass applied to the differences in the paired L1 terms
+# (losses.masked_l1 says why).
+BLUR_PX = 1.0
 
 
 @dataclass(frozen=True)
@@ -305,10 +306,10 @@ class _Trainer:
         loss = cfg.lambda_adv * adv
         roi = _lesion_roi(batch, cfg.patch_size)
         if cfg.mode == "paired":
-            l1 = (fake - batch.real).abs().mean()
+            l1 = losses.gaussian_blur(fake - batch.real, BLUR_PX).abs().mean()
             ssim = self.ssim(fake, batch.real)
             lesion_w = _dilate(torch.maximum(batch.source_mask, batch.target_mask), 2)
-            lesion = losses.masked_l1(fake, batch.target, lesion_w, LESION_BLUR_PX)
+            lesion = losses.masked_l1(fake, batch.target, lesion_w, BLUR_PX)
             target_area = losses.soft_lesion_area(batch.target, roi, self.threshold_unit)
             size = losses.size_loss(fake, target_area, roi, self.threshold_unit)
             loss = loss + cfg.lambda_l1 * l1 + cfg.lambda_ssim * ssim + cfg.lambda_lesion * lesion
