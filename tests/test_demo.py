@@ -20,7 +20,14 @@ demo:
     - {name: cnn, epochs: 1, lr: 0.003, batch_size: 8}
 data:
   image_size: 32
+  lung_crop: true
+  spacing_mm: [11.0, 11.0]
+  windows:
+    - {center_hu: -600, width_hu: 1500}
+    - {center_hu: 40, width_hu: 400}
   classes: [normal, benign, stage_I, stage_II, stage_III, stage_IV]
+model:
+  in_chans: 2
 """
 
 
