@@ -13,8 +13,9 @@ from gan_builders import disc_series
 
 from lungcancer.config import GanConfig
 from lungcancer.errors import CheckpointError, ConfigError
+from lungcancer.models.gan import ROI_FEATHER_MM, lesion_roi, radial_grid
 from lungcancer.progression.checkpoint import gan_geometry, load_gan, read_gan_checkpoint
-from lungcancer.progression.fidelity import render_baseline
+from lungcancer.progression.fidelity import render_baseline, render_gan
 from lungcancer.progression.loop import training_loop
 from lungcancer.progression.pairs import PatchSet, longitudinal_pairs, make_patch_set
 from lungcancer.progression.patches import HUWindow
@@ -35,7 +36,8 @@ def test_a_few_steps_reduce_the_paired_l1_toward_the_true_future(
     pairs = _pairs(cfg, n_patients=6)
     # The untrained generator returns the geometric prior; the future lesions are also denser,
     # which only training can learn.
-    prior_l1 = float(np.abs(render_baseline("geometric_growth", pairs) - pairs.target).mean())
+    prior = render_baseline("geometric_growth", pairs)
+    prior_l1 = float(np.abs(prior - pairs.target).mean())
     result = training_loop(cfg, pairs, pairs, tmp_path, progress=False)
     assert result.val_l1 is not None
     assert result.val_l1 < 0.93 * prior_l1
@@ -43,6 +45,19 @@ def test_a_few_steps_reduce_the_paired_l1_toward_the_true_future(
     assert [row["step"] for row in logged] == [6, 12, 18, 24, 30]
     assert {"d_hinge", "g_adv", "l1", "ssim", "lesion_l1", "size_px", "r1"} <= set(logged[-1])
     assert result.samples and result.samples[-1].is_file()
+    # The learned residual is really there, inside the lesion ROI only.
+    rendered = render_gan(load_gan(result.checkpoint), pairs)
+    radial = radial_grid(rendered.shape[2:], torch.device("cpu"), torch.float32)
+    roi = lesion_roi(
+        radial,
+        torch.from_numpy(pairs.source_size),
+        torch.from_numpy(pairs.target_size),
+        torch.from_numpy(pairs.spacing_mm),
+        feather_mm=ROI_FEATHER_MM,
+    ).numpy()
+    change = np.abs(rendered - prior)
+    assert change[roi > 0].max() > 0.05
+    assert change[roi == 0].max() == 0.0
 
 
 def test_checkpoint_round_trip_and_resume(tiny_gan_cfg: GanConfig, tmp_path: Path) -> None:
