@@ -3,9 +3,10 @@
 The generator sees a lesion-centred patch (HU windowed to [-1, 1]) and renders the same patch at
 a target stage and target diameter. Besides the patch it gets a geometric prior: the same patch
 with its lesion magnified to the target diameter (`progression.baselines.grow_lesion`). It
-predicts a residual on the prior and a soft gate, `out = prior + g * r`, with both heads
+predicts a residual on the prior and a soft gate, `out = prior + roi * g * r`, with both heads
 zero-initialised: an untrained generator returns the prior, which equals the input away from
-the lesion, so anatomy there has to be *changed on purpose*, never re-synthesised.
+the lesion. `roi` is the lesion ROI (`lesion_roi`, known from the sizes), so anatomy outside it
+is the input's exactly and is never re-synthesised.
 
 Size is geometry, so the generator also gets a radial-distance channel (distance from the patch
 centre as a fraction of the patch width, CoordConv) and the target diameter in the same unit
