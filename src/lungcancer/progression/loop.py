@@ -443,11 +443,13 @@ def training_loop(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    policy = resolve_policy(cfg.precision, cfg.device)
-    device = policy.device
     # Under torchrun each rank draws its own batches (the global batch is batch_size x ranks);
-    # rank 0 alone writes the log, samples and checkpoint.
+    # rank 0 alone writes the log, samples and checkpoint. Each rank's device is fixed by its
+    # local rank (cuda:N, or the CPU), as in the classifier trainer: cfg.device would put every
+    # rank on the first GPU.
     context = current_context()
+    policy = resolve_policy(cfg.precision, str(context.device) if context else cfg.device)
+    device = policy.device
     rank = context.rank if context is not None else 0
     main = rank == 0
     if device.type == "cpu":
