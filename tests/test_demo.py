@@ -1,10 +1,14 @@
 """The demo end to end at toy size: every step runs and the report holds every section."""
 
+import csv
 from pathlib import Path
 
 import pytest
 
+from lungcancer.config import DataConfig
 from lungcancer.demo import run_demo
+from lungcancer.io import patient_key
+from lungcancer.progression.training import patient_splits
 
 TINY = """
 demo:
@@ -49,6 +53,18 @@ def test_demo_writes_one_report_with_every_part(
     assert (result.runs["cnn"] / "eval" / "metrics.json").is_file()
     assert (tmp_path / "demo" / "gan" / "eval" / "metrics.json").is_file()
     assert any(line.startswith("report:") for line in lines)
+    # Simulations start from held-out patients where the split has one of that stage, and the
+    # caption says so; the split holds salted patient keys, not the manifest's ids.
+    manifest = tmp_path / "demo" / "data_longitudinal" / "manifest.csv"
+    test_keys = set(patient_splits(manifest, DataConfig(source=str(manifest)))["test"])
+    with manifest.open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if float(r["time_point"]) == 0.0]
+    held_out_stages = {r["stage"] for r in rows if patient_key(r["patient_id"]) in test_keys}
+    simulated = [s for s in ("I", "II", "III") if any(r["stage"] == s for r in rows)]
+    assert simulated
+    for stage in simulated:
+        who = "held-out" if stage in held_out_stages else "training"
+        assert f"A {who} stage {stage} patient" in html, stage
     # A second run reuses the generated data instead of drawing it again.
     lines.clear()
     run_demo(tmp_path / "demo", config_path=config, log=lines.append)

@@ -164,6 +164,7 @@ def _progression(
     import html
 
     from lungcancer.config import GanConfig
+    from lungcancer.io import patient_key
     from lungcancer.progression.fidelity import evaluate_gan
     from lungcancer.progression.simulate import simulate
     from lungcancer.progression.training import patient_splits, train_gan
@@ -223,14 +224,17 @@ def _progression(
     with manifest.open(newline="") as fh:
         baselines = [r for r in csv.DictReader(fh) if float(r["time_point"]) == 0.0]
     # Held-out patients first; a training patient only when no held-out one has that stage.
-    baselines.sort(key=lambda r: r["patient_id"] not in test_patients)
+    # The data layer keys patients by a salted hash of the manifest's id (never the id itself),
+    # so the split's members are compared with the same key.
+    held_out = {r["patient_id"] for r in baselines if patient_key(r["patient_id"]) in test_patients}
+    baselines.sort(key=lambda r: r["patient_id"] not in held_out)
     with _step("simulate", seconds, log):
         for stage in ("I", "II", "III"):
             row = next((r for r in baselines if r["stage"] == stage), None)
             if row is None:
                 log(f"simulate: no stage {stage} patient at baseline; skipped")
                 continue
-            who = "held-out" if row["patient_id"] in test_patients else "training"
+            who = "held-out" if row["patient_id"] in held_out else "training"
             result = simulate(
                 trained.checkpoint,
                 manifest.parent / row["path"],
