@@ -47,6 +47,7 @@ from lungcancer.progression.checkpoint import (
 from lungcancer.progression.pairs import PatchSet
 from lungcancer.progression.patches import LESION_THRESHOLD_HU, HUWindow
 from lungcancer.train.distributed import current_context, sync_replicas, threads_per_process
+from lungcancer.train.ema import ema_step, ramped_decay
 from lungcancer.train.precision import physical_cores, resolve_policy
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -353,14 +354,9 @@ class _Trainer:
         self.opt_g.step()
         return terms
 
-    @torch.no_grad()
     def update_ema(self, step: int) -> None:
-        # Ramp the decay up from 0 so early EMA weights are not stuck at the random start.
-        beta = min(self.cfg.ema_beta, (1.0 + step) / (10.0 + step))
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
-            p_ema.lerp_(p.detach(), 1.0 - beta)
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
-            b_ema.copy_(b)
+        # The classifier trainer's average, its decay ramped by the (0-based) step.
+        ema_step(self.G_ema, self.G, ramped_decay(self.cfg.ema_beta, step))
 
     @torch.no_grad()
     def render(self, patches: PatchSet, use_ema: bool = True) -> np.ndarray:

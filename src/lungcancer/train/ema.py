@@ -15,12 +15,30 @@ import torch
 from torch import nn
 
 
+def ramped_decay(decay: float, updates: int) -> float:
+    """min(decay, (1 + n) / (10 + n)): short averages first, so an average does not stay stuck
+    at the random initialisation in a short run."""
+    return min(decay, (1.0 + updates) / (10.0 + updates))
+
+
+@torch.no_grad()
+def ema_step(average: nn.Module, model: nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * model, for every floating tensor of the state
+    (weights and batch-norm statistics); other tensors (step counters) are copied."""
+    current = model.state_dict()
+    for name, avg in average.state_dict().items():
+        value = current[name].detach()
+        if avg.is_floating_point():
+            avg.lerp_(value.to(avg.dtype), 1.0 - decay)
+        else:
+            avg.copy_(value)
+
+
 class WeightEma:
     """A frozen copy of `model` whose floating tensors follow the model's by an EMA.
 
-    The decay ramps up as min(decay, (1 + n) / (10 + n)) over the first updates, so the average
-    does not stay stuck at the random initialisation in a short run. Buffers that are not
-    floating point (batch-norm step counters) are copied.
+    The decay ramps up over the first updates (`ramped_decay`); buffers that are not floating
+    point (batch-norm step counters) are copied (`ema_step`).
 
     Args:
         model: the network being trained (already on its device and memory format).
@@ -34,18 +52,10 @@ class WeightEma:
         self.updates = 0
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 
-    @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the average one step toward `model`'s current weights and buffers."""
         self.updates += 1
-        beta = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
-        current = model.state_dict()
-        for name, avg in self.module.state_dict().items():
-            value = current[name].detach()
-            if avg.is_floating_point():
-                avg.lerp_(value.to(avg.dtype), 1.0 - beta)
-            else:
-                avg.copy_(value)
+        ema_step(self.module, model, ramped_decay(self.decay, self.updates))
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint needs to resume the average exactly."""
