@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,6 @@ import torch
 from lungcancer.errors import CheckpointError, ConfigError
 from lungcancer.models import create_model
 from lungcancer.models.pretrained import load_pretrained, read_state_dict
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Two OpenMP threads on a CPU shared with other jobs run many times slower than one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _bn(prefix: str, channels: int) -> dict[str, tuple[int, ...]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -11,16 +9,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from lungcancer.errors import ConfigError
 from lungcancer.models import Classifier, create_model, list_models
 from lungcancer.models.registry import GlobalPool
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Two OpenMP threads on a CPU shared with other jobs run many times slower than one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 INPUT_SHAPES = {2: (2, 1, 64, 64), 3: (2, 1, 32, 32, 32)}
 CASES = [(name, dims) for name in list_models() for dims in (2, 3)]
