@@ -766,6 +766,12 @@ def train_command(
     threads: int | None = typer.Option(
         None, "--threads", help="CPU threads (default: one per physical core)."
     ),
+    aux_targets: str | None = typer.Option(
+        None,
+        "--aux-targets",
+        help="Manifest columns also learnt as auxiliary targets, e.g. diameter_mm,t,n,m "
+        "('' for none).",
+    ),
 ) -> None:
     """Train a classifier; flags override the YAML file's sections."""
     from lungcancer.config import DataConfig, ModelConfig, TrainConfig, load_section, override
@@ -790,6 +796,9 @@ def train_command(
         freeze_epochs=freeze_epochs,
         device=device,
         threads=threads,
+        aux_targets=None
+        if aux_targets is None
+        else tuple(c.strip() for c in aux_targets.split(",") if c.strip()),
     )
     try:
         result = train(data_cfg, model_cfg, train_cfg)

@@ -95,6 +95,12 @@ class TrainConfig:
     # Validate, select and save an exponential moving average of the weights with this
     # per-step decay (0: off; 0.998 averages about the last 500 steps).
     ema_decay: float = 0.0
+    # Manifest columns the network also learns to predict from its pooled features (multi-task;
+    # see lungcancer.train.aux), e.g. [diameter_mm, t, n, m, invasion] on LungSim. Training
+    # only: the saved classifier is the same network either way.
+    aux_targets: tuple[str, ...] = ()
+    # Weight of the auxiliary loss against the classification loss.
+    aux_weight: float = 0.5
     patience: int = 5
     seed: int = 0
     precision: str = "auto"

@@ -36,6 +36,8 @@ class Classifier(nn.Module, ABC):
     """
 
     num_features: int
+    # Width of the pooled features the final linear layer reads (num_features x pool width).
+    head_features: int
     num_classes: int
     spatial_dims: int
     in_chans: int

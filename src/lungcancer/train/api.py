@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, Sampler
 from lungcancer.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from lungcancer.errors import ConfigError, TrainingError
 from lungcancer.models import Classifier, create_model, list_models
+from lungcancer.train.aux import AuxTraining, WithAux, aux_training
 from lungcancer.train.checkpoint import (
     FORMAT,
     VERSION,
@@ -247,12 +248,24 @@ def fit(
         ema.restore(resumed["state_dict"], resumed["ema"])
     # What is validated, selected and saved: the average when there is one.
     judged = ema.module if ema is not None else model
+    aux = aux_training(cfg, train_set, model, resumed, policy.device)
+    trained: nn.Module = model if aux is None else WithAux(model, aux.head)
 
     # The lower backbone rate is a transfer-learning device: from scratch every layer is new.
     scale = cfg.backbone_lr_scale if spec.model_cfg.pretrained else 1.0
     optimizer = build_optimizer(
         model, lr=cfg.lr, weight_decay=cfg.weight_decay, backbone_lr_scale=scale
     )
+    if aux is not None:
+        optimizer.add_param_group(
+            {
+                "params": list(aux.head.parameters()),
+                "name": "aux",
+                "weight_decay": cfg.weight_decay,
+                "lr_scale": 1.0,
+                "lr": cfg.lr,
+            }
+        )
     # Under DDP each process steps through its shard; the batch size is per process.
     per_process = context.shard_size(len(train_labels)) if context else len(train_labels)
     drop_last = per_process > cfg.batch_size  # a 1-image batch breaks batch norm
@@ -293,6 +306,8 @@ def fit(
         f"{len(train_labels)} train / {len(val_labels)} val samples, classes "
         f"{', '.join(spec.class_names)}; balance={cfg.balance}, backbone lr x{scale:g}"
     )
+    if aux is not None:
+        run.log(aux.describe())
 
     stopped = "completed"
     session_start = time.monotonic()
@@ -320,7 +335,7 @@ def fit(
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch, skip=progress.seen)
             loader = make_loader(
-                train_set,
+                train_set if aux is None else aux.dataset,
                 batch_size=cfg.batch_size,
                 sampler=sampler,
                 workers=cfg.workers,
@@ -335,7 +350,7 @@ def fit(
                     advance(batch)
 
                 train_one_epoch(
-                    context.wrap(model) if context else model,
+                    context.wrap(trained) if context else trained,
                     loader,
                     optimizer,
                     schedule,
@@ -346,11 +361,12 @@ def fit(
                     scaler=scaler,
                     on_batch=after_step,
                     should_stop=stop_requested,
+                    aux_loss_fn=None if aux is None else aux.loss,
                 )
             if stop_requested():
                 stopped = "interrupted"
                 ckpt = _checkpoint(
-                    spec, model, ema, optimizer, schedule, scaler, epoch, history, best
+                    spec, model, ema, optimizer, schedule, scaler, epoch, history, best, aux
                 )
                 ckpt["epoch_progress"] = vars(progress).copy()
                 run.save_checkpoint("last.pt", ckpt)
@@ -374,7 +390,7 @@ def fit(
             else:
                 best.epochs_since += 1
             ckpt = _checkpoint(
-                spec, model, ema, optimizer, schedule, scaler, epoch + 1, history, best
+                spec, model, ema, optimizer, schedule, scaler, epoch + 1, history, best, aux
             )
             ckpt["metrics"] = row
             run.save_checkpoint("last.pt", ckpt)
@@ -542,12 +558,15 @@ def _checkpoint(
     epoch: int,
     history: list[dict[str, Any]],
     best: _BestSoFar,
+    aux: AuxTraining | None = None,
 ) -> dict[str, Any]:
     # "state_dict" is what inference loads: the average when there is one; the raw weights then
-    # ride along under "train_state_dict" for --resume.
+    # ride along under "train_state_dict" for --resume, as does the auxiliary head.
     extra: dict[str, Any] = {}
     if ema is not None:
         extra = {"train_state_dict": _weights(model), "ema": ema.state()}
+    if aux is not None:
+        extra["aux"] = {"spec": aux.spec.to_dict(), "state_dict": _weights(aux.head)}
     return {
         "format": FORMAT,
         "version": VERSION,

@@ -12,6 +12,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,6 +128,7 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     on_batch: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    aux_loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> EpochProgress:
     """Train for one pass over `loader`, updating `progress` in place after every step.
 
@@ -143,6 +145,9 @@ def train_one_epoch(
         on_batch: called with the batch size after each step (progress bars).
         should_stop: polled after each step; True ends the epoch early (Ctrl-C), leaving
             `progress` at a batch boundary so the epoch can resume from there.
+        aux_loss_fn: with auxiliary targets, the weighted loss on (aux outputs, aux targets);
+            the model then returns (logits, aux outputs) and batches are
+            (images, labels, aux targets) (see `lungcancer.train.aux`).
 
     Returns:
         `progress`, completed or (after a stop request) partial.
@@ -151,14 +156,19 @@ def train_one_epoch(
         TrainingError: the loss became NaN or infinite.
     """
     model.train()
-    for images, labels in loader:
+    for images, labels, *aux_targets in loader:
         started = time.perf_counter()
         x = policy.prepare_input(images)
         y = labels.to(policy.device, non_blocking=True)
         schedule.apply()
         with policy.autocast():
-            logits = model(x)
-            loss = loss_fn(logits.float(), y)
+            if aux_loss_fn is None:
+                logits = model(x)
+                loss = loss_fn(logits.float(), y)
+            else:
+                logits, aux_out = model(x)
+                aux_y = aux_targets[0].to(policy.device, non_blocking=True)
+                loss = loss_fn(logits.float(), y) + aux_loss_fn(aux_out, aux_y)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"the training loss became {loss.item()} at step {progress.steps + 1} of this "
@@ -305,7 +315,7 @@ def epoch_metrics(predictions: Predictions, class_names: Sequence[str]) -> Epoch
 
 
 def make_loader(
-    dataset: Dataset[tuple[torch.Tensor, int]],
+    dataset: Dataset[Any],
     *,
     batch_size: int,
     sampler: Sampler[int] | None,
@@ -313,7 +323,7 @@ def make_loader(
     seed: int,
     drop_last: bool = False,
     pin_memory: bool = False,
-) -> DataLoader[tuple[torch.Tensor, int]]:
+) -> DataLoader[Any]:
     """A DataLoader whose worker seeds derive from `seed` (so augmentation repeats)."""
     return DataLoader(
         dataset,

@@ -1,0 +1,284 @@
+"""Auxiliary targets: extra per-sample annotations the network also learns to predict.
+
+A stage label is a coarse function of findings a dataset often records beside it: LungSim's
+manifest has the tumour's greatest diameter, its T, N and M descriptors and whether it invades
+the chest wall or mediastinum; LIDC-style datasets carry diameter, margin and spiculation
+ratings. Predicting those from the same pooled features (multi-task learning) hands the
+backbone a denser signal than the class alone, where the class depends on a size threshold or a
+small node the network has not yet learned to look at.
+
+The auxiliary head only exists during training: it is never part of the classifier's
+`state_dict`, so evaluation, predict, export and Grad-CAM see the same model either way. Its
+weights and the target encoding are saved under the checkpoint's "aux" entry so `--resume`
+continues exactly.
+
+Columns are read from `Sample.extra` (any manifest column). A column whose every present value
+parses as a number is a regression target (z-scored with the training split's mean and
+standard deviation, Huber loss); any other is categorical (its training split's values are the
+classes, cross-entropy). An empty or "nan" cell is missing and leaves that sample out of that
+column's loss only (LungSim's normal and benign patients have no T, N or M).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from lungcancer.config import TrainConfig
+from lungcancer.data.index import Sample
+from lungcancer.errors import ConfigError
+from lungcancer.models.registry import Classifier
+
+MISSING = ("", "nan", "none", "na", "n/a")
+
+
+@dataclass(frozen=True)
+class AuxColumn:
+    """How one manifest column becomes a target.
+
+    Attributes:
+        name: the manifest column.
+        categories: class values of a categorical column (output i = categories[i]); empty
+            for a numeric column.
+        mean: training-split mean of a numeric column.
+        std: training-split standard deviation of a numeric column (>= a small floor).
+    """
+
+    name: str
+    categories: tuple[str, ...] = ()
+    mean: float = 0.0
+    std: float = 1.0
+
+    @property
+    def numeric(self) -> bool:
+        return not self.categories
+
+    @property
+    def outputs(self) -> int:
+        """Head outputs this column uses: 1 for a number, one per category."""
+        return 1 if self.numeric else len(self.categories)
+
+    def encode(self, raw: str) -> float:
+        """A cell as a target: a z-score, a class index, or NaN when missing or unseen."""
+        value = raw.strip()
+        if value.lower() in MISSING:
+            return math.nan
+        if self.numeric:
+            return (float(value) - self.mean) / self.std
+        return float(self.categories.index(value)) if value in self.categories else math.nan
+
+
+@dataclass(frozen=True)
+class AuxSpec:
+    """The auxiliary targets of a run, fixed from its training split."""
+
+    columns: tuple[AuxColumn, ...]
+
+    @property
+    def outputs(self) -> int:
+        return sum(c.outputs for c in self.columns)
+
+    def encode(self, sample: Sample) -> torch.Tensor:
+        """One float per column (NaN where the sample has no value)."""
+        return torch.tensor(
+            [c.encode(sample.extra.get(c.name, "")) for c in self.columns], dtype=torch.float32
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "columns": [
+                {"name": c.name, "categories": list(c.categories), "mean": c.mean, "std": c.std}
+                for c in self.columns
+            ]
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> AuxSpec:
+        return cls(
+            tuple(
+                AuxColumn(
+                    name=str(c["name"]),
+                    categories=tuple(c["categories"]),
+                    mean=float(c["mean"]),
+                    std=float(c["std"]),
+                )
+                for c in state["columns"]
+            )
+        )
+
+
+def _is_number(value: str) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+def build_aux_spec(samples: Sequence[Sample], names: Sequence[str]) -> AuxSpec:
+    """Target encodings for `names`, from the training samples' manifest columns.
+
+    Raises:
+        ConfigError: a column no training sample has a value for (misspelt, or a layout without
+            a manifest), with the columns that do exist.
+    """
+    available = sorted({key for s in samples for key in s.extra})
+    columns = []
+    for name in names:
+        values = [s.extra.get(name, "").strip() for s in samples]
+        present = [v for v in values if v.lower() not in MISSING]
+        if not present:
+            raise ConfigError(
+                f"auxiliary target {name!r} has no value in any training sample",
+                expected="a manifest column with values for at least some training samples",
+                found=f"columns: {', '.join(available) or 'none (this layout has no manifest)'}",
+                hint="fix train.aux_targets, or leave it empty to train on the class alone",
+            )
+        if all(_is_number(v) for v in present):
+            numbers = torch.tensor([float(v) for v in present], dtype=torch.float64)
+            std = float(numbers.std(unbiased=False)) if len(present) > 1 else 0.0
+            columns.append(AuxColumn(name, mean=float(numbers.mean()), std=max(std, 1e-6)))
+        else:
+            columns.append(AuxColumn(name, categories=tuple(sorted(set(present)))))
+    return AuxSpec(tuple(columns))
+
+
+class AuxTargetDataset(Dataset[tuple[torch.Tensor, int, torch.Tensor]]):
+    """A classification dataset whose items also carry the auxiliary targets.
+
+    Everything else (labels, samples, reseeding) is the wrapped dataset's.
+    """
+
+    def __init__(self, base: Any, spec: AuxSpec) -> None:
+        self.base = base
+        self.spec = spec
+        self.labels: list[int] = list(base.labels)
+        self._targets = [spec.encode(s) for s in base.samples]
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def reseed(self, seed: int) -> None:
+        self.base.reseed(seed)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        image, label = self.base[i]
+        return image, label, self._targets[i]
+
+
+class AuxHead(nn.Module):
+    """One linear layer from the classifier's pooled features to every column's outputs."""
+
+    def __init__(self, in_features: int, spec: AuxSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.fc = nn.Linear(in_features, spec.outputs)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.fc(pooled))
+
+
+class WithAux(nn.Module):
+    """Classifier + auxiliary head as one module (so DDP syncs both): x -> (logits, aux)."""
+
+    def __init__(self, classifier: Classifier, head: AuxHead) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.classifier.forward_features(x)
+        logits = self.classifier.forward_head(features)
+        return logits, self.head(self.classifier.forward_head(features, pre_logits=True))
+
+
+def aux_loss(outputs: torch.Tensor, targets: torch.Tensor, spec: AuxSpec) -> torch.Tensor:
+    """Mean over columns of each column's loss on the samples that have a value.
+
+    Args:
+        outputs: (B, spec.outputs) head outputs.
+        targets: (B, len(spec.columns)) encoded targets (NaN = missing).
+        spec: the encoding.
+
+    Returns:
+        A scalar; 0 (with a gradient path) when no sample in the batch has any target.
+    """
+    outputs = outputs.float()
+    terms = []
+    start = 0
+    for j, column in enumerate(spec.columns):
+        out = outputs[:, start : start + column.outputs]
+        start += column.outputs
+        target = targets[:, j]
+        present = ~torch.isnan(target)
+        if not present.any():
+            continue
+        if column.numeric:
+            terms.append(F.smooth_l1_loss(out[present, 0], target[present]))
+        else:
+            terms.append(F.cross_entropy(out[present], target[present].long()))
+    if not terms:
+        return outputs.sum() * 0.0
+    return torch.stack(terms).mean()
+
+
+@dataclass(frozen=True)
+class AuxTraining:
+    """A run's auxiliary targets: their encoding, head, training dataset and weighted loss."""
+
+    spec: AuxSpec
+    head: AuxHead
+    dataset: AuxTargetDataset
+    weight: float
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.weight * aux_loss(outputs, targets, self.spec)
+
+    def describe(self) -> str:
+        parts = [
+            f"{c.name} (numeric)" if c.numeric else f"{c.name} ({len(c.categories)} classes)"
+            for c in self.spec.columns
+        ]
+        return f"auxiliary targets, loss weight {self.weight:g}: {', '.join(parts)}"
+
+
+def aux_training(
+    cfg: TrainConfig,
+    train_set: Dataset[tuple[torch.Tensor, int]],
+    model: Classifier,
+    resumed: dict[str, Any] | None,
+    device: torch.device,
+) -> AuxTraining | None:
+    """The auxiliary head and targets when `train.aux_targets` names any (else None).
+
+    The encoding comes from the training split, or from the checkpoint when resuming, so a
+    resumed run predicts the very same targets.
+    """
+    if not cfg.aux_targets:
+        return None
+    samples = getattr(train_set, "samples", None)
+    if samples is None:
+        raise ConfigError(
+            "train.aux_targets needs a dataset with per-sample manifest fields",
+            expected="a lungcancer ClassificationDataset (train() builds one)",
+            found=type(train_set).__name__,
+            hint="leave train.aux_targets empty for this dataset",
+        )
+    if not cfg.aux_weight > 0:
+        raise ConfigError(
+            "train.aux_weight must be positive when train.aux_targets is set",
+            expected="aux_weight > 0, e.g. 0.5",
+            found=str(cfg.aux_weight),
+        )
+    saved = (resumed or {}).get("aux")
+    spec = AuxSpec.from_dict(saved["spec"]) if saved else build_aux_spec(samples, cfg.aux_targets)
+    head = AuxHead(model.head_features, spec)
+    if saved:
+        head.load_state_dict(saved["state_dict"])
+    return AuxTraining(spec, head.to(device), AuxTargetDataset(train_set, spec), cfg.aux_weight)

@@ -1,0 +1,182 @@
+"""Auxiliary targets: their encoding, their loss, and runs that learn, save and resume them."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_api import assert_same_weights, run_fit
+from train_builders import BlobDataset
+
+from lungcancer.data.index import Sample
+from lungcancer.errors import ConfigError
+from lungcancer.train.api import TrainResult
+from lungcancer.train.aux import AuxSpec, aux_loss, build_aux_spec
+from lungcancer.train.checkpoint import load_checkpoint
+from lungcancer.train.inference import load_classifier
+
+
+def sample(**extra: str) -> Sample:
+    return Sample(path="/x.png", label="a", extra=dict(extra))
+
+
+class BlobsWithFields(BlobDataset):
+    """BlobDataset whose samples carry manifest fields: the square's side and a category."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        super().__init__(n, num_classes=2, seed=seed)
+        self.samples = [
+            sample(side_mm=str(4 + 3 * y) if y else "", kind="square" if y else "noise")
+            for y in self.labels
+        ]
+
+    def reseed(self, seed: int) -> None:  # the training loop calls it every epoch
+        pass
+
+
+def test_numeric_columns_are_z_scored_and_text_columns_become_classes() -> None:
+    samples = [sample(d="10", t="T1a"), sample(d="30", t="T2b"), sample(d="", t="nan")]
+    spec = build_aux_spec(samples, ["d", "t"])
+    d, t = spec.columns
+    assert d.numeric and d.mean == 20.0 and d.std == 10.0
+    assert t.categories == ("T1a", "T2b") and spec.outputs == 1 + 2
+    encoded = torch.stack([spec.encode(s) for s in samples])
+    assert encoded[:2].tolist() == [[-1.0, 0.0], [1.0, 1.0]]
+    assert torch.isnan(encoded[2]).all()  # missing cells stay missing
+    # A category never seen in training is missing too, not a wrong class.
+    assert math.isnan(float(spec.encode(sample(d="5", t="T4"))[1]))
+    assert AuxSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_a_column_without_values_is_refused_with_the_columns_that_exist() -> None:
+    samples = [sample(diameter_mm="12", t=""), sample(diameter_mm="3", t="")]
+    with pytest.raises(ConfigError, match="'diamter_mm'") as info:
+        build_aux_spec(samples, ["diamter_mm"])
+    assert "diameter_mm" in str(info.value)
+    with pytest.raises(ConfigError, match="'t' has no value"):
+        build_aux_spec(samples, ["t"])
+
+
+def test_the_loss_leaves_out_missing_targets_per_column() -> None:
+    spec = build_aux_spec([sample(d="0", k="a"), sample(d="2", k="b")], ["d", "k"])
+    outputs = torch.tensor([[0.5, 2.0, -1.0], [3.0, 0.0, 1.0]], requires_grad=True)
+    targets = torch.tensor([[1.0, math.nan], [math.nan, 1.0]])
+    expected = (
+        F.smooth_l1_loss(outputs[:1, 0], targets[:1, 0])
+        + F.cross_entropy(outputs[1:, 1:], torch.tensor([1]))
+    ) / 2
+    torch.testing.assert_close(aux_loss(outputs, targets, spec), expected)
+    nothing = aux_loss(outputs, torch.full((2, 2), math.nan), spec)
+    assert float(nothing.detach()) == 0.0
+    nothing.backward()  # no target in the batch still back-propagates (zeros)
+    assert outputs.grad is not None and not outputs.grad.any()
+
+
+def test_a_run_learns_the_targets_but_saves_the_plain_classifier(tmp_path: Path) -> None:
+    aux_run = run_fit(
+        tmp_path / "aux",
+        BlobsWithFields(24, seed=1),
+        BlobDataset(8, seed=2),
+        aux_targets=("side_mm", "kind"),
+    )
+    plain_run = run_fit(tmp_path / "plain", BlobsWithFields(24, seed=1), BlobDataset(8, seed=2))
+    aux_ckpt = load_checkpoint(aux_run.last_checkpoint)
+    plain_ckpt = load_checkpoint(plain_run.last_checkpoint)
+    # The classifier has the same layout with or without the head...
+    assert aux_ckpt["state_dict"].keys() == plain_ckpt["state_dict"].keys()
+    # ...but the auxiliary loss changed what it learnt.
+    assert not torch.equal(
+        aux_ckpt["state_dict"]["fc.weight"], plain_ckpt["state_dict"]["fc.weight"]
+    )
+    saved = aux_ckpt["aux"]
+    assert [c["name"] for c in saved["spec"]["columns"]] == ["side_mm", "kind"]
+    assert saved["state_dict"]["fc.weight"].shape[0] == 1 + 2
+    assert "aux" not in plain_ckpt
+    assert load_classifier(aux_run.best_checkpoint).class_names == ("benign", "malignant")
+    log = (tmp_path / "aux" / "train.log").read_text()
+    assert "auxiliary targets, loss weight 0.5: side_mm (numeric), kind (2 classes)" in log
+
+
+def test_resume_with_aux_targets_continues_exactly(tmp_path: Path) -> None:
+    def go(out: Path, **kwargs: object) -> TrainResult:
+        return run_fit(
+            out,
+            BlobsWithFields(24, seed=1),
+            BlobDataset(8, seed=2),
+            epochs=3,
+            aux_targets=("side_mm", "kind"),
+            **kwargs,
+        )
+
+    straight = go(tmp_path / "straight")
+    go(tmp_path / "resumed", max_minutes=1e-6)
+    resumed = go(tmp_path / "resumed", resume=True)
+    assert_same_weights(straight.last_checkpoint, resumed.last_checkpoint)
+    a = load_checkpoint(straight.last_checkpoint)["aux"]["state_dict"]
+    b = load_checkpoint(resumed.last_checkpoint)["aux"]["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_dataset_without_manifest_fields_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="per-sample manifest fields"):
+        run_fit(tmp_path / "run", aux_targets=("diameter_mm",))
+    with pytest.raises(ConfigError, match="aux_weight"):
+        run_fit(
+            tmp_path / "run2", BlobsWithFields(24, seed=1), aux_targets=("kind",), aux_weight=0.0
+        )
+
+
+def write_manifest_dataset(root: Path, n: int = 24, size: int = 32) -> Path:
+    """PNGs listed in a manifest with a diameter and a T column (empty for the benign ones)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    with open(root / "manifest.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "patient_id", "diameter_mm", "t"])
+        for i in range(n):
+            malignant = i % 2 == 1
+            side = int(rng.integers(6, 14)) if malignant else 0
+            image = rng.normal(0.3, 0.08, size=(size, size))
+            image[4 : 4 + side, 4 : 4 + side] += 0.6
+            Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(root / f"{i}.png")
+            label = "malignant" if malignant else "benign"
+            t = ("T1a" if side < 10 else "T1b") if malignant else ""
+            writer.writerow([f"{i}.png", label, f"p{i:02d}", side, t])
+    return root / "manifest.csv"
+
+
+def test_the_cli_trains_with_aux_targets_from_a_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lungcancer.cli import main
+
+    manifest = write_manifest_dataset(tmp_path / "data")
+    common = [
+        "lungcancer", "train", "--data", str(manifest), "--model", "cnn", "--epochs", "1",
+        "--batch-size", "4", "--image-size", "32", "--threads", "1", "--precision", "fp32",
+    ]  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        sys, "argv", [*common, "--out", str(tmp_path / "run"), "--aux-targets", "diameter_mm,t"]
+    )
+    main()
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["train_config"]["aux_targets"] == ["diameter_mm", "t"]
+    assert [c["categories"] for c in ckpt["aux"]["spec"]["columns"]] == [[], ["T1a", "T1b"]]
+
+    monkeypatch.setattr(
+        sys, "argv", [*common, "--out", str(tmp_path / "bad"), "--aux-targets", "n"]
+    )
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "auxiliary target 'n' has no value" in err and "diameter_mm" in err
