@@ -41,11 +41,12 @@ class BlobsWithFields(BlobDataset):
 
 
 def test_numeric_columns_are_z_scored_and_text_columns_become_classes() -> None:
-    samples = [sample(d="10", t="T1a"), sample(d="30", t="T2b"), sample(d="", t="nan")]
+    samples = [sample(d="10", t="T1a"), sample(d="30", t="none"), sample(d="", t="nan")]
     spec = build_aux_spec(samples, ["d", "t"])
     d, t = spec.columns
     assert d.numeric and d.mean == 20.0 and d.std == 10.0
-    assert t.categories == ("T1a", "T2b") and spec.outputs == 1 + 2
+    # "none" is a finding (e.g. no invasion), not a missing cell.
+    assert t.categories == ("T1a", "none") and spec.outputs == 1 + 2
     encoded = torch.stack([spec.encode(s) for s in samples])
     assert encoded[:2].tolist() == [[-1.0, 0.0], [1.0, 1.0]]
     assert torch.isnan(encoded[2]).all()  # missing cells stay missing

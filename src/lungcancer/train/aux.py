@@ -36,7 +36,8 @@ from lungcancer.data.index import Sample
 from lungcancer.errors import ConfigError
 from lungcancer.models.registry import Classifier
 
-MISSING = ("", "nan", "none", "na", "n/a")
+# Cells that mean "not recorded". "none" is not among them: it is a finding (no invasion).
+MISSING = ("", "nan", "n/a")
 
 
 @dataclass(frozen=True)
