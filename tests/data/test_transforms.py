@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from data_builders import chest_slice_hu
 
 from lungcancer.config import DataConfig, WindowConfig
-from lungcancer.data.transforms import Augmenter, lung_box, preprocess, window
+from lungcancer.data.transforms import Augmenter, affine_sample, lung_box, preprocess, window
 from lungcancer.io import Scan
 
 
@@ -167,3 +168,54 @@ def test_zoom_augmentation_changes_a_lesion_s_size_when_asked() -> None:
     augment = Augmenter(2, seed=0, scale=0.3, elastic=True)
     areas = [_disc_area(augment(image)) for _ in range(30)]
     assert max(abs(a - area) for a in areas) > 0.15 * area
+
+
+def _point_image(shape: tuple[int, ...], at: tuple[int, ...]) -> torch.Tensor:
+    image = torch.zeros((1, *shape))
+    image[(0, *at)] = 1.0
+    return image
+
+
+def _peak(image: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(int(image[0].argmax()), image.shape[1:]))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_the_affine_moves_turns_and_zooms_content_as_asked(dims: int) -> None:
+    shape = (17,) * dims
+    eye, ones = np.eye(dims), np.ones(dims)
+    point = _point_image(shape, (8,) * (dims - 2) + (5, 8))
+    # A shift moves content by that many pixels along each array axis.
+    shift = np.zeros(dims)
+    shift[-2:] = (3, -2)
+    assert _peak(affine_sample(point, eye, ones, shift)) == (8,) * (dims - 2) + (8, 6)
+    # A quarter turn in the (y, x) plane by R sends the point to R^-1 (p - centre) + centre.
+    quarter = np.eye(dims)
+    quarter[-2:, -2:] = [[0.0, -1.0], [1.0, 0.0]]
+    offset = np.array((0,) * (dims - 2) + (5 - 8, 0))
+    expected = tuple(int(v) for v in np.round(quarter.T @ offset + 8))
+    assert _peak(affine_sample(point, quarter, ones, np.zeros(dims))) == expected
+    # A zoom of 2 along one axis doubles a centred square's side along it, and only there.
+    square = torch.zeros((1, *shape))
+    square[(0, *[slice(6, 11)] * dims)] = 1.0
+    zoom = np.ones(dims)
+    zoom[-1] = 2.0
+    zoomed = affine_sample(square, eye, zoom, np.zeros(dims))[0] > 0.5
+    centre = (8,) * (dims - 1)
+    assert int(zoomed[centre].sum()) in (9, 10, 11)  # 5 px -> 10 px along x
+    assert int(zoomed[..., 8].sum()) == 5 ** (dims - 1)  # unchanged across x
+
+
+def test_augmentation_draws_every_kind_of_change() -> None:
+    # Over many draws the flip, the affine, the noise and the intensity jitter all occur, and
+    # each output stays a valid [0, 1] image: the draws follow the documented probabilities.
+    image = np.tile(np.linspace(0.2, 0.8, 32, dtype=np.float32), (1, 32, 1))
+    augment = Augmenter(2, seed=0)
+    outputs = [augment(image) for _ in range(200)]
+    flipped = sum(bool(np.allclose(o[0, 16, ::-1], image[0, 16], atol=0.05)) for o in outputs)
+    unchanged = sum(bool(np.array_equal(o, image)) for o in outputs)
+    noisy = sum(bool(np.std(np.diff(o[0, 16, 8:24])) > 0.004) for o in outputs)
+    assert 40 < flipped < 140  # flip p=0.5 (some flipped ones were also turned or shifted)
+    assert 5 < unchanged < 60  # nothing drawn: 0.5 * 0.5 * 0.7^3 = 8.6% of draws
+    assert 20 < noisy < 120  # noise p=0.3
+    assert all(o.dtype == np.float32 and 0.0 <= o.min() and o.max() <= 1.0 for o in outputs)
