@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/bench_gan.py --speed                 # step time ratio (~2 min)
     python benchmarks/bench_gan.py --full --work runs/bench_gan [--threads 1]
+    python benchmarks/bench_gan.py --full --work runs/bench_gan --split val --gan lambda_diameter=2
 
 1. --speed: one GAN training step (D main, lazy R1, G main, EMA) of the default config
    (64x64 patches, batch 8) in naive fp32 and in bf16 autocast + channels_last, the two modes
@@ -16,6 +17,9 @@ Usage:
    of each phase and the metrics against the targets (Dice >= 0.8, diameter MAE <= 2 mm, stage
    fidelity >= 0.8, outside-ROI SSIM >= 0.95; GAN beats both baselines on Dice and diameter
    error and geometric growth on FID). Takes 30+ minutes on 2 cores.
+   `--split val` scores the validation patients instead (into --work/evaluation_val): choose
+   settings there, then report the test split once. `--gan KEY=VALUE` overrides a GanConfig
+   field of the GAN trained in --work (a GAN already there is reused as it is).
 
 CPU minutes are process CPU time over the machine's physical cores: on a machine shared with
 other jobs they estimate what the run takes on an idle one; wall minutes are reported beside.
@@ -33,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lungcancer.config import DataConfig, GanConfig, ModelConfig, TrainConfig
+from lungcancer.config import DataConfig, GanConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from lungcancer.progression import loop
 from lungcancer.progression.pairs import PatchSet
 from lungcancer.train.precision import physical_cores
@@ -90,7 +94,7 @@ def speed(threads: int, steps: int, rounds: int) -> None:
         "fp32": loop._Trainer(cfg, torch.device("cpu"), bf16=False),
         "bf16+channels_last": loop._Trainer(cfg, torch.device("cpu"), bf16=True),
     }
-    data = loop._as_tensors(patches, torch.device("cpu"))
+    data = loop._as_tensors(patches, torch.device("cpu"), trainers["fp32"].window)
     results: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(rounds):
         for name, trainer in trainers.items():
@@ -117,7 +121,13 @@ class _Clock:
 
 
 def full(
-    work: Path, patients: int, threads: int, classifier_epochs: int, steps: int | None
+    work: Path,
+    patients: int,
+    threads: int,
+    classifier_epochs: int,
+    steps: int | None,
+    split: str = "test",
+    overrides: tuple[str, ...] = (),
 ) -> None:
     """Generate LungSim, train the judge classifier and the default GAN, evaluate at 12 months."""
     from lungcancer.progression.fidelity import evaluate_gan
@@ -152,6 +162,9 @@ def full(
     gan_cfg = GanConfig(data=str(data), out_dir=str(work / "gan"), threads=threads)
     if steps is not None:
         gan_cfg = dataclasses.replace(gan_cfg, steps=steps)
+    if overrides:
+        pairs = dict(item.split("=", 1) for item in overrides)
+        gan_cfg = from_dict(GanConfig, {**to_dict(gan_cfg), **pairs})
     checkpoint = work / "gan" / "checkpoint.pt"
     if not checkpoint.is_file():
         clock = _Clock()
@@ -160,7 +173,12 @@ def full(
         print(f"GAN: {result.steps} steps, stopped early: {result.stopped_early}")
     clock = _Clock()
     evaluation = evaluate_gan(
-        checkpoint, data, classifier=classifier, months=12.0, out_dir=work / "evaluation"
+        checkpoint,
+        data,
+        classifier=classifier,
+        months=12.0,
+        out_dir=work / ("evaluation" if split == "test" else f"evaluation_{split}"),
+        split=split,
     )
     phases["evaluation"] = clock.minutes()
     for name, (wall, cpu) in phases.items():
@@ -179,6 +197,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=physical_cores())
     parser.add_argument("--classifier-epochs", type=int, default=30)
     parser.add_argument("--gan-steps", type=int, default=None, help="override the default steps")
+    parser.add_argument("--split", choices=("test", "val"), default="test", help="patients scored")
+    parser.add_argument(
+        "--gan", action="append", default=[], metavar="KEY=VALUE", help="GanConfig override"
+    )
     parser.add_argument("--steps", type=int, default=6, help="steps per speed round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -187,7 +209,15 @@ def main() -> None:
     if args.speed:
         speed(args.threads, args.steps, args.rounds)
     if args.full:
-        full(args.work, args.patients, args.threads, args.classifier_epochs, args.gan_steps)
+        full(
+            args.work,
+            args.patients,
+            args.threads,
+            args.classifier_epochs,
+            args.gan_steps,
+            args.split,
+            tuple(args.gan),
+        )
 
 
 if __name__ == "__main__":

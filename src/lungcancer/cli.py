@@ -482,6 +482,9 @@ def gan_evaluate_command(
     ),
     out: str | None = typer.Option(None, "--out", help="Folder for metrics.json/metrics.md."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
+    split: str = typer.Option(
+        "test", "--split", help="test (report) or val (choose settings without test patients)."
+    ),
 ) -> None:
     """Score the GAN and two baselines on held-out patients against their true future."""
     from lungcancer.config import DataConfig, load_section
@@ -494,6 +497,7 @@ def gan_evaluate_command(
         months=months,
         data_cfg=load_section(config, "data", DataConfig),
         out_dir=out,
+        split=split,
     )
     if as_json:
         _print_json(result.metrics)

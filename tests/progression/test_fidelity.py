@@ -11,7 +11,7 @@ import pytest
 from gan_builders import LESION_HU, LUNG_HU, disc_view, write_untrained_classifier
 
 from lungcancer.config import DataConfig, GanConfig
-from lungcancer.errors import DatasetError
+from lungcancer.errors import ConfigError, DatasetError
 from lungcancer.progression.baselines import geometric_growth, no_change
 from lungcancer.progression.fidelity import evaluate_gan
 from lungcancer.progression.metrics import (
@@ -22,7 +22,7 @@ from lungcancer.progression.metrics import (
     segment_lesion,
 )
 from lungcancer.progression.patches import HUWindow, greatest_diameter_mm
-from lungcancer.progression.training import train_gan
+from lungcancer.progression.training import patient_splits, train_gan
 
 WINDOW = HUWindow()
 
@@ -126,6 +126,14 @@ def test_evaluate_scores_gan_and_baselines_on_held_out_patients(
     assert "| gan |" in (tmp_path / "eval" / "metrics.md").read_text()
     with pytest.raises(DatasetError, match="month 0 and month 7"):
         evaluate_gan(trained.checkpoint, lungsim, months=7.0, data_cfg=split)
+    # Settings are chosen on the validation patients, never on the test patients.
+    val = evaluate_gan(trained.checkpoint, lungsim, months=12.0, data_cfg=split, split="val")
+    val_patients = patient_splits(lungsim, split)["val"]
+    assert val.metrics["split"] == "val" and val.metrics["heldout_patients"] == len(val_patients)
+    assert val.n_pairs >= 1 and val.metrics["methods"] != result.metrics["methods"]
+    assert "val split" in val.table
+    with pytest.raises(ConfigError, match="split"):
+        evaluate_gan(trained.checkpoint, lungsim, months=12.0, data_cfg=split, split="train")
     # Another split puts training patients into the evaluation set: refused.
     other = DataConfig(test_fraction=0.35, val_fraction=0.15, seed=3)
     with pytest.raises(DatasetError, match="trained on"):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lungcancer.progression import losses
+from lungcancer.progression.patches import HUWindow, greatest_diameter_mm
 
 
 def test_hinge_losses_match_hand_computed_values() -> None:
@@ -68,3 +69,67 @@ def test_blurred_lesion_l1_ignores_fresh_noise_but_not_structure(shape: tuple[in
     blurred_noise = float(losses.masked_l1(noise, zero, w, blur_px=1.0))
     assert blurred_noise < 0.4 * raw_noise
     assert float(losses.masked_l1(offset, zero, w, blur_px=1.0)) == pytest.approx(0.05, rel=1e-4)
+
+
+def _disc_image(shape: tuple[int, ...], radius_px: float, blur_px: float = 0.0) -> torch.Tensor:
+    axes = [torch.arange(n, dtype=torch.float32) - (n - 1) / 2 for n in shape]
+    dist = torch.sqrt(sum(m * m for m in torch.meshgrid(*axes, indexing="ij")))  # type: ignore[arg-type]
+    image = torch.where(dist <= radius_px, 0.5, -0.8).reshape(1, 1, *shape)
+    return losses.gaussian_blur(image, blur_px)
+
+
+@pytest.mark.parametrize(
+    ("shape", "semi_axes_px"),
+    [((64, 64), (10.0, 10.0)), ((64, 64), (6.0, 14.0)), ((24, 24, 24), (7.0, 7.0, 7.0))],
+)
+def test_greatest_diameter_reads_what_the_ruler_reads(
+    shape: tuple[int, ...], semi_axes_px: tuple[float, ...]
+) -> None:
+    axes = [torch.arange(n, dtype=torch.float32) - (n - 1) / 2 for n in shape]
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    inside = sum((m / a) ** 2 for m, a in zip(mesh, semi_axes_px, strict=True)) <= 1  # type: ignore[union-attr]
+    image = torch.where(inside, 0.5, -0.8).reshape(1, 1, *shape)
+    mask = losses.soft_lesion_mask(image, torch.ones_like(image), -0.14)
+    measured = float(losses.greatest_diameter_px(mask)[0])
+    ruler = greatest_diameter_mm(inside.numpy(), (1.0,) * len(shape))
+    assert measured == pytest.approx(ruler, rel=0.01)
+    assert float(losses.greatest_diameter_px(torch.zeros_like(mask))[0]) == 0.0
+
+
+@pytest.mark.parametrize("target_px", [14.0, 26.0])
+def test_descending_the_diameter_loss_moves_the_lesion_edge_toward_the_target(
+    target_px: float,
+) -> None:
+    # A blurred disc about 19 px across: its edge has the partial-volume ramp of a real scan.
+    image = _disc_image((48, 48), 9.5, blur_px=1.5).requires_grad_(True)
+    keep = torch.ones_like(image)
+    start = float(
+        losses.greatest_diameter_px(losses.soft_lesion_mask(image.detach(), keep, -0.14))[0]
+    )
+    optimizer = torch.optim.SGD([image], lr=0.2)
+    for _ in range(60):
+        optimizer.zero_grad()
+        losses.diameter_loss(image, torch.tensor([target_px]), keep, -0.14).backward()
+        optimizer.step()
+    mask = losses.soft_lesion_mask(image.detach(), keep, -0.14)
+    end = float(losses.greatest_diameter_px(mask)[0])
+    assert abs(end - target_px) < abs(start - target_px) - 1.0
+
+
+def test_the_soft_mask_cuts_each_example_at_its_own_threshold() -> None:
+    window = HUWindow()
+    ground_glass = torch.full((2, 1, 8, 8), window.unit_threshold(-700.0))
+    keep = torch.ones_like(ground_glass)
+    # Cut at -400 HU it is not lesion; cut half-way to the lung (-775 HU) it is.
+    per_example = torch.tensor([window.unit_threshold(-400.0), window.unit_threshold(-775.0)])
+    mask = losses.soft_lesion_mask(ground_glass, keep, per_example)
+    assert float(mask[0].max()) < 0.01
+    assert float(mask[1].min()) > 0.85
+
+
+def test_soft_dice_is_zero_on_the_target_and_grows_with_the_mismatch() -> None:
+    target = torch.zeros(1, 1, 16, 16)
+    target[..., 4:12, 4:12] = 1.0
+    shifted = torch.roll(target, 4, dims=-1)  # half of it overlaps
+    assert float(losses.soft_dice_loss(target, target)) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.soft_dice_loss(shifted, target)) == pytest.approx(0.5, abs=1e-6)

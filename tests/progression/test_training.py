@@ -9,14 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gan_builders import disc_series
+from gan_builders import disc_series, disc_view
 
 from lungcancer.config import GanConfig
 from lungcancer.errors import CheckpointError, ConfigError
 from lungcancer.models.gan import ROI_FEATHER_MM, lesion_roi, radial_grid
+from lungcancer.progression import loop
 from lungcancer.progression.checkpoint import gan_geometry, load_gan, read_gan_checkpoint
 from lungcancer.progression.fidelity import render_baseline, render_gan
 from lungcancer.progression.loop import training_loop
+from lungcancer.progression.metrics import lesion_threshold_hu
 from lungcancer.progression.pairs import PatchSet, longitudinal_pairs, make_patch_set
 from lungcancer.progression.patches import HUWindow
 from lungcancer.progression.training import check_gan_config
@@ -43,7 +45,9 @@ def test_a_few_steps_reduce_the_paired_l1_toward_the_true_future(
     assert result.val_l1 < 0.93 * prior_l1
     logged = [json.loads(line) for line in result.log.read_text().splitlines()]
     assert [row["step"] for row in logged] == [6, 12, 18, 24, 30]
-    assert {"d_hinge", "g_adv", "l1", "ssim", "lesion_l1", "size_px", "r1"} <= set(logged[-1])
+    assert {"d_hinge", "g_adv", "l1", "ssim", "lesion_l1", "size_px", "diameter_px", "r1"} <= set(
+        logged[-1]
+    )
     assert result.samples and result.samples[-1].is_file()
     # The learned residual is really there, inside the lesion ROI only.
     rendered = render_gan(load_gan(result.checkpoint), pairs)
@@ -131,7 +135,7 @@ def test_unpaired_mode_trains_with_classifier_cycle_and_identity_losses(
     singles = make_patch_set([(v, v) for v in views], cfg.stages, gan_geometry(cfg), HUWindow())
     result = training_loop(cfg, singles, None, tmp_path, progress=False)
     logged = json.loads(result.log.read_text().splitlines()[-1])
-    for key in ("d_cls", "g_cls", "cycle", "identity", "size_px"):
+    for key in ("d_cls", "g_cls", "cycle", "identity", "size_px", "diameter_px"):
         assert np.isfinite(logged[key])
     assert read_gan_checkpoint(result.checkpoint)["gan_config"]["mode"] == "unpaired"
 
@@ -143,3 +147,38 @@ def test_configs_that_cannot_train_are_refused_with_the_key(tiny_gan_cfg: GanCon
         check_gan_config(dataclasses.replace(tiny_gan_cfg, augment=("brightness",)))
     with pytest.raises(ConfigError, match=r"gan\.mode"):
         check_gan_config(dataclasses.replace(tiny_gan_cfg, mode="cyclegan"))
+
+
+def test_the_size_terms_read_a_ground_glass_lesion_like_the_ruler(tiny_gan_cfg: GanConfig) -> None:
+    # A -700 HU ground-glass lesion growing from 8 to 12 mm; the future *scan* also has a dense
+    # vessel stub beside the lesion that is not in its lesion mask (the patient lay differently).
+    cfg = dataclasses.replace(tiny_gan_cfg, lambda_dice=1.0)
+    src = disc_view(8.0, "p0", 0.0, size=40, lesion_hu=-700.0)
+    tgt = disc_view(12.0, "p0", 12.0, size=40, lesion_hu=-700.0)
+    patches = make_patch_set([(src, tgt)], cfg.stages, gan_geometry(cfg), HUWindow())
+    trainer = loop._Trainer(cfg, torch.device("cpu"), bf16=False)
+    data = loop._as_tensors(patches, torch.device("cpu"), trainer.window)
+    threshold_hu = lesion_threshold_hu(
+        trainer.window.to_hu(patches.source[0, 0]), patches.source_mask[0, 0]
+    )
+    assert threshold_hu < -700.0  # a fixed -400 HU cut would not see this lesion at all
+    assert float(data["threshold_unit"][0]) == pytest.approx(
+        trainer.window.unit_threshold(threshold_hu)
+    )
+    batch = loop._Batch(data)
+    true_future = batch.target.clone()
+    centre = cfg.patch_size // 2
+    batch.target[..., centre - 1 : centre + 1, centre + 8 : centre + 10] = 0.0
+    roi = loop._lesion_roi(batch, cfg.patch_size)
+    assert float(roi[..., centre, centre + 9]) == 1.0  # the stub lies inside the lesion ROI
+    size, diameter, dice = trainer._size_terms(batch, true_future, roi, batch.target_size)
+    grown_px = float(batch.target_size[0]) * cfg.patch_size
+    assert float(size) < 0.5
+    assert float(diameter) < 1.0
+    assert dice is not None
+    dice_true = float(dice)
+    # The unchanged input is 4 mm (4 px) too small, and all three terms say so.
+    size, diameter, dice = trainer._size_terms(batch, batch.source.clone(), roi, batch.target_size)
+    assert float(diameter) == pytest.approx(grown_px - 8.0, abs=1.0)
+    assert float(size) > 2.0
+    assert dice is not None and float(dice) > 1.5 * dice_true

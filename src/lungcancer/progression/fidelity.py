@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from lungcancer.config import DataConfig
-from lungcancer.errors import CheckpointError, DatasetError
+from lungcancer.errors import CheckpointError, ConfigError, DatasetError
 from lungcancer.io.atomic import atomic_write_text
 from lungcancer.progression.baselines import geometric_growth, grow_lesion, no_change
 from lungcancer.progression.checkpoint import LoadedGan, load_gan
@@ -32,6 +32,7 @@ from lungcancer.progression.metrics import LesionScores, score_patch
 from lungcancer.progression.pairs import LesionView, PatchSet, make_patch_set, view_grid
 
 METHODS = ("gan", "no_change", "geometric_growth")
+SPLITS = ("test", "val")
 # Targets at 12 months (issue 5); "min" targets must be reached or exceeded, "max" not exceeded.
 TARGETS = {
     "dice": ("min", 0.8),
@@ -179,6 +180,7 @@ def evaluate_gan(
     months: float = 12.0,
     data_cfg: DataConfig | None = None,
     out_dir: str | Path | None = None,
+    split: str = "test",
 ) -> GanEvalResult:
     """Score the GAN and both baselines on held-out patients against their true future scans.
 
@@ -189,6 +191,8 @@ def evaluate_gan(
         months: the time point to render (pairs are month 0 -> month `months`).
         data_cfg: split settings; must match training so held-out patients stay held out.
         out_dir: where metrics.json, metrics.md and examples.png go (None: write nothing).
+        split: "test" (the held-out patients, for reporting) or "val" (the validation
+            patients, for choosing settings without looking at the test patients).
 
     Returns:
         The metrics, the table and the written files.
@@ -196,16 +200,18 @@ def evaluate_gan(
     from lungcancer.progression.pairs import lesion_views_from_index
     from lungcancer.progression.training import patient_splits
 
+    if split not in SPLITS:
+        raise ConfigError("unknown evaluation split", expected=" | ".join(SPLITS), found=split)
     loaded = gan if isinstance(gan, LoadedGan) else load_gan(gan)
     splits = patient_splits(data, data_cfg or DataConfig())
-    test_patients = splits.get("test", ())
+    test_patients = splits.get(split, ())
     leaked = sorted(set(test_patients) & set(loaded.train_patients))
     if leaked:
         raise DatasetError(
             "the evaluation patients include patients the GAN was trained on",
             path=data,
             expected="held-out patients only",
-            found=f"{len(leaked)} training patients in the test split (e.g. {leaked[0]})",
+            found=f"{len(leaked)} training patients in the {split} split (e.g. {leaked[0]})",
             hint="evaluate with the same dataset and split settings (seed, fractions) as training",
         )
     views = lesion_views_from_index(data, loaded.stages, loaded.config.spatial_dims)
@@ -221,10 +227,10 @@ def evaluate_gan(
     if not pairs:
         available = sorted({v.months for v in views})
         raise DatasetError(
-            f"no held-out patient has scans at month 0 and month {months:g}",
+            f"no {split} patient has scans at month 0 and month {months:g}",
             path=data,
             expected=f"months 0 and {months:g} among {available}",
-            found=f"{len(test_patients)} held-out patients",
+            found=f"{len(test_patients)} {split} patients",
             hint="pick --months from the dataset's time points",
         )
     patches = make_patch_set(pairs, loaded.stages, loaded.geometry, loaded.window)
@@ -255,6 +261,7 @@ def evaluate_gan(
         "gan": loaded.path,
         "data": str(data),
         "months": months,
+        "split": split,
         "n_pairs": len(pairs),
         "heldout_patients": len(test_patients),
         "segmentation": "HU above half-way between the input lesion's median and the lung "
@@ -374,7 +381,8 @@ def metrics_table(document: dict[str, Any]) -> str:
         "| SSIM | PSNR (dB) | identity SSIM | stage fidelity | FID | KID |"
     )
     lines = [
-        f"Held-out pairs: {document['n_pairs']} (month 0 -> month {document['months']:g})",
+        f"Held-out pairs ({document.get('split', 'test')} split): {document['n_pairs']} "
+        f"(month 0 -> month {document['months']:g})",
         "",
         header,
         "|" + " --- |" * 11,

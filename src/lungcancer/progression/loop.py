@@ -44,8 +44,9 @@ from lungcancer.progression.checkpoint import (
     read_gan_checkpoint,
     save_gan_checkpoint,
 )
+from lungcancer.progression.metrics import lesion_threshold_hu
 from lungcancer.progression.pairs import PatchSet
-from lungcancer.progression.patches import LESION_THRESHOLD_HU, HUWindow
+from lungcancer.progression.patches import HUWindow
 from lungcancer.train.distributed import current_context, sync_replicas, threads_per_process
 from lungcancer.train.ema import ema_step, ramped_decay
 from lungcancer.train.precision import physical_cores, resolve_policy
@@ -96,6 +97,7 @@ class _Batch:
         self.target_size = data["target_size"]
         self.source_stage = data["source_stage"]
         self.target_stage = data["target_stage"]
+        self.threshold_unit = data["threshold_unit"]
         # What a real output looks like: set by `_Trainer.set_real` (paired: the true future
         # inside the lesion ROI and the input outside it).
         self.real = self.source
@@ -104,14 +106,36 @@ class _Batch:
         self.prior_mask = self.source_mask
 
 
-def _as_tensors(patches: PatchSet, device: torch.device) -> dict[str, torch.Tensor]:
+def lesion_thresholds_unit(patches: PatchSet, window: HUWindow) -> np.ndarray:
+    """Each input's lesion threshold (`metrics.lesion_threshold_hu`) in window units, (N,).
+
+    The size terms cut the rendered lesion where the fidelity ruler will cut it: half-way
+    between the input lesion's density and the lung around it, not at one HU level for all
+    (a fixed -400 HU misses most of a ground-glass lesion).
+    """
+    return np.array(
+        [
+            window.unit_threshold(
+                lesion_threshold_hu(window.to_hu(patches.source[i, 0]), patches.source_mask[i, 0])
+            )
+            for i in range(len(patches))
+        ],
+        dtype=np.float32,
+    )
+
+
+def _as_tensors(
+    patches: PatchSet, device: torch.device, window: HUWindow
+) -> dict[str, torch.Tensor]:
     names = (
         "source", "target", "source_mask", "target_mask",
         "source_size", "target_size", "spacing_mm", "source_stage", "target_stage",
     )  # fmt: skip
-    return {
+    data = {
         n: torch.from_numpy(np.ascontiguousarray(getattr(patches, n))).to(device) for n in names
     }
+    data["threshold_unit"] = torch.from_numpy(lesion_thresholds_unit(patches, window)).to(device)
+    return data
 
 
 def _sample_batch(
@@ -180,7 +204,6 @@ class _Trainer:
             self.D.parameters(), lr=cfg.lr_d * ratio, betas=(cfg.beta1**ratio, cfg.beta2**ratio)
         )
         self.window = HUWindow(cfg.window_low_hu, cfg.window_high_hu)
-        self.threshold_unit = self.window.unit_threshold(LESION_THRESHOLD_HU)
         self.ssim = losses.SSIMTerm(cfg.spatial_dims, cfg.patch_size)
 
     def autocast(self) -> torch.autocast:
@@ -311,13 +334,8 @@ class _Trainer:
             ssim = self.ssim(fake, batch.real)
             lesion_w = _dilate(torch.maximum(batch.source_mask, batch.target_mask), 2)
             lesion = losses.masked_l1(fake, batch.target, lesion_w, BLUR_PX)
-            target_area = losses.soft_lesion_area(batch.target, roi, self.threshold_unit)
-            size = losses.size_loss(fake, target_area, roi, self.threshold_unit)
             loss = loss + cfg.lambda_l1 * l1 + cfg.lambda_ssim * ssim + cfg.lambda_lesion * lesion
-            loss = loss + cfg.lambda_size * size
-            terms.update(
-                l1=_item(l1), ssim=_item(ssim), lesion_l1=_item(lesion), size_px=_item(size)
-            )
+            terms.update(l1=_item(l1), ssim=_item(ssim), lesion_l1=_item(lesion))
         else:
             assert fake_cls is not None
             cls = F.cross_entropy(fake_cls.float(), stage_t)
@@ -336,13 +354,15 @@ class _Trainer:
                 ).float()  # fmt: skip
             cycle = (back - batch.source).abs().mean()
             identity = (same - batch.source).abs().mean()
-            target_area = math.pi * (size_t * cfg.patch_size / 2) ** 2
-            size = losses.size_loss(fake, target_area, roi, self.threshold_unit)
             loss = loss + cfg.lambda_cls * cls + cfg.lambda_cycle * cycle
-            loss = loss + cfg.lambda_identity * identity + cfg.lambda_size * size
-            terms.update(
-                g_cls=_item(cls), cycle=_item(cycle), identity=_item(identity), size_px=_item(size)
-            )
+            loss = loss + cfg.lambda_identity * identity
+            terms.update(g_cls=_item(cls), cycle=_item(cycle), identity=_item(identity))
+        size, diameter, dice = self._size_terms(batch, fake, roi, size_t)
+        loss = loss + cfg.lambda_size * size + cfg.lambda_diameter * diameter
+        terms.update(size_px=_item(size), diameter_px=_item(diameter))
+        if dice is not None:
+            loss = loss + cfg.lambda_dice * dice
+            terms.update(dice=_item(dice))
         if not torch.isfinite(loss):
             raise TrainingError(
                 "the generator loss is not finite",
@@ -353,6 +373,36 @@ class _Trainer:
         loss.backward()
         self.opt_g.step()
         return terms
+
+    def _size_terms(
+        self, batch: _Batch, fake: torch.Tensor, roi: torch.Tensor, size_t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Area and greatest-diameter errors (pixels) of the rendered lesion vs its target.
+
+        The rendered lesion is read like the fidelity ruler reads it (`metrics.score_patch`):
+        cut at the input's own threshold, inside the ROI, leaving out tissue that was already
+        dense in the input outside its lesion (chest wall, vessels). Paired, the target area is
+        the true future's lesion mask there (the future *scan* thresholded would add vessel
+        stubs the input's anatomy lacks, and pull every lesion too big); the target diameter is
+        the recorded one. Unpaired, a disc of the drawn target diameter. Paired, the third term
+        is 1 - soft Dice against the true future's lesion mask (None unpaired: no mask).
+        """
+        threshold = batch.threshold_unit.reshape(-1, *([1] * (fake.ndim - 1)))
+        background = (batch.source > threshold) & (_dilate(batch.source_mask, 2) == 0)
+        keep = roi * (~background).float()
+        dice = None
+        if self.cfg.mode == "paired":
+            target_area = (batch.target_mask * keep).flatten(1).sum(dim=1)
+            if self.cfg.lambda_dice > 0:
+                mask = losses.soft_lesion_mask(fake, keep, batch.threshold_unit)
+                dice = losses.soft_dice_loss(mask, batch.target_mask * keep)
+        else:
+            target_area = math.pi * (size_t * self.cfg.patch_size / 2) ** 2
+        size = losses.size_loss(fake, target_area, keep, batch.threshold_unit)
+        diameter = losses.diameter_loss(
+            fake, size_t * self.cfg.patch_size, keep, batch.threshold_unit
+        )
+        return size, diameter, dice
 
     def update_ema(self, step: int) -> None:
         # The classifier trainer's average, its decay ramped by the (0-based) step.
@@ -365,7 +415,9 @@ class _Trainer:
         outs = []
         for start in range(0, len(patches), 32):
             part = _as_tensors(
-                patches.subset(range(start, min(start + 32, len(patches)))), self.device
+                patches.subset(range(start, min(start + 32, len(patches)))),
+                self.device,
+                self.window,
             )
             source = part["source"].contiguous(memory_format=self.memory_format)
             prior, _ = grow_lesion(
@@ -472,7 +524,7 @@ def training_loop(
     if context is not None:
         players = [trainer.G, trainer.G_ema, trainer.D]
         sync_replicas(context, players, [trainer.opt_g, trainer.opt_d])
-    data = _as_tensors(train_set, device)
+    data = _as_tensors(train_set, device, trainer.window)
     sizes_by_stage = _sizes_by_stage(train_set, len(cfg.stages), cfg.patch_size)
     preview = _preview(val_set if val_set is not None and len(val_set) else train_set)
     max_diameter_mm = float((train_set.target_size * train_set.spacing_mm).max()) * cfg.patch_size

@@ -9,8 +9,12 @@ loss alone under-weights when the lesion is a few percent of the patch.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from monai.losses import SSIMLoss
+from scipy import ndimage
 from torch.nn import functional as F
 
 
@@ -38,26 +42,53 @@ def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor) -> torch.Te
     return grad.float().pow(2).flatten(1).sum(dim=1).mean()
 
 
-def soft_lesion_area(
-    images: torch.Tensor, roi: torch.Tensor, threshold_unit: float, temperature: float = 0.05
+def _per_example(value: float | torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """A scalar or (B,) value shaped to broadcast over (B, 1, *spatial) images."""
+    t = torch.as_tensor(value, dtype=torch.float32, device=images.device)
+    return t.reshape(-1, *([1] * (images.ndim - 1))) if t.ndim else t
+
+
+def soft_lesion_mask(
+    images: torch.Tensor,
+    keep: torch.Tensor,
+    threshold_unit: float | torch.Tensor,
+    temperature: float = 0.05,
 ) -> torch.Tensor:
-    """Differentiable number of lesion pixels inside the ROI (a sigmoid above the threshold).
+    """Differentiable lesion mask: a sigmoid above the threshold, inside `keep`.
 
     Args:
         images: (B, 1, *spatial) in window units.
-        roi: (B, 1, *spatial) 0/1 region where the lesion is looked for.
-        threshold_unit: the lesion HU threshold in window units.
+        keep: (B, 1, *spatial) 0/1 region where the lesion is looked for (the ROI, less the
+            input's background tissue).
+        threshold_unit: the lesion threshold in window units, one for all or (B,) per example.
         temperature: sigmoid softness in window units (0.05 is about 35 HU on a 1400 HU window).
+
+    Returns:
+        (B, 1, *spatial) values in [0, 1].
+    """
+    threshold = _per_example(threshold_unit, images)
+    return torch.sigmoid((images.float() - threshold) / temperature) * keep
+
+
+def soft_lesion_area(
+    images: torch.Tensor,
+    roi: torch.Tensor,
+    threshold_unit: float | torch.Tensor,
+    temperature: float = 0.05,
+) -> torch.Tensor:
+    """Differentiable number of lesion pixels inside the ROI (`soft_lesion_mask` summed).
 
     Returns:
         (B,) soft pixel counts.
     """
-    inside = torch.sigmoid((images.float() - threshold_unit) / temperature) * roi
-    return inside.flatten(1).sum(dim=1)
+    return soft_lesion_mask(images, roi, threshold_unit, temperature).flatten(1).sum(dim=1)
 
 
 def size_loss(
-    fake: torch.Tensor, target_area_px: torch.Tensor, roi: torch.Tensor, threshold_unit: float
+    fake: torch.Tensor,
+    target_area_px: torch.Tensor,
+    roi: torch.Tensor,
+    threshold_unit: float | torch.Tensor,
 ) -> torch.Tensor:
     """Error in equivalent diameter (pixels) between the rendered lesion and the target area.
 
@@ -66,6 +97,129 @@ def size_loss(
     """
     area = soft_lesion_area(fake, roi, threshold_unit)
     return (torch.sqrt(area + 1.0) - torch.sqrt(target_area_px.float() + 1.0)).abs().mean()
+
+
+def soft_dice_loss(mask: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of 1 - Dice between a soft lesion mask and a 0/1 target mask.
+
+    The fidelity Dice compares the ruler's segmentation with the true future's lesion mask;
+    this is its differentiable form on `soft_lesion_mask`, so the rendered outline is pulled
+    onto the future's where an area or a diameter alone would leave its shape free.
+    """
+    m = mask.float().flatten(1)
+    t = target_mask.float().flatten(1)
+    overlap = (m * t).sum(dim=1)
+    return (1.0 - 2.0 * overlap / (m.sum(dim=1) + t.sum(dim=1)).clamp_min(1.0)).mean()
+
+
+def _directions(dims: int, count: int) -> torch.Tensor:
+    """`count` unit vectors spread over a half circle (2D) or a hemisphere (3D), (count, dims)."""
+    i = torch.arange(count, dtype=torch.float32)
+    if dims == 2:
+        angle = i * math.pi / count
+        return torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+    z = (i + 0.5) / count  # Fibonacci points on the upper hemisphere
+    phi = i * math.pi * (3.0 - math.sqrt(5.0))
+    r = torch.sqrt(1.0 - z * z)
+    return torch.stack([z, r * torch.cos(phi), r * torch.sin(phi)], dim=1)
+
+
+def _centre_component(hard: torch.Tensor) -> torch.Tensor:
+    """Per example, the connected component at (or nearest to) the patch centre, as 0/1.
+
+    The ruler (`metrics.segment_lesion`) keeps that component only: isolated specks of noise
+    above a ground-glass threshold elsewhere in the ROI are not the lesion.
+    """
+    out = np.zeros(hard.shape, dtype=np.float32)
+    for i, example in enumerate(hard[:, 0].cpu().numpy()):
+        labels, count = ndimage.label(example)
+        if count == 0:
+            continue
+        centre = tuple(round((n - 1) / 2) for n in example.shape)
+        chosen = labels[centre]
+        if not chosen:
+            points = np.argwhere(labels > 0)
+            nearest = np.argmin(((points - (np.asarray(example.shape) - 1) / 2) ** 2).sum(axis=1))
+            chosen = labels[tuple(points[nearest])]
+        out[i, 0] = labels == chosen
+    return torch.from_numpy(out).to(hard.device)
+
+
+def greatest_diameter_px(
+    mask: torch.Tensor, directions: int = 16, sharpness: float = 4.0
+) -> torch.Tensor:
+    """Greatest diameter (pixels, between pixel centres) of a soft lesion mask at the centre.
+
+    The value is the hard one: the widest extent, over `directions` directions, of the pixels
+    with mask > 0.5 connected to the patch centre, as the fidelity ruler segments a lesion
+    (16 directions in 2D under-read the caliper diameter by at most 0.5 %).
+    The gradient is that of a soft version (straight-through): along each direction the
+    extent on each side is a soft maximum of the pixels' distances weighted by their mask
+    values, so raising the mask just outside the lesion's edge widens it and lowering it at
+    the edge narrows it; the widths of all directions are combined by a soft maximum too.
+
+    Args:
+        mask: (B, 1, *spatial) values in [0, 1] (`soft_lesion_mask`).
+        directions: directions over a half circle (2D) or a hemisphere (3D).
+        sharpness: inverse softmax temperature, per pixel of extent.
+
+    Returns:
+        (B,) diameters in pixels (0 for an empty mask).
+    """
+    spatial = mask.shape[2:]
+    inside = _centre_component(mask.detach().float() > 0.5)
+    # The soft extent looks at the lesion and a 2-pixel band around it: aerated lung farther
+    # out has a mask of ~1e-6 but, far enough out, would still outweigh the edge.
+    pool = F.max_pool2d if mask.ndim == 4 else F.max_pool3d
+    band = pool(inside, kernel_size=5, stride=1, padding=2) > 0
+    if not bool(band.any()):
+        band = torch.ones_like(band)
+    # Only the box around every example's band is looked at (the exponentials are the cost).
+    box: list[slice] = []
+    for axis in range(len(spatial)):
+        others = tuple(d for d in range(band.ndim) if d != axis + 2)
+        hit = torch.nonzero(band.any(dim=others)).flatten()
+        box.append(slice(int(hit.min()), int(hit.max()) + 1))
+    crop = (slice(None), slice(None), *box)
+    axes = [
+        torch.arange(n, dtype=torch.float32, device=mask.device)[b] - (n - 1) / 2
+        for n, b in zip(spatial, box, strict=True)
+    ]
+    coords = torch.stack(torch.meshgrid(*axes, indexing="ij")).flatten(1)  # (dims, N)
+    proj = _directions(len(spatial), directions).to(mask.device) @ coords  # (D, N)
+    empty = ~band[crop].flatten(1).any(dim=1)  # examples without a lesion: look everywhere
+    band = (band[crop].flatten(1) | empty[:, None])[:, None, :]
+    log_m = torch.log(mask[crop].float().flatten(1).clamp_min(1e-12))[:, None, :]  # (B, 1, N)
+    inside = inside[crop].flatten(1)[:, None, :]
+    hard_width = torch.zeros(mask.shape[0], proj.shape[0], device=mask.device)
+    soft_width = torch.zeros_like(hard_width)
+    for signed in (proj, -proj):
+        # Log-sum-exp of the distance plus the log mask: raising any pixel's mask can only
+        # widen the extent, most for pixels at and just beyond the edge (a weighted mean
+        # instead would rise when edge pixels a little inside the extreme are lowered).
+        logits = (sharpness * signed + log_m).masked_fill(~band, -torch.inf)
+        soft_width = soft_width + torch.logsumexp(logits, dim=-1) / sharpness
+        hard_width = hard_width + (inside * signed + (inside - 1.0) * 1e4).amax(dim=-1)
+    hard = torch.where(inside.flatten(1).amax(dim=1) > 0, hard_width.amax(dim=1), 0.0)
+    # Every direction near the widest shares the gradient: shrinking a round lesion along one
+    # direction only would leave its diameter where it was.
+    soft = torch.logsumexp(sharpness * soft_width, dim=1) / sharpness
+    return soft + (hard - soft).detach()
+
+
+def diameter_loss(
+    fake: torch.Tensor,
+    target_diameter_px: torch.Tensor,
+    keep: torch.Tensor,
+    threshold_unit: float | torch.Tensor,
+) -> torch.Tensor:
+    """Mean |greatest diameter of the rendered lesion - target| in pixels.
+
+    The rendered lesion is cut at the threshold inside `keep`, as the fidelity ruler
+    (`metrics.segment_lesion`) cuts it, so the loss reads the size the evaluation will read.
+    """
+    mask = soft_lesion_mask(fake, keep, threshold_unit)
+    return (greatest_diameter_px(mask) - target_diameter_px.float()).abs().mean()
 
 
 def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
