@@ -11,6 +11,9 @@ Usage:
    (target >= 2x). The two modes alternate so background load hits both alike.
 2. DenseNet121 on one 512x512 DICOM slice, from file to probabilities: read + preprocess +
    forward through `predict_files`, warm (target <= 0.5 s on 2 cores).
+   Also: training augmentation of one (2, 128, 128) sample, the project's tensor `Augmenter`
+   against the same draws composed from MONAI's transforms (what it used before), alternating;
+   prints milliseconds per sample and the ratio.
 3. With --accuracy: trains densenet121 and cnn with `lungcancer.train.train` on a LungSim set
    (`lungcancer synth --out DIR --patients 1400 --size 192 --seed 23 --no-png`), then scores
    the test split (patients never seen in training): macro ROC-AUC and macro F1, with training
@@ -170,6 +173,55 @@ def latency(repeats: int, image_size: int, threads: int) -> float:
     return median
 
 
+def _monai_augmenter() -> Any:
+    """The augmentation `Augmenter` replaced: the same draws, composed from MONAI transforms."""
+    from monai.transforms import (
+        Compose,
+        RandAffine,
+        RandFlip,
+        RandGaussianNoise,
+        RandScaleIntensity,
+        RandShiftIntensity,
+    )
+
+    compose = Compose(
+        [
+            RandFlip(prob=0.5, spatial_axis=1),
+            RandAffine(prob=0.5, rotate_range=0.15, translate_range=(4, 4), padding_mode="zeros"),
+            RandGaussianNoise(prob=0.3, std=0.02),
+            RandScaleIntensity(factors=0.1, prob=0.3),
+            RandShiftIntensity(offsets=0.03, prob=0.3),
+        ]
+    )
+    compose.set_random_state(seed=0)
+
+    def run(array: np.ndarray) -> np.ndarray:
+        out = compose(torch.from_numpy(np.array(array, dtype=np.float32)))
+        return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+    return run
+
+
+def augmentation_speed(samples: int, rounds: int) -> float:
+    """Milliseconds per (2, 128, 128) sample, tensor Augmenter vs MONAI; returns the ratio."""
+    from lungcancer.data.transforms import Augmenter
+
+    array = np.random.default_rng(0).random((2, 128, 128), dtype=np.float32)
+    modes = {"MONAI transforms": _monai_augmenter(), "tensor Augmenter": Augmenter(2, seed=0)}
+    best = {name: float("inf") for name in modes}
+    for _ in range(rounds):
+        for name, augment in modes.items():
+            started = time.perf_counter()
+            for _ in range(samples):
+                augment(array)
+            best[name] = min(best[name], (time.perf_counter() - started) / samples * 1e3)
+    for name, ms in best.items():
+        print(f"  {name:18s} {ms:6.2f} ms per sample")
+    ratio = best["MONAI transforms"] / best["tensor Augmenter"]
+    print(f"  speed-up {ratio:.1f}x")
+    return ratio
+
+
 def accuracy(
     data_dir: str, out_dir: Path, recipes: dict[str, dict[str, Any]], threads: int
 ) -> None:
@@ -270,6 +322,8 @@ def main() -> None:
             )
         print("2. one 512x512 DICOM slice -> probabilities (read + preprocess + forward)")
         latency(repeats=5 if args.quick else 15, image_size=128, threads=policy.threads)
+        print("   training augmentation of one (2, 128, 128) sample (best of rounds)")
+        augmentation_speed(samples=50 if args.quick else 200, rounds=3)
     if args.accuracy:
         print(f"3. accuracy on {args.accuracy}")
         wanted = {m: RECIPES[m] for m in args.models.split(",")}
