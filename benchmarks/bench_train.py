@@ -286,16 +286,22 @@ _SCHEDULE: dict[str, Any] = {
     "patience": 0,
     "ema_decay": 0.998,
 }
+# LungSim's manifest findings as auxiliary targets (multi-task): on validation they lifted the
+# cnn from 0.832 to 0.847 macro AUC (5 epochs) and tied for DenseNet121 (0.8802 vs 0.8805).
+_AUX: dict[str, Any] = {
+    "aux_targets": ("diameter_mm", "t", "n", "m", "invasion", "margin", "calcification"),
+}
+# Epochs: as many as fit the budget (DenseNet121: 15 CPU-min; cnn: a fifth of DenseNet121's).
 RECIPES: dict[str, dict[str, Any]] = {
     "densenet121": {
         "data": STAGING_DATA,
         "model": {"in_chans": 2},
-        "train": {**_SCHEDULE, "epochs": 4},
+        "train": {**_SCHEDULE, **_AUX, "epochs": 6},
     },
     "cnn": {
         "data": STAGING_DATA,
         "model": {"in_chans": 2},
-        "train": {**_SCHEDULE, "epochs": 5},
+        "train": {**_SCHEDULE, **_AUX, "epochs": 6},
     },
 }
 

@@ -32,6 +32,8 @@ data:
   classes: [normal, benign, stage_I, stage_II, stage_III, stage_IV]
 model:
   in_chans: 2
+train:
+  aux_targets: [diameter_mm, t, n, m, invasion]
 """
 
 
