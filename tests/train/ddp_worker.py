@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from train_builders import BlobDataset
+from train_builders import BlobDataset, BlobsWithFields
 
 from lungcancer.config import DataConfig, ModelConfig, TrainConfig
 from lungcancer.models import registry
@@ -37,7 +37,7 @@ class ProbeNet(Classifier):
     def __init__(self, *, in_chans: int, num_classes: int) -> None:
         super().__init__()
         self.in_chans, self.num_classes, self.spatial_dims = in_chans, num_classes, 2
-        self.num_features = 16
+        self.num_features = self.head_features = 16
         self.gradcam_layer = "features.2"
         self.features = nn.Sequential(
             nn.Conv2d(in_chans, 8, 3, stride=2, padding=1),
@@ -66,8 +66,8 @@ def build_probe(
     return ProbeNet(in_chans=in_chans, num_classes=num_classes)
 
 
-def run(out_dir: Path, *, batch_size: int, epochs: int = 2) -> TrainResult:
-    """Train the probe with fit(); the batch size is per process."""
+def run(out_dir: Path, *, batch_size: int, epochs: int = 2, aux: bool = False) -> TrainResult:
+    """Train the probe with fit(); the batch size is per process; `aux` adds aux targets."""
     train_cfg = TrainConfig(
         out_dir=str(out_dir),
         epochs=epochs,
@@ -79,6 +79,7 @@ def run(out_dir: Path, *, batch_size: int, epochs: int = 2) -> TrainResult:
         threads=1,
         balance="sampler",
         device="cpu",
+        aux_targets=("side_mm", "kind") if aux else (),
     )
     spec = RunSpec(
         model_name=PROBE,
@@ -89,18 +90,17 @@ def run(out_dir: Path, *, batch_size: int, epochs: int = 2) -> TrainResult:
         train_cfg=train_cfg,
     )
     with RunFolder(out_dir, echo=False).locked() as folder:
-        return fit(
-            spec, BlobDataset(TRAIN_SAMPLES, seed=1), BlobDataset(VAL_SAMPLES, seed=2), folder
-        )
+        train_set = BlobsWithFields(TRAIN_SAMPLES, seed=1)
+        return fit(spec, train_set, BlobDataset(VAL_SAMPLES, seed=2), folder)
 
 
-def main(out_dir: str, report_dir: str, batch_size: str) -> None:
+def main(out_dir: str, report_dir: str, batch_size: str, aux: str) -> None:
     """torchrun entry point: train, then report the history this rank computed."""
     registry._REGISTRY[PROBE] = build_probe
     torch.set_num_threads(1)
     with distributed_session("cpu") as context:
         assert context is not None, "run me under torchrun"
-        result = run(Path(out_dir), batch_size=int(batch_size))
+        result = run(Path(out_dir), batch_size=int(batch_size), aux=aux == "aux")
         report = {"history": result.history, "world_size": context.world_size}
         (Path(report_dir) / f"rank{context.rank}.json").write_text(json.dumps(report))
 
@@ -111,4 +111,4 @@ def result_weights(out_dir: str | Path) -> dict[str, torch.Tensor]:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

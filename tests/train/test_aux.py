@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_api import assert_same_weights, run_fit
-from train_builders import BlobDataset
+from train_builders import BlobDataset, BlobsWithFields
 
 from lungcancer.data.index import Sample
 from lungcancer.errors import ConfigError
@@ -24,20 +24,6 @@ from lungcancer.train.inference import load_classifier
 
 def sample(**extra: str) -> Sample:
     return Sample(path="/x.png", label="a", extra=dict(extra))
-
-
-class BlobsWithFields(BlobDataset):
-    """BlobDataset whose samples carry manifest fields: the square's side and a category."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        super().__init__(n, num_classes=2, seed=seed)
-        self.samples = [
-            sample(side_mm=str(4 + 3 * y) if y else "", kind="square" if y else "noise")
-            for y in self.labels
-        ]
-
-    def reseed(self, seed: int) -> None:  # the training loop calls it every epoch
-        pass
 
 
 def test_numeric_columns_are_z_scored_and_text_columns_become_classes() -> None:
@@ -64,13 +50,14 @@ def test_a_column_without_values_is_refused_with_the_columns_that_exist() -> Non
         build_aux_spec(samples, ["t"])
 
 
-def test_the_loss_leaves_out_missing_targets_per_column() -> None:
+def test_the_loss_counts_missing_targets_as_zero_in_a_batch_mean() -> None:
     spec = build_aux_spec([sample(d="0", k="a"), sample(d="2", k="b")], ["d", "k"])
     outputs = torch.tensor([[0.5, 2.0, -1.0], [3.0, 0.0, 1.0]], requires_grad=True)
     targets = torch.tensor([[1.0, math.nan], [math.nan, 1.0]])
+    # Each column: its present samples' losses summed over the whole batch of 2.
     expected = (
-        F.smooth_l1_loss(outputs[:1, 0], targets[:1, 0])
-        + F.cross_entropy(outputs[1:, 1:], torch.tensor([1]))
+        F.smooth_l1_loss(outputs[:1, 0], targets[:1, 0]) / 2
+        + F.cross_entropy(outputs[1:, 1:], torch.tensor([1])) / 2
     ) / 2
     torch.testing.assert_close(aux_loss(outputs, targets, spec), expected)
     nothing = aux_loss(outputs, torch.full((2, 2), math.nan), spec)

@@ -31,11 +31,13 @@ def _without_timing(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING_FIELDS} for row in rows]
 
 
+@pytest.mark.parametrize("mode", ["plain", "aux"])
 def test_two_processes_match_one_process_with_the_same_global_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
+    # "aux": the classifier and the auxiliary head train as one DDP module.
     monkeypatch.setitem(registry._REGISTRY, PROBE, build_probe)
-    single = run(tmp_path / "single", batch_size=8)
+    single = run(tmp_path / "single", batch_size=8, aux=mode == "aux")
 
     report = tmp_path / "report"
     report.mkdir()
@@ -43,7 +45,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
     env["OMP_NUM_THREADS"] = "1"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(WORKER), str(tmp_path / "ddp"), str(report), "4",
+        str(WORKER), str(tmp_path / "ddp"), str(report), "4", mode,
     ]  # fmt: skip
     launched = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
@@ -58,6 +60,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
     ddp_weights = result_weights(tmp_path / "ddp")
     for name, value in result_weights(tmp_path / "single").items():
         torch.testing.assert_close(ddp_weights[name], value, rtol=1e-4, atol=1e-6)
+    if mode == "aux":
+        ddp_head = load_checkpoint(tmp_path / "ddp" / "last.pt")["aux"]["state_dict"]
+        single_head = load_checkpoint(tmp_path / "single" / "last.pt")["aux"]["state_dict"]
+        for name, value in single_head.items():
+            torch.testing.assert_close(ddp_head[name], value, rtol=1e-4, atol=1e-6)
     # Only rank 0 wrote the run folder: one log line per epoch, no second lock or history.
     log = (tmp_path / "ddp" / "train.log").read_text()
     assert log.count("epoch 1/2") == 1 and log.count("epoch 2/2") == 1

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lungcancer.config import DataConfig, ModelConfig, TrainConfig
+from lungcancer.data.index import Sample
 from lungcancer.train.api import RunSpec
 
 
@@ -59,6 +60,24 @@ class BlobDataset(Dataset[tuple[torch.Tensor, int]]):
         if self.nan_from is not None and self.calls > self.nan_from:
             image = torch.full_like(image, float("nan"))
         return image, self.labels[i]
+
+
+class BlobsWithFields(BlobDataset):
+    """BlobDataset whose samples carry manifest fields: the square's side and a category."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        super().__init__(n, num_classes=2, seed=seed)
+        self.samples = [
+            Sample(
+                path=f"/blob{i}.png",
+                label=str(y),
+                extra={"side_mm": str(4 + 3 * y) if y else "", "kind": "square" if y else "noise"},
+            )
+            for i, y in enumerate(self.labels)
+        ]
+
+    def reseed(self, seed: int) -> None:  # the training loop calls it every epoch
+        pass
 
 
 def make_spec(

@@ -200,7 +200,12 @@ class WithAux(nn.Module):
 
 
 def aux_loss(outputs: torch.Tensor, targets: torch.Tensor, spec: AuxSpec) -> torch.Tensor:
-    """Mean over columns of each column's loss on the samples that have a value.
+    """Mean over columns of each column's per-sample loss, averaged over the whole batch.
+
+    A sample without a value adds 0 to that column but still counts in the batch: the loss is
+    then a plain mean over samples, so two DDP processes with half the batch each average to
+    exactly the single-process loss (a mean over the values present would not), and a batch
+    with one labelled sample does not weigh that sample as much as a full batch.
 
     Args:
         outputs: (B, spec.outputs) head outputs.
@@ -211,7 +216,8 @@ def aux_loss(outputs: torch.Tensor, targets: torch.Tensor, spec: AuxSpec) -> tor
         A scalar; 0 (with a gradient path) when no sample in the batch has any target.
     """
     outputs = outputs.float()
-    terms = []
+    batch = max(1, len(outputs))
+    total = outputs.sum() * 0.0  # keeps the graph (and DDP's gradient hooks) when all is missing
     start = 0
     for j, column in enumerate(spec.columns):
         out = outputs[:, start : start + column.outputs]
@@ -221,12 +227,11 @@ def aux_loss(outputs: torch.Tensor, targets: torch.Tensor, spec: AuxSpec) -> tor
         if not present.any():
             continue
         if column.numeric:
-            terms.append(F.smooth_l1_loss(out[present, 0], target[present]))
+            losses = F.smooth_l1_loss(out[present, 0], target[present], reduction="sum")
         else:
-            terms.append(F.cross_entropy(out[present], target[present].long()))
-    if not terms:
-        return outputs.sum() * 0.0
-    return torch.stack(terms).mean()
+            losses = F.cross_entropy(out[present], target[present].long(), reduction="sum")
+        total = total + losses / batch
+    return total / len(spec.columns)
 
 
 @dataclass(frozen=True)
