@@ -111,6 +111,15 @@ def test_resume_with_aux_targets_continues_exactly(tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_with_other_aux_targets_is_refused(tmp_path: Path) -> None:
+    data = {"train_set": BlobsWithFields(24, seed=1), "val_set": BlobDataset(8, seed=2)}
+    run_fit(tmp_path / "run", **data, aux_targets=("side_mm",), max_minutes=1e-6)
+    for other in [("kind",), ()]:
+        with pytest.raises(ConfigError, match="other auxiliary targets") as info:
+            run_fit(tmp_path / "run", **data, aux_targets=other, resume=True)
+        assert "['side_mm']" in str(info.value)
+
+
 def test_a_dataset_without_manifest_fields_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="per-sample manifest fields"):
         run_fit(tmp_path / "run", aux_targets=("diameter_mm",))

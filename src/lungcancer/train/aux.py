@@ -266,6 +266,15 @@ def aux_training(
     The encoding comes from the training split, or from the checkpoint when resuming, so a
     resumed run predicts the very same targets.
     """
+    saved = (resumed or {}).get("aux")
+    saved_names = tuple(c["name"] for c in saved["spec"]["columns"]) if saved else ()
+    if resumed is not None and saved_names != tuple(cfg.aux_targets):
+        raise ConfigError(
+            "--resume with other auxiliary targets than the run was started with",
+            expected=f"train.aux_targets = {list(saved_names)} (as in last.pt)",
+            found=f"train.aux_targets = {list(cfg.aux_targets)}",
+            hint="resume with the run's own config.yaml, or start a new run (--out)",
+        )
     if not cfg.aux_targets:
         return None
     samples = getattr(train_set, "samples", None)
@@ -282,7 +291,6 @@ def aux_training(
             expected="aux_weight > 0, e.g. 0.5",
             found=str(cfg.aux_weight),
         )
-    saved = (resumed or {}).get("aux")
     spec = AuxSpec.from_dict(saved["spec"]) if saved else build_aux_spec(samples, cfg.aux_targets)
     head = AuxHead(model.head_features, spec)
     if saved:
