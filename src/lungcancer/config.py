@@ -157,8 +157,8 @@ class GanConfig:
     lambda_ssim: float = 5.0
     lambda_lesion: float = 20.0
     lambda_size: float = 2.0
-    lambda_diameter: float = 1.0
-    lambda_dice: float = 0.0
+    lambda_diameter: float = 0.5
+    lambda_dice: float = 10.0
     lambda_cls: float = 1.0
     lambda_cycle: float = 10.0
     lambda_identity: float = 5.0
