@@ -16,10 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-# HU where a voxel counts as lesion when segmenting inside the lesion ROI: halfway between
-# aerated lung parenchyma (about -850 HU) and soft tissue (about 0 HU). Documented in the README.
-LESION_THRESHOLD_HU = -400.0
-
 
 @dataclass(frozen=True)
 class HUWindow:
