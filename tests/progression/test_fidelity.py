@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gan_builders import LESION_HU, LUNG_HU, disc_view, write_untrained_classifier
+from typer.testing import CliRunner
 
+from lungcancer.cli import app
 from lungcancer.config import DataConfig, GanConfig
 from lungcancer.errors import ConfigError, DatasetError
 from lungcancer.progression.baselines import geometric_growth, no_change
@@ -134,6 +136,15 @@ def test_evaluate_scores_gan_and_baselines_on_held_out_patients(
     assert "val split" in val.table
     with pytest.raises(ConfigError, match="split"):
         evaluate_gan(trained.checkpoint, lungsim, months=12.0, data_cfg=split, split="train")
+    # The same through the CLI: `--split val` with the training split's settings from --config.
+    config = tmp_path / "split.yaml"
+    config.write_text("data:\n  test_fraction: 0.35\n  val_fraction: 0.15\n  seed: 0\n")
+    args = ["gan", "evaluate", str(trained.checkpoint), "--data", str(lungsim)]
+    args += ["--config", str(config), "--split", "val", "--json"]
+    shown = CliRunner().invoke(app, args)
+    assert shown.exit_code == 0, shown.output
+    printed = json.loads(shown.stdout)
+    assert printed["split"] == "val" and printed["methods"] == val.metrics["methods"]
     # Another split puts training patients into the evaluation set: refused.
     other = DataConfig(test_fraction=0.35, val_fraction=0.15, seed=3)
     with pytest.raises(DatasetError, match="trained on"):
