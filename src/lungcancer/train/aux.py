@@ -15,8 +15,9 @@ continues exactly.
 Columns are read from `Sample.extra` (any manifest column). A column whose every present value
 parses as a number is a regression target (z-scored with the training split's mean and
 standard deviation, Huber loss); any other is categorical (its training split's values are the
-classes, cross-entropy). An empty or "nan" cell is missing and leaves that sample out of that
-column's loss only (LungSim's normal and benign patients have no T, N or M).
+classes, cross-entropy). An empty or "nan" cell is missing: it adds nothing to that column's
+loss but still counts in the batch mean (see `aux_loss`); LungSim's normal and benign patients
+have no T, N or M.
 """
 
 from __future__ import annotations
@@ -166,7 +167,9 @@ class AuxTargetDataset(Dataset[tuple[torch.Tensor, int, torch.Tensor]]):
         return len(self.base)
 
     def reseed(self, seed: int) -> None:
-        self.base.reseed(seed)
+        reseed = getattr(self.base, "reseed", None)
+        if callable(reseed):
+            reseed(seed)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
         image, label = self.base[i]
