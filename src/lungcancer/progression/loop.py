@@ -125,8 +125,10 @@ def lesion_thresholds_unit(patches: PatchSet, window: HUWindow) -> np.ndarray:
 
 
 def _as_tensors(
-    patches: PatchSet, device: torch.device, window: HUWindow
+    patches: PatchSet, device: torch.device, window: HUWindow | None = None
 ) -> dict[str, torch.Tensor]:
+    """The PatchSet's arrays on `device`; with `window`, also each input's lesion threshold
+    (what the size terms need in training; rendering does not)."""
     names = (
         "source", "target", "source_mask", "target_mask",
         "source_size", "target_size", "spacing_mm", "source_stage", "target_stage",
@@ -134,7 +136,9 @@ def _as_tensors(
     data = {
         n: torch.from_numpy(np.ascontiguousarray(getattr(patches, n))).to(device) for n in names
     }
-    data["threshold_unit"] = torch.from_numpy(lesion_thresholds_unit(patches, window)).to(device)
+    if window is not None:
+        thresholds = lesion_thresholds_unit(patches, window)
+        data["threshold_unit"] = torch.from_numpy(thresholds).to(device)
     return data
 
 
@@ -415,9 +419,7 @@ class _Trainer:
         outs = []
         for start in range(0, len(patches), 32):
             part = _as_tensors(
-                patches.subset(range(start, min(start + 32, len(patches)))),
-                self.device,
-                self.window,
+                patches.subset(range(start, min(start + 32, len(patches)))), self.device
             )
             source = part["source"].contiguous(memory_format=self.memory_format)
             prior, _ = grow_lesion(
