@@ -32,6 +32,10 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 ROI_FEATHER_MM = 4.0  # the generator's residual fades to zero over this rim of the lesion ROI
+# The lesion ROI's radius is this fraction of the larger (input, target) diameter plus a margin;
+# the generator's residual and the fidelity ruler (`progression.metrics`) use the same disc.
+ROI_DIAMETER_FRACTION = 0.75
+ROI_MARGIN_MM = 3.0
 
 
 def _conv(
@@ -86,7 +90,7 @@ def lesion_roi(
     fov_mm = radial.shape[-1] * spacing_mm.float()
     view = (-1, 1) + (1,) * radial.ndim
     larger = torch.maximum(source_size.float(), target_size.float())
-    radius = (0.75 * larger + 3.0 / fov_mm).reshape(view)
+    radius = (ROI_DIAMETER_FRACTION * larger + ROI_MARGIN_MM / fov_mm).reshape(view)
     grid = radial.float().expand(1, 1, *radial.shape)
     if feather_mm <= 0:
         return (grid <= radius).float()

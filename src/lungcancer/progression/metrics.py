@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from lungcancer.models.gan import ROI_DIAMETER_FRACTION, ROI_MARGIN_MM
 from lungcancer.progression.patches import greatest_diameter_mm
 
 THRESHOLD_RANGE_HU = (-750.0, -300.0)
@@ -80,7 +81,7 @@ def roi_disc(patch_size: int, patch_spacing_mm: float, radius_mm: float) -> np.n
 
 def roi_radius_mm(source_diameter_mm: float, target_diameter_mm: float) -> float:
     """Radius of the lesion ROI (see the module docstring)."""
-    return 0.75 * max(source_diameter_mm, target_diameter_mm) + 3.0
+    return ROI_DIAMETER_FRACTION * max(source_diameter_mm, target_diameter_mm) + ROI_MARGIN_MM
 
 
 def lesion_threshold_hu(source_hu: np.ndarray, source_mask: np.ndarray) -> float:
