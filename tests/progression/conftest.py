@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 # With --import-mode=importlib this folder is not on sys.path by itself.
 sys.path.insert(0, str(Path(__file__).parent))
@@ -18,12 +16,8 @@ from lungcancer.config import GanConfig
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread: on a shared 2-core machine more threads only spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(single_thread: None) -> None:
+    """Every progression test runs on one thread (`single_thread` in tests/conftest.py)."""
 
 
 @pytest.fixture
