@@ -485,6 +485,12 @@ def gan_evaluate_command(
     split: str = typer.Option(
         "test", "--split", help="test (report) or val (choose settings without test patients)."
     ),
+    spread: bool = typer.Option(
+        True,
+        "--spread/--no-spread",
+        help="Draw the true future's new nodes and M1a findings outside the lesion on the "
+        "scored frames (as simulate --spread does).",
+    ),
 ) -> None:
     """Score the GAN and two baselines on held-out patients against their true future."""
     from lungcancer.config import DataConfig, load_section
@@ -498,6 +504,7 @@ def gan_evaluate_command(
         data_cfg=load_section(config, "data", DataConfig),
         out_dir=out,
         split=split,
+        spread=spread,
     )
     if as_json:
         _print_json(result.metrics)
@@ -548,13 +555,22 @@ def simulate_command(
         False, "--allow-regression", help="Allow frames at an earlier stage than now."
     ),
     patch: int | None = typer.Option(None, "--patch", help="Refuse a GAN of another patch size."),
+    spread: str = typer.Option(
+        "",
+        "--spread",
+        help="N/M rising over time, MONTH:DESCRIPTOR, e.g. 12:N2,18:M1a; the new nodes and "
+        "M1a findings are drawn outside the lesion.",
+    ),
+    m1a: str = typer.Option(
+        "effusion", "--m1a", help="What M1a shows: effusion | nodule (other lung) | both."
+    ),
     out: str = typer.Option("runs/simulate", "--out", help="Output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print timeline.json to stdout."),
 ) -> None:
     """Simulate a tumour's growth: strip PNG, GIF, timeline JSON and plot."""
     from rich.table import Table
 
-    from lungcancer.progression.simulate import parse_months, parse_point, simulate
+    from lungcancer.progression.simulate import parse_months, parse_point, parse_spread, simulate
 
     result = simulate(
         gan_ckpt,
@@ -572,17 +588,19 @@ def simulate_command(
         current_stage=stage,
         allow_regression=allow_regression,
         patch_size=patch,
+        spread=parse_spread(spread),
+        m1a_kind=m1a,
         out_dir=out,
     )
     if as_json:
         print(result.files["timeline_json"].read_text(encoding="utf-8"), end="")
         return
     table = Table(title=f"progression ({result.histology}, VDT {result.vdt_days:g} days)")
-    for column in ("month", "diameter (mm)", "T", "stage", *result.class_names):
+    for column in ("month", "diameter (mm)", "T", "N", "M", "stage", *result.class_names):
         table.add_column(column)
     for f in result.timeline:
         probs = [f"{f.probabilities[c]:.2f}" for c in result.class_names]
-        table.add_row(f"{f.months:g}", f"{f.diameter_mm:.1f}", f.t, f.stage_group, *probs)
+        table.add_row(f"{f.months:g}", f"{f.diameter_mm:.1f}", f.t, f.n, f.m, f.stage_group, *probs)
     console.print(table)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)

@@ -181,6 +181,7 @@ def evaluate_gan(
     data_cfg: DataConfig | None = None,
     out_dir: str | Path | None = None,
     split: str = "test",
+    spread: bool = True,
 ) -> GanEvalResult:
     """Score the GAN and both baselines on held-out patients against their true future scans.
 
@@ -193,6 +194,9 @@ def evaluate_gan(
         out_dir: where metrics.json, metrics.md and examples.png go (None: write nothing).
         split: "test" (the held-out patients, for reporting) or "val" (the validation
             patients, for choosing settings without looking at the test patients).
+        spread: draw the true future's new nodes and M1a findings outside the lesion on the
+            frames the classifier scores (`progression.spread`; 2D only), as `simulate
+            --spread` does. The lesion metrics never see them.
 
     Returns:
         The metrics, the table and the written files.
@@ -272,7 +276,7 @@ def evaluate_gan(
     }
     if classifier is not None:
         document["classifier"] = str(classifier)
-        document.update(_classifier_metrics(loaded, classifier, pairs, patches, rendered))
+        document.update(_classifier_metrics(loaded, classifier, pairs, patches, rendered, spread))
     document["targets"] = _targets(document)
     table = metrics_table(document)
     files: dict[str, Path] = {}
@@ -297,14 +301,61 @@ def evaluate_gan(
     return GanEvalResult(metrics=document, table=table, n_pairs=len(pairs), files=files)
 
 
+def _spread_frames(
+    pairs: Sequence[tuple[LesionView, LesionView]], frames: list[np.ndarray]
+) -> tuple[list[np.ndarray], int]:
+    """Each frame with the nodes and M1a findings its true future adds (`spread`).
+
+    The target N and M are the future scan's, as the target stage and diameter are for the
+    lesion: the evaluation asks whether the frames show what the real future shows. Pairs
+    without N/M in the dataset, or whose N and M do not rise, keep their frame.
+    """
+    from lungcancer.progression.metrics import roi_radius_mm
+    from lungcancer.progression.spread import M1A_KINDS, draw_spread, plan_spread
+
+    out, drawn = [], 0
+    for i, ((src, tgt), frame) in enumerate(zip(pairs, frames, strict=True)):
+        if not (src.n and src.m and tgt.n and tgt.m) or (src.n, src.m) == (tgt.n, tgt.m):
+            out.append(frame)
+            continue
+        plan = plan_spread(
+            src.image_hu, (src.spacing_mm[0], src.spacing_mm[1]), (src.center[0], src.center[1]), i
+        )
+        radius_mm = roi_radius_mm(src.diameter_mm, tgt.diameter_mm)
+        yy, xx = np.indices(frame.shape)
+        protect = (
+            np.hypot(
+                (yy - src.center[0]) * src.spacing_mm[0], (xx - src.center[1]) * src.spacing_mm[1]
+            )
+            <= radius_mm
+        )
+        image, what = draw_spread(
+            frame,
+            plan,
+            baseline=(src.n, src.m),
+            target=(tgt.n, tgt.m),
+            m1a_kind=tgt.m1a_findings if tgt.m1a_findings in M1A_KINDS else "effusion",
+            protect=protect,
+        )
+        drawn += bool(what)
+        out.append(image)
+    return out, drawn
+
+
 def _classifier_metrics(
     gan: LoadedGan,
     classifier: str | Path,
     pairs: Sequence[tuple[LesionView, LesionView]],
     patches: PatchSet,
     rendered: dict[str, np.ndarray],
+    spread: bool,
 ) -> dict[str, Any]:
-    """Stage fidelity and FID/KID: rendered patches pasted into the month-0 slice."""
+    """Stage fidelity and FID/KID: rendered patches pasted into the month-0 slice.
+
+    With `spread`, the GAN's and geometric growth's frames also get the nodes and M1a findings
+    of the true future drawn outside the lesion (`progression.spread`); their lesion-only
+    frames are scored too, as "<method>_lesion_only". "No change" stays the copied input.
+    """
     from lungcancer.progression.scoring import FrameScorer, class_for_stage
 
     scorer = FrameScorer(classifier)
@@ -318,6 +369,17 @@ def _classifier_metrics(
             )
             for i, (src, _) in enumerate(pairs)
         ]
+    spread_info: dict[str, Any] = {"drawn": False}
+    if spread and gan.config.spatial_dims == 2:
+        for method in ("gan", "geometric_growth"):
+            frames[f"{method}_lesion_only"] = frames[method]
+            frames[method], drawn = _spread_frames(pairs, frames[method])
+        spread_info = {
+            "drawn": True,
+            "pairs_with_spread": drawn,
+            "how": "nodes (N1-N3) and M1a findings of the true future drawn outside the lesion "
+            "ROI (progression.spread); '<method>_lesion_only' rows are the same frames without",
+        }
     real = [tgt.image_hu for _, tgt in pairs]
     targets = []
     for _, tgt in pairs:
@@ -337,7 +399,7 @@ def _classifier_metrics(
         predicted = [scorer.class_names[int(k)] for k in probs.argmax(axis=1)]
         fidelity[method] = float(np.mean([p == t for p, t in zip(predicted, targets, strict=True)]))
     realism = _realism(scorer, real, frames, spacing) if len(pairs) >= 4 else {}
-    return {"stage_fidelity": fidelity, "realism": realism}
+    return {"stage_fidelity": fidelity, "realism": realism, "spread": spread_info}
 
 
 def _targets(document: dict[str, Any]) -> dict[str, Any]:
@@ -395,6 +457,13 @@ def metrics_table(document: dict[str, Any]) -> str:
             f"{m['ssim']:.3f} | "
             f"{m['psnr_db']:.1f} | {m['identity_ssim']:.3f} | "
             f"{_fmt(fidelity.get(method))} | {_fmt(r.get('fid'), 2)} | {_fmt(r.get('kid'), 4)} |"
+        )
+    for method in (k for k in fidelity if k not in document["methods"]):
+        r = realism.get(method, {})
+        lines.append(
+            f"| {method} |"
+            + " |" * 7
+            + f" {_fmt(fidelity[method])} | {_fmt(r.get('fid'), 2)} | {_fmt(r.get('kid'), 4)} |"
         )
     if "real_vs_real_floor" in realism:
         floor = realism["real_vs_real_floor"]

@@ -41,6 +41,9 @@ class LesionView:
         patient_id: patient key.
         months: time since the patient's baseline.
         source: where the view came from, for messages.
+        n: N descriptor ("N0" ... "N3"; "" when the dataset does not say).
+        m: M descriptor ("M0", "M1a", ...; "" when the dataset does not say).
+        m1a_findings: what shows M1a on the slice ("effusion", "nodule", "both" or "").
     """
 
     image_hu: np.ndarray
@@ -52,6 +55,9 @@ class LesionView:
     patient_id: str
     months: float
     source: str = ""
+    n: str = ""
+    m: str = ""
+    m1a_findings: str = ""
 
 
 @dataclass(frozen=True)
@@ -316,4 +322,7 @@ def _view_from_arrays(
         patient_id=patient_id,
         months=months,
         source=source,
+        n=extra.get("n") or "",
+        m=extra.get("m") or "",
+        m1a_findings=extra.get("m1a_findings") or "",
     )

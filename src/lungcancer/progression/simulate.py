@@ -28,6 +28,7 @@ from lungcancer.progression.timeline import (
     COARSE_STAGES,
     SimulationError,
     TimelineFrame,
+    apply_spread,
     check_no_regression,
     default_vdt_days,
     growth_timeline,
@@ -89,6 +90,24 @@ def parse_months(text: str) -> tuple[float, ...]:
     if not values:
         raise SimulationError("no time points", expected="e.g. 0,3,6,12", found=repr(text))
     return values
+
+
+def parse_spread(text: str) -> tuple[tuple[float, str], ...]:
+    """ "12:N2,18:M1a" -> ((12.0, "N2"), (18.0, "M1a")); a clear error for anything else."""
+    schedule = []
+    for item in (v.strip() for v in text.split(",") if v.strip()):
+        month, sep, value = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError(item)
+            schedule.append((float(month), value.strip()))
+        except ValueError as exc:
+            raise SimulationError(
+                "--spread must be MONTH:DESCRIPTOR items separated by commas",
+                expected="e.g. 12:N2,18:M1a",
+                found=text,
+            ) from exc
+    return tuple(sorted(schedule))
 
 
 def parse_point(text: str) -> tuple[float, ...]:
@@ -300,6 +319,53 @@ def render_frames(
     return frames
 
 
+def _draw_spread(
+    frames: list[np.ndarray],
+    scan: Scan,
+    lesion: Lesion,
+    timeline: Sequence[TimelineFrame],
+    baseline: TimelineFrame,
+    m1a_kind: str,
+    seed: int,
+    notes: list[str],
+) -> list[np.ndarray]:
+    """Draw each frame's nodes and M1a findings beyond the baseline's, outside the lesion ROI.
+
+    One plan serves every frame (`plan_spread` on the baseline slice), so a node that appears
+    at one month is the same node later.
+    """
+    from lungcancer.progression.metrics import roi_radius_mm
+    from lungcancer.progression.spread import draw_spread, plan_spread
+
+    spacing = (scan.spacing_mm[1], scan.spacing_mm[2])
+    center = (lesion.center_zyx[1], lesion.center_zyx[2])
+    plan = plan_spread(scan.array[round(lesion.center_zyx[0])], spacing, center, seed)
+    yy, xx = np.indices(plan.shape)
+    distance_mm = np.hypot((yy - center[0]) * spacing[0], (xx - center[1]) * spacing[1])
+    out: list[np.ndarray] = []
+    shown: set[str] = set()
+    for frame, image in zip(timeline, frames, strict=True):
+        protect = distance_mm <= roi_radius_mm(lesion.diameter_mm, frame.diameter_mm)
+        drawn, what = draw_spread(
+            image,
+            plan,
+            baseline=(baseline.n, baseline.m),
+            target=(frame.n, frame.m),
+            m1a_kind=m1a_kind,
+            protect=protect,
+        )
+        new = [w for w in what if w not in shown]
+        if new:
+            notes.append(f"from month {frame.months:g}: drew {', '.join(new)}")
+        shown.update(what)
+        out.append(drawn)
+    notes.append(
+        "nodes and M1a findings are drawn procedurally where the schedule raises N or M "
+        "(lungcancer.progression.spread), not by the GAN"
+    )
+    return out
+
+
 def simulate(
     gan: str | Path | LoadedGan,
     image: str | Path | Scan,
@@ -317,6 +383,9 @@ def simulate(
     current_stage: str | None = None,
     allow_regression: bool = False,
     patch_size: int | None = None,
+    spread: Sequence[tuple[float, str]] = (),
+    m1a_kind: str = "effusion",
+    spread_seed: int = 0,
     out_dir: str | Path | None = None,
 ) -> SimulationResult:
     """Simulate a tumour's progression on one CT slice or volume.
@@ -338,6 +407,11 @@ def simulate(
         current_stage: the lesion's known stage now (I-IV); frames before it are refused.
         allow_regression: allow frames at an earlier stage than the current one.
         patch_size: refuse a GAN trained on another patch size.
+        spread: (month, descriptor) pairs, e.g. ((12, "N2"), (18, "M1a")): N or M rises from
+            that month, the stage follows, and the new nodes or M1a findings are drawn on the
+            frames outside the lesion (`progression.spread`, procedural, not the GAN).
+        m1a_kind: what M1a shows: "effusion", "nodule" (other lung) or "both".
+        spread_seed: the draw of node sites and sizes.
         out_dir: where to write strip, GIF, timeline JSON and plot (None: write nothing).
 
     Returns:
@@ -373,17 +447,22 @@ def simulate(
     if vdt_days is None:
         vdt_days = default_vdt_days(histology_key)
         notes.append(f"volume-doubling time {vdt_days:g} days: the median for {histology_key}")
-    if n is None or m is None:
+    if (n is None or m is None) and not spread:
         notes.append(
             f"N and M held at {n or 'N0'} {m or 'M0'} over time (assumed, not modelled: nodal "
             "and distant spread are not visible on the lesion patch); give --n/--m if known"
         )
     held = (n or "N0", m or "M0", resolve_invasion(invasion))
-    timeline = growth_timeline(lesion.diameter_mm, list(months), vdt_days, *held)
+    grown = growth_timeline(lesion.diameter_mm, list(months), vdt_days, *held)
+    timeline = apply_spread(grown, spread)
     baseline = growth_timeline(lesion.diameter_mm, [0.0], vdt_days, *held)[0]
     check_no_regression(timeline, current_stage or baseline.stage, allow_regression)
     _check_stages(loaded, timeline)
     frames = render_frames(loaded, scan, lesion, timeline, notes, mask_array)
+    if any((f.n, f.m) != (baseline.n, baseline.m) for f in timeline):
+        frames = _draw_spread(
+            frames, scan, lesion, timeline, baseline, m1a_kind, spread_seed, notes
+        )
     class_names: tuple[str, ...] = ()
     if classifier is not None:
         from lungcancer.progression.scoring import FrameScorer
@@ -438,7 +517,12 @@ def write_outputs(
     spacing_yx = (scan.spacing_mm[1], scan.spacing_mm[2])
     largest = max(f.diameter_mm for f in result.timeline)
     fov_mm = gan.geometry.spacing_for(largest) * gan.patch_size
-    crops = [_crop(f, result.lesion, spacing_yx, fov_mm) for f in result.frames_hu]
+    first = result.timeline[0]
+    if any((f.n, f.m) != (first.n, first.m) for f in result.timeline):
+        # Spread is drawn away from the lesion (nodes, effusion): show the whole slice.
+        crops = list(result.frames_hu)
+    else:
+        crops = [_crop(f, result.lesion, spacing_yx, fov_mm) for f in result.frames_hu]
     files = {
         "strip": out_dir / "strip.png",
         "gif": out_dir / "progression.gif",

@@ -2,8 +2,8 @@
 
 The physical model decides *how big* the tumour is at each month; the GAN only decides how it
 *looks* at that size and stage. N and M are held at their baseline values unless the caller
-gives others (nodal and distant spread are not visible on a lesion patch), and every output
-says so.
+gives others, or a spread schedule (`apply_spread`: e.g. N2 from month 12, M1a from month 18)
+that `progression.spread` then draws outside the lesion; every output says which.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from lungcancer.errors import LungCancerError
-from lungcancer.staging import Invasion, coarse_stage, stage_group, t_from_diameter
+from lungcancer.staging import (
+    M_DESCRIPTORS,
+    N_DESCRIPTORS,
+    Invasion,
+    coarse_stage,
+    stage_group,
+    t_from_diameter,
+)
 from lungcancer.synth.growth import HISTOLOGY_VDT_DAYS, diameter_at_months
 
 COARSE_STAGES = ("I", "II", "III", "IV")
@@ -169,3 +176,47 @@ def check_no_regression(
             "from nodes, metastases or invasion, give --n/--m/--invasion so the timeline keeps "
             "them; or pass --allow-regression to render a shrinking tumour",
         )
+
+
+def apply_spread(
+    timeline: Sequence[TimelineFrame], schedule: Sequence[tuple[float, str]]
+) -> list[TimelineFrame]:
+    """Raise N and M from the months a schedule gives, and restage each frame.
+
+    Args:
+        timeline: frames from `growth_timeline`.
+        schedule: (month, descriptor) pairs such as (12, "N2"), (18, "M1a"); a descriptor is in
+            force from its month on. Spread never recedes: a lower N or M than the frame's
+            own is an error.
+
+    Returns:
+        The frames with their N, M, stage group and stage updated.
+    """
+    out = []
+    for frame in timeline:
+        n, m = frame.n, frame.m
+        for month, value in schedule:
+            if frame.months < month:
+                continue
+            known, current = (N_DESCRIPTORS, n) if value.startswith("N") else (M_DESCRIPTORS, m)
+            if value not in known:
+                raise SimulationError(
+                    "unknown spread descriptor",
+                    expected=f"one of {', '.join(N_DESCRIPTORS + M_DESCRIPTORS)}",
+                    found=value,
+                    hint="write --spread like 12:N2,18:M1a",
+                )
+            if known.index(value) < known.index(current):
+                raise SimulationError(
+                    "the spread schedule lowers N or M",
+                    expected=f"{value[0]} at or above {current} (spread does not recede)",
+                    found=f"{value} at month {month:g}",
+                    hint="give --n/--m as the baseline and only later, higher descriptors",
+                )
+            if value.startswith("N"):
+                n = value
+            else:
+                m = value
+        group = stage_group(frame.t, n, m)
+        out.append(replace(frame, n=n, m=m, stage_group=group, stage=coarse_stage(group)))
+    return out
