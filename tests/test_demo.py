@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from lungcancer.config import DataConfig
-from lungcancer.demo import run_demo
+from lungcancer.demo import _true_spread, run_demo
 from lungcancer.io import patient_key
 from lungcancer.progression.training import patient_splits
 
@@ -71,3 +71,18 @@ def test_demo_writes_one_report_with_every_part(
     lines.clear()
     run_demo(tmp_path / "demo", config_path=config, log=lines.append)
     assert any("reusing LungSim data" in line for line in lines)
+
+
+def test_true_spread_lists_each_rise_of_n_and_m_once_in_time_order() -> None:
+    def row(patient: str, month: float, n: str, m: str) -> dict[str, str]:
+        return {"patient_id": patient, "time_point": str(month), "n": n, "m": m}
+
+    rows = [
+        row("sim-1", 12.0, "N2", "M1a"),
+        row("sim-1", 0.0, "N0", "M0"),
+        row("sim-1", 6.0, "N1", "M0"),
+        row("sim-1", 6.0, "N1", "M0"),  # an off-centre slice of the same visit
+        row("sim-2", 6.0, "N3", "M1a"),  # another patient
+    ]
+    assert _true_spread(rows, rows[1]) == [(6.0, "N1"), (12.0, "N2"), (12.0, "M1a")]
+    assert _true_spread(rows[:1], rows[0]) == []

@@ -167,6 +167,7 @@ def _progression(
     from lungcancer.io import patient_key
     from lungcancer.progression.fidelity import evaluate_gan
     from lungcancer.progression.simulate import simulate
+    from lungcancer.progression.timeline import SimulationError
     from lungcancer.progression.training import patient_splits, train_gan
     from lungcancer.synth import SynthConfig
 
@@ -222,7 +223,8 @@ def _progression(
     ]
     test_patients = set(patient_splits(manifest, split_cfg).get("test", ()))
     with manifest.open(newline="") as fh:
-        baselines = [r for r in csv.DictReader(fh) if float(r["time_point"]) == 0.0]
+        rows = list(csv.DictReader(fh))
+    baselines = [r for r in rows if float(r["time_point"]) == 0.0]
     # Held-out patients first; a training patient only when no held-out one has that stage.
     # The data layer keys patients by a salted hash of the manifest's id (never the id itself),
     # so the split's members are compared with the same key.
@@ -235,27 +237,40 @@ def _progression(
                 log(f"simulate: no stage {stage} patient at baseline; skipped")
                 continue
             who = "held-out" if row["patient_id"] in held_out else "training"
-            result = simulate(
-                trained.checkpoint,
-                manifest.parent / row["path"],
-                mask=manifest.parent / row["mask_path"],
-                classifier=classifier,
-                months=demo.simulate_months,
-                n=row["n"],
-                m=row["m"],
-                invasion=row.get("invasion") or "none",
-                current_stage=stage,
-                out_dir=out / "simulate" / f"stage_{stage}",
-            )
+            spread = _true_spread(rows, row)
+            kwargs: dict[str, Any] = {
+                "mask": manifest.parent / row["mask_path"],
+                "classifier": classifier,
+                "months": demo.simulate_months,
+                "n": row["n"],
+                "m": row["m"],
+                "invasion": row.get("invasion") or "none",
+                "current_stage": stage,
+                "out_dir": out / "simulate" / f"stage_{stage}",
+            }
+            try:
+                result = simulate(
+                    trained.checkpoint, manifest.parent / row["path"], spread=spread, **kwargs
+                )
+            except SimulationError as exc:
+                if not spread:
+                    raise
+                # A slice where the spread cannot be placed still gets its lesion simulated.
+                log(f"simulate stage {stage}: spread not drawn: {exc}")
+                spread = []
+                result = simulate(trained.checkpoint, manifest.parent / row["path"], **kwargs)
             final = result.timeline[-1]
             log(
                 f"simulate stage {stage}: {row['diameter_mm']} mm -> "
                 f"{final.diameter_mm:.1f} mm ({final.t}, stage {final.stage}) at "
                 f"{demo.simulate_months[-1]:g} months -> {result.files['gif']}"
             )
+            told = ", ".join(f"{v} from month {t:g}" for t, v in spread)
+            truth = f"nodal/pleural spread as LungSim's truth for this patient: {told}. "
             caption = (
                 f"A {who} stage {stage} patient ({row['histology']}, {row['diameter_mm']} mm), "
                 f"Gompertz growth with a {result.vdt_days:.0f}-day doubling time; "
+                + (truth if told else "")
                 + " ".join(result.notes)
             )
             sections += [
@@ -267,6 +282,25 @@ def _progression(
                 ),
             ]
     return sections
+
+
+def _true_spread(rows: list[dict[str, str]], baseline: dict[str, str]) -> list[tuple[float, str]]:
+    """The (month, N or M) rises LungSim drew for this patient's later visits: the spread
+    schedule that makes the simulation comparable with the patient's true future."""
+    schedule, n, m = [], baseline["n"], baseline["m"]
+    later = sorted(
+        (r for r in rows if r["patient_id"] == baseline["patient_id"] and r.get("n")),
+        key=lambda r: float(r["time_point"]),
+    )
+    for r in later:
+        month = float(r["time_point"])
+        if r["n"] != n:
+            schedule.append((month, r["n"]))
+            n = r["n"]
+        if r["m"] != m:
+            schedule.append((month, r["m"]))
+            m = r["m"]
+    return schedule
 
 
 def run_demo(

@@ -303,7 +303,7 @@ def evaluate_gan(
 
 def _spread_frames(
     pairs: Sequence[tuple[LesionView, LesionView]], frames: list[np.ndarray]
-) -> tuple[list[np.ndarray], int]:
+) -> tuple[list[np.ndarray], int, int]:
     """Each frame with the nodes and M1a findings its true future adds (`spread`).
 
     The target N and M are the future scan's, as the target stage and diameter are for the
@@ -312,15 +312,24 @@ def _spread_frames(
     """
     from lungcancer.progression.metrics import roi_radius_mm
     from lungcancer.progression.spread import M1A_KINDS, draw_spread, plan_spread
+    from lungcancer.progression.timeline import SimulationError
 
-    out, drawn = [], 0
+    out, drawn, unplaced = [], 0, 0
     for i, ((src, tgt), frame) in enumerate(zip(pairs, frames, strict=True)):
         if not (src.n and src.m and tgt.n and tgt.m) or (src.n, src.m) == (tgt.n, tgt.m):
             out.append(frame)
             continue
-        plan = plan_spread(
-            src.image_hu, (src.spacing_mm[0], src.spacing_mm[1]), (src.center[0], src.center[1]), i
-        )
+        try:
+            plan = plan_spread(
+                src.image_hu,
+                (src.spacing_mm[0], src.spacing_mm[1]),
+                (src.center[0], src.center[1]),
+                i,
+            )
+        except SimulationError:
+            unplaced += 1
+            out.append(frame)
+            continue
         radius_mm = roi_radius_mm(src.diameter_mm, tgt.diameter_mm)
         yy, xx = np.indices(frame.shape)
         protect = (
@@ -339,7 +348,7 @@ def _spread_frames(
         )
         drawn += bool(what)
         out.append(image)
-    return out, drawn
+    return out, drawn, unplaced
 
 
 def _classifier_metrics(
@@ -373,10 +382,11 @@ def _classifier_metrics(
     if spread and gan.config.spatial_dims == 2:
         for method in ("gan", "geometric_growth"):
             frames[f"{method}_lesion_only"] = frames[method]
-            frames[method], drawn = _spread_frames(pairs, frames[method])
+            frames[method], drawn, unplaced = _spread_frames(pairs, frames[method])
         spread_info = {
             "drawn": True,
             "pairs_with_spread": drawn,
+            "pairs_without_two_lungs": unplaced,
             "how": "nodes (N1-N3) and M1a findings of the true future drawn outside the lesion "
             "ROI (progression.spread); '<method>_lesion_only' rows are the same frames without",
         }
