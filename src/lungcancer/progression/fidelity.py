@@ -366,6 +366,7 @@ def _classifier_metrics(
     frames are scored too, as "<method>_lesion_only". "No change" stays the copied input.
     """
     from lungcancer.progression.scoring import FrameScorer, class_for_stage
+    from lungcancer.progression.timeline import COARSE_STAGES
 
     scorer = FrameScorer(classifier)
     spacing = [(float(s.spacing_mm[-2]), float(s.spacing_mm[-1])) for s, _ in pairs]
@@ -403,13 +404,32 @@ def _classifier_metrics(
                 hint="pass a classifier trained on stage labels (LungSim --classes stage)",
             )
         targets.append(name)
+    # Beside the top class over all classes (the target), the top class among the stage
+    # classes only: how often the stage reads right when a frame is taken as malignant, which
+    # separates rendering the wrong stage from the classifier calling a tumour benign.
+    stage_columns = [
+        k
+        for k, c in enumerate(scorer.class_names)
+        if any(class_for_stage(s, [c]) for s in COARSE_STAGES)
+    ]
     fidelity: dict[str, float] = {}
+    among_stages: dict[str, float] = {}
     for method, method_frames in {**frames, "true_future": real}.items():
         probs = scorer.probabilities(method_frames, spacing)
         predicted = [scorer.class_names[int(k)] for k in probs.argmax(axis=1)]
         fidelity[method] = float(np.mean([p == t for p, t in zip(predicted, targets, strict=True)]))
+        top_stage = probs[:, stage_columns].argmax(axis=1)
+        staged = [scorer.class_names[stage_columns[int(k)]] for k in top_stage]
+        among_stages[method] = float(
+            np.mean([p == t for p, t in zip(staged, targets, strict=True)])
+        )
     realism = _realism(scorer, real, frames, spacing) if len(pairs) >= 4 else {}
-    return {"stage_fidelity": fidelity, "realism": realism, "spread": spread_info}
+    return {
+        "stage_fidelity": fidelity,
+        "stage_fidelity_among_stages": among_stages,
+        "realism": realism,
+        "spread": spread_info,
+    }
 
 
 def _targets(document: dict[str, Any]) -> dict[str, Any]:
@@ -448,16 +468,18 @@ def metrics_table(document: dict[str, Any]) -> str:
     """A Markdown table of the per-method numbers (one row per method)."""
     realism = document.get("realism") or {}
     fidelity = document.get("stage_fidelity") or {}
+    among = document.get("stage_fidelity_among_stages") or {}
     header = (
         "| method | Dice | diameter MAE (mm) | Dice, same ruler | diameter MAE, same ruler "
-        "| SSIM | PSNR (dB) | identity SSIM | stage fidelity | FID | KID |"
+        "| SSIM | PSNR (dB) | identity SSIM | stage fidelity | stage fidelity, stages only | FID "
+        "| KID |"
     )
     lines = [
         f"Held-out pairs ({document.get('split', 'test')} split): {document['n_pairs']} "
         f"(month 0 -> month {document['months']:g})",
         "",
         header,
-        "|" + " --- |" * 11,
+        "|" + " --- |" * 12,
     ]
     for method, m in document["methods"].items():
         r = realism.get(method, {})
@@ -466,19 +488,21 @@ def metrics_table(document: dict[str, Any]) -> str:
             f"{m['dice_same_ruler']:.3f} | {m['diameter_error_same_ruler_mm']:.2f} | "
             f"{m['ssim']:.3f} | "
             f"{m['psnr_db']:.1f} | {m['identity_ssim']:.3f} | "
-            f"{_fmt(fidelity.get(method))} | {_fmt(r.get('fid'), 2)} | {_fmt(r.get('kid'), 4)} |"
+            f"{_fmt(fidelity.get(method))} | {_fmt(among.get(method))} | "
+            f"{_fmt(r.get('fid'), 2)} | {_fmt(r.get('kid'), 4)} |"
         )
     for method in (k for k in fidelity if k not in document["methods"]):
         r = realism.get(method, {})
         lines.append(
             f"| {method} |"
             + " |" * 7
-            + f" {_fmt(fidelity[method])} | {_fmt(r.get('fid'), 2)} | {_fmt(r.get('kid'), 4)} |"
+            + f" {_fmt(fidelity[method])} | {_fmt(among.get(method))} |"
+            + f" {_fmt(r.get('fid'), 2)} | {_fmt(r.get('kid'), 4)} |"
         )
     if "real_vs_real_floor" in realism:
         floor = realism["real_vs_real_floor"]
         lines.append(
-            f"| real vs real (floor, {int(floor['n_per_half'])} per half) | | | | | | | | | "
+            f"| real vs real (floor, {int(floor['n_per_half'])} per half) | | | | | | | | | | "
             f"{floor['fid']:.2f} | |"
         )
     return "\n".join(lines) + "\n"
