@@ -940,6 +940,11 @@ def synth_command(
     near_threshold: float | None = typer.Option(
         None, "--near-threshold", help="Share of tumours sized near a T threshold (0-1)."
     ),
+    slab_mm: float | None = typer.Option(
+        None,
+        "--slab-mm",
+        help="2D: write each sample as 3 slices, this far apart (2.5D; data.slab_slices: 3).",
+    ),
     class_weights: str | None = typer.Option(
         None, "--class-weights", help="One weight per class, e.g. 2,1,1,1,1,1."
     ),
@@ -980,6 +985,7 @@ def synth_command(
         off_centre_slices=off_centre,
         slice_offset_max_mm=offset_mm,
         near_threshold_fraction=near_threshold,
+        slab_mm=slab_mm,
         class_weights=_float_list(class_weights, "--class-weights"),
         previews=False if no_png else None,
     )

@@ -34,7 +34,8 @@ class DataConfig:
     """Where the data is and how an image becomes a network input.
 
     `windows` with several entries stacks one channel per window. `spacing_mm` (y, x) resamples
-    in-plane before resizing; None keeps the native spacing.
+    in-plane before resizing; None keeps the native spacing. `slab_slices` > 1 adds neighbouring
+    slices as channels (2.5D).
     """
 
     source: str = ""
@@ -60,6 +61,12 @@ class DataConfig:
     cache_dir: str = ".cache/lungcancer"
     patch_size_3d: int = 64
     spatial_dims: int = 2
+    # 2.5D input (2D only): this many axial slices centred on the sample's slice, every
+    # `slab_spacing_mm` apart (0: adjacent slices), as channels beside each window. A vessel
+    # runs on through the neighbours and a nodule ends, which one slice cannot tell apart.
+    # The network then takes len(windows) x slab_slices channels.
+    slab_slices: int = 1
+    slab_spacing_mm: float = 0.0
 
 
 @dataclass(frozen=True)

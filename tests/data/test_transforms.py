@@ -8,7 +8,17 @@ import torch
 from data_builders import chest_slice_hu
 
 from lungcancer.config import DataConfig, WindowConfig
-from lungcancer.data.transforms import Augmenter, affine_sample, lung_box, preprocess, window
+from lungcancer.data.transforms import (
+    Augmenter,
+    affine_sample,
+    input_channels,
+    lung_box,
+    preprocess,
+    preprocess_fields,
+    slab_indices,
+    window,
+)
+from lungcancer.errors import ConfigError
 from lungcancer.io import Scan
 
 
@@ -219,3 +229,61 @@ def test_augmentation_draws_every_kind_of_change() -> None:
     assert 5 < unchanged < 60  # nothing drawn: 0.5 * 0.5 * 0.7^3 = 8.6% of draws
     assert 20 < noisy < 120  # noise p=0.3
     assert all(o.dtype == np.float32 and o.min() >= 0.0 and o.max() <= 1.0 for o in outputs)
+
+
+def _marked_volume(depth: int, spacing_z_mm: float) -> Scan:
+    """A volume whose slice z carries the marker -1000 + 100 z in a body pixel (unit: 0.1 z
+    in the window W1000/L-500), so each channel's source slice can be read back."""
+    scan = _volume(depth=depth, spacing=(spacing_z_mm, 0.7, 0.7))
+    scan.array[:, 32, 32] = np.arange(depth) * 100.0 - 1000.0
+    return scan
+
+
+def test_slab_indices_put_the_own_slice_first_then_nearest_pairs_clamped() -> None:
+    assert slab_indices(4, 10, 3, 0.0, 1.0) == [4, 3, 5]
+    assert slab_indices(4, 10, 5, 0.0, 1.0) == [4, 3, 5, 2, 6]
+    # 3 mm apart on 1.5 mm slices: two slices per step; clamped at the volume's ends.
+    assert slab_indices(1, 6, 3, 3.0, 1.5) == [1, 0, 3]
+    assert slab_indices(0, 1, 3, 3.0, 1.0) == [0, 0, 0]
+
+
+def test_slab_input_stacks_the_neighbours_beside_each_window() -> None:
+    scan = _marked_volume(depth=9, spacing_z_mm=1.0)
+    windows = (WindowConfig(-500.0, 1000.0), WindowConfig(-500.0, 2000.0))
+    cfg = DataConfig(image_size=64, windows=windows, slab_slices=3, slab_spacing_mm=2.0)
+    assert input_channels(cfg) == 6
+    out = preprocess(scan, cfg, slice_index=4)
+    assert out.shape == (6, 64, 64)
+    # Window-major: window 0 gives slices 4, 2, 6 (own first), then window 1 the same slices.
+    first = [(-1000.0 + 100.0 * z + 1000.0) / 1000.0 for z in (4, 2, 6)]
+    second = [(-1000.0 + 100.0 * z + 1500.0) / 2000.0 for z in (4, 2, 6)]
+    np.testing.assert_allclose(out[:, 32, 32], first + second, atol=0.02)
+    # Channel 0 is what the single-slice input would be.
+    single = preprocess(scan, DataConfig(image_size=64, windows=windows), slice_index=4)
+    np.testing.assert_allclose(out[0], single[0])
+    np.testing.assert_allclose(out[3], single[1])
+
+
+def test_a_slab_from_a_single_slice_repeats_it_and_says_so() -> None:
+    scan = _marked_volume(depth=1, spacing_z_mm=1.0)
+    notes: list[str] = []
+    cfg = DataConfig(image_size=32, slab_slices=3)
+    out = preprocess(scan, cfg, notes=notes)
+    np.testing.assert_allclose(out[1], out[0])
+    np.testing.assert_allclose(out[2], out[0])
+    assert any("missing neighbours repeat" in n for n in notes)
+
+
+def test_an_even_slab_is_refused() -> None:
+    with pytest.raises(ConfigError, match="slab_slices must be odd"):
+        preprocess(_volume(), DataConfig(image_size=32, slab_slices=2))
+
+
+def test_the_cache_key_changes_with_a_slab_and_only_then() -> None:
+    plain = preprocess_fields(DataConfig())
+    assert "slab" not in plain  # caches written before slabs existed stay valid
+    assert preprocess_fields(DataConfig(slab_slices=1, slab_spacing_mm=3.0)) == plain
+    assert preprocess_fields(DataConfig(slab_slices=3, slab_spacing_mm=3.0))["slab"] == [3, 3.0]
+    assert preprocess_fields(DataConfig(slab_slices=3)) != preprocess_fields(
+        DataConfig(slab_slices=3, slab_spacing_mm=3.0)
+    )

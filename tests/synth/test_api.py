@@ -223,3 +223,34 @@ def test_generate_refuses_a_non_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("x")
     with pytest.raises(LungCancerError, match="--overwrite"):
         generate(SynthConfig(patients=1, size=48), tmp_path)
+
+
+def test_slab_samples_are_three_slices_around_the_sample_s_own() -> None:
+    plain_cfg = SynthConfig(patients=6, size=48, seed=4, off_centre_slices=1)
+    slab_cfg = SynthConfig(**{**plain_cfg.__dict__, "slab_mm": 4.0})
+    index = next(
+        i for i in range(6) if render_case(plain_cfg, i)[0].record["stage"] not in ("normal",)
+    )
+    plain, slab = render_case(plain_cfg, index), render_case(slab_cfg, index)
+    assert len(slab) == len(plain) == 2
+    for one, three in zip(plain, slab, strict=True):
+        assert three.image.array.shape == (3, 48, 48)
+        assert three.image.spacing_mm[0] == 4.0
+        assert three.record["slice_index"] == 1 and one.record["slice_index"] == ""
+        # The slab's middle slice is the sample's own slice: same labels, same lesion mask,
+        # and the same anatomy (only the noise draw differs).
+        assert three.record["label"] == one.record["label"]
+        np.testing.assert_array_equal(three.mask[1], one.mask[0])
+        assert np.median(np.abs(three.image.array[1] - one.image.array[0])) < 40.0
+        # Its neighbours are other slices, 4 mm away on either side.
+        assert np.median(np.abs(three.image.array[0] - three.image.array[1])) > 0.0
+        origin_z = three.image.origin_xyz_mm[2]
+        assert one.image.origin_xyz_mm[2] == pytest.approx(origin_z + 4.0)
+    # The lesion centre is given in the slab's own slice units.
+    centred = slab[0].record["lesion_center_z"]
+    assert float(centred) == pytest.approx(1.0, abs=0.01)
+
+
+def test_slab_thickness_is_checked() -> None:
+    with pytest.raises(ConfigError, match="slab_mm"):
+        SynthConfig(slab_mm=-1.0)

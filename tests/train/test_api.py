@@ -271,3 +271,14 @@ def test_a_live_lock_is_refused_and_a_stale_one_taken_over(tmp_path: Path) -> No
 def test_precision_requests_the_cpu_cannot_run_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
         run_fit(tmp_path / "run", epochs=1, precision="fp16")
+
+
+def test_a_slab_needs_one_input_channel_per_window_and_slice() -> None:
+    from lungcancer.config import DataConfig, ModelConfig, TrainConfig, WindowConfig
+    from lungcancer.train.api import _check_configs
+
+    data = DataConfig(windows=(WindowConfig(), WindowConfig(40.0, 400.0)), slab_slices=3)
+    with pytest.raises(ConfigError, match="slab") as info:
+        _check_configs(data, ModelConfig(in_chans=2), TrainConfig())
+    assert "model.in_chans = 6" in str(info.value)
+    _check_configs(data, ModelConfig(in_chans=6), TrainConfig())

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from lungcancer.config import DataConfig, WindowConfig
+from lungcancer.errors import ConfigError
 from lungcancer.io import Scan
 
 AIR_HU = -1024.0
@@ -50,7 +51,37 @@ def preprocess_fields(cfg: DataConfig) -> dict[str, Any]:
         "lung_crop": cfg.lung_crop,
         "patch_size_3d": cfg.patch_size_3d,
         "spatial_dims": cfg.spatial_dims,
+        # Only when on, so caches written before slabs existed keep their keys.
+        **(
+            {"slab": [cfg.slab_slices, cfg.slab_spacing_mm]}
+            if cfg.slab_slices > 1 and cfg.spatial_dims == 2
+            else {}
+        ),
     }
+
+
+def input_channels(cfg: DataConfig) -> int:
+    """How many channels `preprocess` gives: one per window, times the slab's slices in 2D."""
+    slices = cfg.slab_slices if cfg.spatial_dims == 2 else 1
+    return len(cfg.windows) * slices
+
+
+def slab_indices(z: int, depth: int, slices: int, spacing_mm: float, slice_mm: float) -> list[int]:
+    """Slice indices of a slab centred on `z`: the centre first, then nearest-first pairs
+    below and above (so channel 0 is always the sample's own slice), clamped to the volume.
+
+    Args:
+        z: the sample's slice.
+        depth: slices in the volume.
+        slices: slab size (odd).
+        spacing_mm: wanted distance between slab slices (0: adjacent slices).
+        slice_mm: the volume's slice spacing.
+    """
+    step = max(1, round(spacing_mm / slice_mm)) if spacing_mm > 0 and slice_mm > 0 else 1
+    order = [z]
+    for k in range(1, slices // 2 + 1):
+        order += [z - k * step, z + k * step]
+    return [min(max(i, 0), depth - 1) for i in order]
 
 
 def window(array: np.ndarray, intensity: str, windows: tuple[WindowConfig, ...]) -> np.ndarray:
@@ -253,10 +284,31 @@ def preprocess(
     fill = AIR_HU if scan.intensity == "HU" else 0.0
     if cfg.spatial_dims == 2:
         z = _pick_slice(scan, slice_index, center_zyx)
-        stack = scan.array[z : z + 1]
-        y0, y1, x0, x1 = _plane_region(stack, scan, cfg, cfg.image_size, None, notes)
-        plane = _resize_plane(_crop_padded(stack, y0, y1, x0, x1, fill), cfg.image_size)
-        return window(plane[0], scan.intensity, cfg.windows)
+        if cfg.slab_slices <= 1:
+            stack = scan.array[z : z + 1]
+            y0, y1, x0, x1 = _plane_region(stack, scan, cfg, cfg.image_size, None, notes)
+            plane = _resize_plane(_crop_padded(stack, y0, y1, x0, x1, fill), cfg.image_size)
+            return window(plane[0], scan.intensity, cfg.windows)
+        if cfg.slab_slices % 2 == 0:
+            raise ConfigError(
+                "data.slab_slices must be odd (the sample's slice and pairs around it)",
+                found=str(cfg.slab_slices),
+            )
+        picks = slab_indices(
+            z, scan.shape[0], cfg.slab_slices, cfg.slab_spacing_mm, float(scan.spacing_mm[0])
+        )
+        if notes is not None and scan.shape[0] < cfg.slab_slices:
+            notes.append(
+                f"2.5D input of {cfg.slab_slices} slices from an image with {scan.shape[0]}: "
+                "missing neighbours repeat the nearest slice"
+            )
+        # The crop is found on the sample's own slice and applied to the whole slab.
+        own = scan.array[z : z + 1]
+        y0, y1, x0, x1 = _plane_region(own, scan, cfg, cfg.image_size, None, notes)
+        slab = _crop_padded(scan.array[picks], y0, y1, x0, x1, fill)
+        planes = _resize_plane(slab, cfg.image_size)
+        # (windows, slices, S, S) -> windows-major channels: window 0's slices first.
+        return window(planes, scan.intensity, cfg.windows).reshape(-1, *planes.shape[1:])
     size = cfg.patch_size_3d
     if center_zyx is None:
         stack = scan.array

@@ -59,6 +59,8 @@ class SynthConfig:
         threshold_band_mm: see above.
         class_weights: one weight per class (default: equal).
         previews: write a PNG preview (lung window) beside every sample.
+        slab_mm: dims 2: write each sample as three slices, its own in the middle and one this
+            far below and above (for 2.5D input, `data.slab_slices: 3`); 0 writes one slice.
     """
 
     patients: int = 60
@@ -77,6 +79,7 @@ class SynthConfig:
     threshold_band_mm: float = 3.0
     class_weights: tuple[float, ...] = ()
     previews: bool = True
+    slab_mm: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -96,6 +99,7 @@ class SynthConfig:
             (0 <= self.near_threshold_fraction <= 1, "near_threshold_fraction", "0 to 1",
              self.near_threshold_fraction),
             (self.threshold_band_mm > 0, "threshold_band_mm", "> 0", self.threshold_band_mm),
+            (0 <= self.slab_mm <= 20, "slab_mm", "0 (one slice) to 20 mm", self.slab_mm),
             (len(self.timepoints_months) >= 1, "timepoints_months", "at least one time point",
              self.timepoints_months),
             (all(t >= 0 for t in self.timepoints_months)
@@ -131,6 +135,7 @@ class SynthConfig:
             slice_offset_max_mm=self.slice_offset_max_mm,
             dose=self.dose,
             thickness_mm=self.slice_thickness_mm or None,
+            slab_mm=self.slab_mm if self.dims == 2 else 0.0,
         )
 
     def difficulty(self) -> Difficulty:

@@ -38,6 +38,8 @@ class RenderSettings:
         slice_offset_max_mm: how far off-centre those slices go.
         dose: relative dose.
         thickness_mm: fixed slice thickness, or None to vary per patient.
+        slab_mm: 2D only: when > 0, each sample is three slices (its own, and one this far
+            below and above it) so a 2.5D classifier sees its neighbours.
     """
 
     size: int = 256
@@ -48,6 +50,7 @@ class RenderSettings:
     slice_offset_max_mm: float = 6.0
     dose: float = 1.0
     thickness_mm: float | None = None
+    slab_mm: float = 0.0
 
 
 def grid_centre_y(anat: Anatomy) -> float:

@@ -116,10 +116,13 @@ def render_visit(
         shape, diameter, invasion, fit_mask = fit.shape, fit.diameter_mm, fit.invasion, fit.mask
     scene = _scene(model, state, shape, pose)
     zs = slice_zs(model.center_mm, settings, pose, acq.thickness_mm, model.offsets_mm[visit])
+    slab = settings.slab_mm if settings.dims == 2 else 0.0
+    # A 2.5D sample's neighbours are rendered after the samples' own slices: (below, above).
+    neighbours = [z + d * slab for z in zs for d in (-1.0, 1.0)] if slab > 0 else []
     xs_p, ys_p, _ = to_patient(pose, grid.xs_w, grid.ys_w, 0.0)
     polar = polar_fields(model.anatomy, xs_p[np.newaxis, :], ys_p[:, np.newaxis])
     slices, masks = [], []
-    for z_w in zs:
+    for z_w in [*zs, *neighbours]:
         out = render_slice(scene, grid.xs_w, grid.ys_w, float(z_w), acq.thickness_mm, polar)
         slices.append(out.hu)
         masks.append(out.body_frac >= 0.5)
@@ -146,9 +149,11 @@ def render_visit(
     samples = []
     for k, z_w in enumerate(zs):
         offset = float(z_w - zs[0])
-        samples.append(_sample(model, state, labels, stack[k : k + 1], mask_stack[k : k + 1],
-                               grid, zs[k : k + 1], center_w, offset, k, shape, invasion,
-                               diameter, acq))  # fmt: skip
+        rows = [k] if slab <= 0 else [len(zs) + 2 * k, k, len(zs) + 2 * k + 1]
+        sample_zs = np.array([[*zs, *neighbours][r] for r in rows])
+        samples.append(_sample(model, state, labels, stack[rows], mask_stack[rows], grid,
+                               sample_zs, center_w, offset, k, shape, invasion, diameter, acq,
+                               slab))  # fmt: skip
     return samples
 
 
@@ -177,12 +182,15 @@ def _sample(
     invasion: str,
     diameter_mm: float,
     acq: Acquisition,
+    slab_mm: float = 0.0,
 ) -> SimSample:
     thick = acq.thickness_mm
     px = grid.pixel_mm
+    # A slab's slices are slab_mm apart; a volume's or a single slice's, one thickness.
+    step = slab_mm if slab_mm > 0 else thick
     scan = Scan(
         array=hu,
-        spacing_mm=(thick, px, px),
+        spacing_mm=(step, px, px),
         origin_xyz_mm=(float(grid.xs_w[0]), float(grid.ys_w[0]), float(zs_w[0])),
         modality="CT",
         intensity="HU",
@@ -193,7 +201,7 @@ def _sample(
                                       "lesion_center_x": ""}  # fmt: skip
     if center_w is not None:
         centre = {
-            "lesion_center_z": round((center_w[2] - float(zs_w[0])) / thick, 2),
+            "lesion_center_z": round((center_w[2] - float(zs_w[0])) / step, 2),
             "lesion_center_y": round((center_w[1] - float(grid.ys_w[0])) / px, 2),
             "lesion_center_x": round((center_w[0] - float(grid.xs_w[0])) / px, 2),
         }
@@ -227,6 +235,8 @@ def _sample(
         "slice_thickness_mm": round(thick, 3),
         "pixel_spacing_mm": round(px, 4),
         "dose": round(acq.dose, 3),
+        # The sample's own slice inside a slab (the middle one); empty for single slices.
+        "slice_index": 1 if slab_mm > 0 else "",
     }
     suffix = "" if slice_no is None else f"_s{slice_no}"
     name = f"{model.patient_id}_m{months_txt.replace('.', 'p')}{suffix}"

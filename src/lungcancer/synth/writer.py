@@ -26,6 +26,7 @@ EXTRA_COLUMNS = (
     "histology", "vdt_days", "slice_offset_mm", "lesion_center_z", "lesion_center_y",
     "lesion_center_x", "synthetic", "requested_class", "model_diameter_mm", "invasion", "lobe",
     "calcification", "m1a_findings", "slice_thickness_mm", "pixel_spacing_mm", "dose",
+    "slice_index",
 )  # fmt: skip
 LUNG_WINDOW_HU = (-600.0, 1500.0)  # centre, width
 

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from lungcancer.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from lungcancer.data.transforms import input_channels
 from lungcancer.errors import ConfigError, TrainingError
 from lungcancer.models import Classifier, create_model, list_models
 from lungcancer.train.aux import AuxTraining, WithAux, aux_training
@@ -460,12 +461,14 @@ def _check_configs(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfi
             found=f"model.spatial_dims = {model_cfg.spatial_dims}",
             hint="set both to 2 (slices) or both to 3 (volume patches)",
         )
-    if model_cfg.in_chans != len(data_cfg.windows):
+    if model_cfg.in_chans != input_channels(data_cfg):
         raise ConfigError(
-            "the model's input channels must equal the number of CT windows",
-            expected=f"model.in_chans = {len(data_cfg.windows)} (one per data.windows entry)",
+            "the model's input channels must equal the number of CT windows (times the slab's "
+            "slices for 2.5D input)",
+            expected=f"model.in_chans = {input_channels(data_cfg)} ({len(data_cfg.windows)} "
+            f"windows x {data_cfg.slab_slices if data_cfg.spatial_dims == 2 else 1} slices)",
             found=f"model.in_chans = {model_cfg.in_chans}",
-            hint="set model.in_chans to the number of windows",
+            hint="set model.in_chans to len(data.windows) x data.slab_slices",
         )
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise ConfigError(
