@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gan_builders import LESION_HU, LUNG_HU, disc_view, write_untrained_classifier
+from gan_builders import (
+    LESION_HU,
+    LUNG_HU,
+    disc_view,
+    write_untrained_checkpoint,
+    write_untrained_classifier,
+)
 from typer.testing import CliRunner
 
 from lungcancer.cli import app
@@ -149,3 +155,33 @@ def test_evaluate_scores_gan_and_baselines_on_held_out_patients(
     other = DataConfig(test_fraction=0.35, val_fraction=0.15, seed=3)
     with pytest.raises(DatasetError, match="trained on"):
         evaluate_gan(trained.checkpoint, lungsim, months=12.0, data_cfg=other)
+
+
+def test_evaluate_draws_the_true_futures_spread_unless_told_not_to(
+    lungsim: Path, tiny_gan_cfg: GanConfig, tmp_path: Path
+) -> None:
+    # An untrained checkpoint (trained on patient "p0" only, so no LungSim patient leaks).
+    gan = write_untrained_checkpoint(tmp_path / "gan.pt", tiny_gan_cfg)
+    classifier = write_untrained_classifier(tmp_path / "classifier.pt")
+    config = tmp_path / "split.yaml"
+    config.write_text("data:\n  test_fraction: 0.35\n  val_fraction: 0.15\n  seed: 0\n")
+    args = ["gan", "evaluate", str(gan), "--data", str(lungsim), "--classifier", str(classifier)]
+    args += ["--config", str(config), "--months", "12"]
+    runner = CliRunner()
+    for flags, out in (([], "on"), (["--no-spread"], "off")):
+        shown = runner.invoke(app, [*args, *flags, "--out", str(tmp_path / out)])
+        assert shown.exit_code == 0, shown.output
+    on = json.loads((tmp_path / "on" / "metrics.json").read_text())
+    off = json.loads((tmp_path / "off" / "metrics.json").read_text())
+    # Spread is on by default: some held-out pairs gain N or M by month 12 and get it drawn.
+    assert on["spread"]["drawn"] is True and on["spread"]["pairs_with_spread"] >= 1
+    assert off["spread"] == {"drawn": False}
+    lesion_only = {"gan_lesion_only", "geometric_growth_lesion_only"}
+    assert lesion_only <= set(on["stage_fidelity"]) and lesion_only <= set(on["realism"])
+    assert not lesion_only & (set(off["stage_fidelity"]) | set(off["realism"]))
+    # The lesion-only rows are the frames --no-spread scores; the lesion metrics never see spread.
+    for method in ("gan", "geometric_growth"):
+        assert on["stage_fidelity"][f"{method}_lesion_only"] == off["stage_fidelity"][method]
+    assert on["stage_fidelity"]["no_change"] == off["stage_fidelity"]["no_change"]
+    assert on["methods"] == off["methods"]
+    assert "| gan_lesion_only |" in (tmp_path / "on" / "metrics.md").read_text()
