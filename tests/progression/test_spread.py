@@ -487,14 +487,9 @@ def test_the_cli_simulates_spread_and_reports_bad_spread(
         assert isinstance(failed.exception, SimulationError), (bad, failed.output)
 
 
-# -- known bugs in src (strict xfail: remove the mark when fixed) ------------------------------
+# -- regressions: overlapping findings, and nodes kept when a higher N follows -----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spread.draw_spread paints every finding with w * (value - local) where local is the "
-    "input's level, so where two findings overlap the change is added twice (926 HU here)",
-)
 def test_overlapping_nodes_are_not_painted_twice() -> None:
     shape = (64, 64)
     lung = np.full(shape, -850.0, np.float32)
@@ -510,12 +505,6 @@ def test_overlapping_nodes_are_not_painted_twice() -> None:
     assert float(out.max()) <= NODE_HU + 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="simulate._draw_spread draws each frame against the month-0 baseline and "
-    "draw_spread draws only the target level's nodes, so N2 nodes that appear at month 6 "
-    "vanish at month 12 when N3 comes",
-)
 def test_nodes_stay_when_a_higher_n_follows(
     untrained_checkpoint: Path, lungsim_slice: tuple[Scan, np.ndarray]
 ) -> None:
@@ -527,3 +516,8 @@ def test_nodes_stay_when_a_higher_n_follows(
     still_at_12 = plain.frames_hu[2] != spread.frames_hu[2]
     assert n2_at_6.any()
     assert not (n2_at_6 & ~still_at_12).any()
+
+
+def test_an_unknown_descriptor_after_the_last_month_is_still_refused() -> None:
+    with pytest.raises(SimulationError, match="unknown spread descriptor"):
+        apply_spread(growth_timeline(14.0, [0.0, 6.0], 1e6), [(12.0, "N5")])

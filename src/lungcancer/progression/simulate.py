@@ -346,6 +346,8 @@ def _draw_spread(
     shown: set[str] = set()
     for frame, image in zip(timeline, frames, strict=True):
         protect = distance_mm <= roi_radius_mm(lesion.diameter_mm, frame.diameter_mm)
+        # N levels reached at or before this frame stay drawn (N2 at 6 months, N3 at 12).
+        passed = tuple(sorted({f.n for f in timeline if f.months <= frame.months}))
         drawn, what = draw_spread(
             image,
             plan,
@@ -353,6 +355,7 @@ def _draw_spread(
             target=(frame.n, frame.m),
             m1a_kind=m1a_kind,
             protect=protect,
+            n_levels=passed,
         )
         new = [w for w in what if w not in shown]
         if new:

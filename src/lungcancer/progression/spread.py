@@ -246,9 +246,16 @@ def _ellipse_weight(plan: SpreadPlan, node: Node) -> np.ndarray:
     return np.clip(0.5 + edge_mm / max(dy, dx), 0.0, 1.0)
 
 
-def _paint(image: np.ndarray, weight: np.ndarray, value_hu: float, local: np.ndarray) -> np.ndarray:
-    """Move the local mean to `value_hu` under `weight`, keeping the pixel's own grain."""
-    return image + weight * (value_hu - local)
+def _paint(
+    image: np.ndarray, level: np.ndarray, weight: np.ndarray, value_hu: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move the local level to `value_hu` under `weight`, keeping the pixel's own grain.
+
+    Returns the image and the new level, so a finding drawn over another (two nodes that
+    touch, a nodule in fluid) moves from what is there now, not from the input again.
+    """
+    step = weight * (value_hu - level)
+    return image + step, level + step
 
 
 def draw_spread(
@@ -259,13 +266,15 @@ def draw_spread(
     target: tuple[str, str],
     m1a_kind: str = "effusion",
     protect: np.ndarray | None = None,
+    n_levels: tuple[str, ...] = (),
 ) -> tuple[np.ndarray, list[str]]:
     """Draw the spread that `target` (N, M) adds to `baseline` (N, M) on one slice.
 
     Only what is new is drawn: the baseline's own nodes and fluid are in the image already.
-    An N above the baseline draws that level's nodes (N2 over N0 draws the N2 nodes only);
-    M0 -> M1a draws `m1a_kind`. N or M below the baseline draws nothing (the simulator never
-    draws regression of spread).
+    An N above the baseline draws that level's nodes (N2 over N0 draws the N2 nodes only),
+    plus those of `n_levels` (the levels a timeline passed through on the way, so N2 nodes
+    drawn at month 6 stay when N3 comes at month 12); M0 -> M1a draws `m1a_kind`. N or M at
+    or below the baseline draws nothing (the simulator never draws regression of spread).
 
     Args:
         image_hu: the slice in HU (e.g. the GAN frame pasted into the input).
@@ -274,6 +283,7 @@ def draw_spread(
         target: the frame's (N, M).
         m1a_kind: "effusion", "nodule" or "both".
         protect: pixels never drawn over (the tumour and its ROI), or None.
+        n_levels: earlier N levels above the baseline whose nodes stay drawn.
 
     Returns:
         The new slice and what was drawn (e.g. ["N2 node 21 mm", "M1a effusion"]).
@@ -287,7 +297,9 @@ def draw_spread(
             expected=f"a slice of shape {plan.shape}",
             found=f"{image.shape}",
         )
-    for value, known in zip((*baseline, *target), (N_DESCRIPTORS, M_DESCRIPTORS) * 2, strict=True):
+    values = (*baseline, *target, *n_levels)
+    kinds = (N_DESCRIPTORS, M_DESCRIPTORS) * 2 + (N_DESCRIPTORS,) * len(n_levels)
+    for value, known in zip(values, kinds, strict=True):
         if value not in known:
             raise SimulationError(
                 "unknown N or M descriptor", expected=", ".join(known), found=repr(value)
@@ -302,7 +314,7 @@ def draw_spread(
     # under a new node does not show through it.
     grain = image - local
     sigma = 1.4826 * float(np.median(np.abs(grain - np.median(grain))))
-    local = image - np.clip(grain, -3 * sigma, 3 * sigma)
+    level = image - np.clip(grain, -3 * sigma, 3 * sigma)
     if target[1] == "M1a" and baseline[1] != "M1a":
         if m1a_kind in ("effusion", "both"):
             depth = plan.effusion_depth_mm
@@ -311,19 +323,23 @@ def draw_spread(
                 plan.effusion_lung & ~fluid & (plan.wall_gap_mm < depth + 5.0) & (depth > 3.0)
             ) & keep
             soft = lambda m: np.clip(ndimage.gaussian_filter(m.astype(np.float32), 0.6), 0, 1)  # noqa: E731
-            out = _paint(out, soft(band) * keep, ATELECTASIS_HU, local)
-            out = _paint(out, soft(fluid) * keep, EFFUSION_HU, local)
+            out, level = _paint(out, level, soft(band) * keep, ATELECTASIS_HU)
+            out, level = _paint(out, level, soft(fluid) * keep, EFFUSION_HU)
             if fluid.any():
                 drawn.append(f"M1a effusion {float(depth[fluid].max()):.0f} mm deep")
         if m1a_kind in ("nodule", "both"):
             w = _ellipse_weight(plan, plan.nodule) * keep
-            out = _paint(out, w, NODULE_HU, local)
+            out, level = _paint(out, level, w, NODULE_HU)
             drawn.append(f"M1a nodule {2 * plan.nodule.semi_axes_mm[0]:.0f} mm")
-    # The defining level's nodes; lower stations are left as they are.
-    if N_DESCRIPTORS.index(target[0]) > N_DESCRIPTORS.index(baseline[0]):
-        for node in (n for n in plan.nodes if n.level == target[0]):
-            # Nodes sit in fat or at the hilum, never over bone or the tumour.
-            w = _ellipse_weight(plan, node) * keep * (image < _BONE_ABOVE_HU)
-            out = _paint(out, w, NODE_HU, local)
-            drawn.append(f"{node.level} node {2 * node.semi_axes_mm[1]:.0f} mm")
+    # The defining level's nodes, and those of the levels passed on the way; other lower
+    # stations are left as they are.
+    rank = N_DESCRIPTORS.index
+    levels = {target[0], *(n for n in n_levels if rank(n) <= rank(target[0]))}
+    for node in plan.nodes:
+        if node.level not in levels or rank(node.level) <= rank(baseline[0]):
+            continue
+        # Nodes sit in fat or at the hilum, never over bone or the tumour.
+        w = _ellipse_weight(plan, node) * keep * (image < _BONE_ABOVE_HU)
+        out, level = _paint(out, level, w, NODE_HU)
+        drawn.append(f"{node.level} node {2 * node.semi_axes_mm[1]:.0f} mm")
     return out.astype(np.float32), drawn

@@ -192,6 +192,14 @@ def apply_spread(
     Returns:
         The frames with their N, M, stage group and stage updated.
     """
+    for month, value in schedule:
+        if value not in N_DESCRIPTORS + M_DESCRIPTORS:
+            raise SimulationError(
+                "unknown spread descriptor",
+                expected=f"one of {', '.join(N_DESCRIPTORS + M_DESCRIPTORS)}",
+                found=f"{value} at month {month:g}",
+                hint="write --spread like 12:N2,18:M1a",
+            )
     out = []
     for frame in timeline:
         n, m = frame.n, frame.m
@@ -199,13 +207,6 @@ def apply_spread(
             if frame.months < month:
                 continue
             known, current = (N_DESCRIPTORS, n) if value.startswith("N") else (M_DESCRIPTORS, m)
-            if value not in known:
-                raise SimulationError(
-                    "unknown spread descriptor",
-                    expected=f"one of {', '.join(N_DESCRIPTORS + M_DESCRIPTORS)}",
-                    found=value,
-                    hint="write --spread like 12:N2,18:M1a",
-                )
             if known.index(value) < known.index(current):
                 raise SimulationError(
                     "the spread schedule lowers N or M",
