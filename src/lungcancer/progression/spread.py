@@ -246,6 +246,11 @@ def _ellipse_weight(plan: SpreadPlan, node: Node) -> np.ndarray:
     return np.clip(0.5 + edge_mm / max(dy, dx), 0.0, 1.0)
 
 
+def _soft(mask: np.ndarray) -> np.ndarray:
+    """A 0..1 weight of a mask with a partial-volume edge (Gaussian, 0.6 px)."""
+    return np.clip(ndimage.gaussian_filter(mask.astype(np.float32), 0.6), 0.0, 1.0)
+
+
 def _paint(
     image: np.ndarray, level: np.ndarray, weight: np.ndarray, value_hu: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -322,9 +327,8 @@ def draw_spread(
             band = (
                 plan.effusion_lung & ~fluid & (plan.wall_gap_mm < depth + 5.0) & (depth > 3.0)
             ) & keep
-            soft = lambda m: np.clip(ndimage.gaussian_filter(m.astype(np.float32), 0.6), 0, 1)  # noqa: E731
-            out, level = _paint(out, level, soft(band) * keep, ATELECTASIS_HU)
-            out, level = _paint(out, level, soft(fluid) * keep, EFFUSION_HU)
+            out, level = _paint(out, level, _soft(band) * keep, ATELECTASIS_HU)
+            out, level = _paint(out, level, _soft(fluid) * keep, EFFUSION_HU)
             if fluid.any():
                 drawn.append(f"M1a effusion {float(depth[fluid].max()):.0f} mm deep")
         if m1a_kind in ("nodule", "both"):
