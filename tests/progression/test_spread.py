@@ -30,6 +30,7 @@ from lungcancer.progression.spread import (
     SpreadPlan,
     draw_spread,
     plan_spread,
+    tumour_guard,
 )
 from lungcancer.progression.timeline import SimulationError, apply_spread, growth_timeline
 
@@ -521,3 +522,29 @@ def test_nodes_stay_when_a_higher_n_follows(
 def test_an_unknown_descriptor_after_the_last_month_is_still_refused() -> None:
     with pytest.raises(SimulationError, match="unknown spread descriptor"):
         apply_spread(growth_timeline(14.0, [0.0, 6.0], 1e6), [(12.0, "N5")])
+
+
+def test_the_tumour_guard_is_the_lesion_grown_to_the_frame_s_size() -> None:
+    mask = np.zeros((64, 64), bool)
+    yy, xx = np.indices(mask.shape)
+    mask[np.hypot(yy - 32, xx - 20) <= 5] = True  # 10 px across, off the image centre
+    guard = tumour_guard(mask, (32.0, 20.0), 2.0, (1.0, 1.0), margin_mm=2.0)
+    distance = np.hypot(yy - 32, xx - 20)
+    assert guard[distance <= 11.5].all()  # radius 5 x 2, plus the 2 mm margin
+    assert not guard[distance >= 13.5].any()
+    same = tumour_guard(mask, (32.0, 20.0), 1.0, (1.0, 1.0), margin_mm=0.0)
+    assert (same == mask).mean() > 0.98
+
+
+def test_an_effusion_behind_a_big_tumour_is_still_drawn() -> None:
+    # A 60 mm tumour in the lung: its ROI (0.75 x 60 + 3 mm) would cover the whole lung's
+    # back; only the tumour itself (and 3 mm) is kept from the drawing.
+    big = _chest(lesion_radius_px=12.0)
+    mask = np.hypot(*(np.indices(big.image.shape) - np.array(big.lesion_center)[:, None, None]))
+    lesion = mask <= 12.0
+    plan = plan_spread(big.image, SPACING, big.lesion_center, seed=0)
+    guard = tumour_guard(lesion, big.lesion_center, 1.0, SPACING)
+    out, what = _draw(big, plan, ("N0", "M1a"), protect=guard)
+    assert any(w.startswith("M1a effusion") for w in what)
+    changed = np.abs(out - big.image) > 1.0
+    assert changed.sum() > 50 and not (changed & guard).any()

@@ -307,11 +307,11 @@ def _spread_frames(
     """Each frame with the nodes and M1a findings its true future adds (`spread`).
 
     The target N and M are the future scan's, as the target stage and diameter are for the
-    lesion: the evaluation asks whether the frames show what the real future shows. Pairs
+    lesion: the evaluation asks whether the frames show what the real future shows. Nothing is
+    drawn over the tumour grown to the future's diameter (`tumour_guard`). Pairs
     without N/M in the dataset, or whose N and M do not rise, keep their frame.
     """
-    from lungcancer.progression.metrics import roi_radius_mm
-    from lungcancer.progression.spread import M1A_KINDS, draw_spread, plan_spread
+    from lungcancer.progression.spread import M1A_KINDS, draw_spread, plan_spread, tumour_guard
     from lungcancer.progression.timeline import SimulationError
 
     out, drawn, unplaced = [], 0, 0
@@ -330,13 +330,9 @@ def _spread_frames(
             unplaced += 1
             out.append(frame)
             continue
-        radius_mm = roi_radius_mm(src.diameter_mm, tgt.diameter_mm)
-        yy, xx = np.indices(frame.shape)
-        protect = (
-            np.hypot(
-                (yy - src.center[0]) * src.spacing_mm[0], (xx - src.center[1]) * src.spacing_mm[1]
-            )
-            <= radius_mm
+        spacing = (src.spacing_mm[0], src.spacing_mm[1])
+        protect = tumour_guard(
+            src.mask, (src.center[0], src.center[1]), tgt.diameter_mm / src.diameter_mm, spacing
         )
         image, what = draw_spread(
             frame,

@@ -328,28 +328,34 @@ def _draw_spread(
     m1a_kind: str,
     seed: int,
     notes: list[str],
+    mask: np.ndarray | None,
 ) -> list[np.ndarray]:
-    """Draw each frame's nodes and M1a findings beyond the baseline's, outside the lesion ROI.
+    """Draw each frame's nodes and M1a findings beyond the baseline's, never over the tumour.
 
     One plan serves every frame (`plan_spread` on the baseline slice), so a node that appears
-    at one month is the same node later.
+    at one month is the same node later. The tumour at each frame's size (its mask, or the one
+    found from the point, grown by `tumour_guard`) is left to the GAN.
     """
-    from lungcancer.progression.metrics import roi_radius_mm
-    from lungcancer.progression.spread import draw_spread, plan_spread
+    from lungcancer.progression.spread import draw_spread, plan_spread, tumour_guard
 
     spacing = (scan.spacing_mm[1], scan.spacing_mm[2])
     center = (lesion.center_zyx[1], lesion.center_zyx[2])
-    plan = plan_spread(scan.array[round(lesion.center_zyx[0])], spacing, center, seed)
-    yy, xx = np.indices(plan.shape)
-    distance_mm = np.hypot((yy - center[0]) * spacing[0], (xx - center[1]) * spacing[1])
+    z = round(lesion.center_zyx[0])
+    image = scan.array[z]
+    plan = plan_spread(image, spacing, center, seed)
+    if mask is not None:
+        lesion_slice = np.asarray(mask[z], bool)
+    else:
+        lesion_slice = lesion_mask_from_point(image, center, lesion.diameter_mm, spacing)
     out: list[np.ndarray] = []
     shown: set[str] = set()
-    for frame, image in zip(timeline, frames, strict=True):
-        protect = distance_mm <= roi_radius_mm(lesion.diameter_mm, frame.diameter_mm)
+    for frame, pasted in zip(timeline, frames, strict=True):
+        scale = frame.diameter_mm / lesion.diameter_mm
+        protect = tumour_guard(lesion_slice, center, scale, spacing)
         # N levels reached at or before this frame stay drawn (N2 at 6 months, N3 at 12).
         passed = tuple(sorted({f.n for f in timeline if f.months <= frame.months}))
         drawn, what = draw_spread(
-            image,
+            pasted,
             plan,
             baseline=(baseline.n, baseline.m),
             target=(frame.n, frame.m),
@@ -464,7 +470,7 @@ def simulate(
     frames = render_frames(loaded, scan, lesion, timeline, notes, mask_array)
     if any((f.n, f.m) != (baseline.n, baseline.m) for f in timeline):
         frames = _draw_spread(
-            frames, scan, lesion, timeline, baseline, m1a_kind, spread_seed, notes
+            frames, scan, lesion, timeline, baseline, m1a_kind, spread_seed, notes, mask_array
         )
     class_names: tuple[str, ...] = ()
     if classifier is not None:

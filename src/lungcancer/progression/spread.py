@@ -231,6 +231,31 @@ def plan_spread(
     )
 
 
+def tumour_guard(
+    lesion_mask: np.ndarray,
+    center_yx: tuple[float, float],
+    scale: float,
+    spacing_mm: tuple[float, float],
+    margin_mm: float = 3.0,
+) -> np.ndarray:
+    """Where the tumour is at a frame's size: its mask magnified about its centre by `scale`
+    (target / current diameter, as the geometric prior grows it), plus `margin_mm`.
+
+    Spread is drawn everywhere else (the `protect` of `draw_spread`). The lesion ROI the GAN
+    owns would be too wide: for a 100 mm tumour it reaches 80 mm out and covers most of the
+    lung, where an effusion behind the tumour must still show.
+    """
+    rows, cols = np.indices(lesion_mask.shape, dtype=np.float64)
+    factor = 1.0 / max(scale, 1e-3)
+    source_rows = center_yx[0] + (rows - center_yx[0]) * factor
+    source_cols = center_yx[1] + (cols - center_yx[1]) * factor
+    grown = ndimage.map_coordinates(
+        lesion_mask.astype(np.float32), [source_rows, source_cols], order=1, cval=0.0
+    )
+    outside = ndimage.distance_transform_edt(grown < 0.5, sampling=spacing_mm)
+    return np.asarray(outside <= margin_mm)
+
+
 def _ellipse_weight(plan: SpreadPlan, node: Node) -> np.ndarray:
     """Soft 0..1 coverage of an ellipse, falling off over one pixel at its edge."""
     dy, dx = plan.spacing_mm
