@@ -229,7 +229,9 @@ def _progression(
     # The data layer keys patients by a salted hash of the manifest's id (never the id itself),
     # so the split's members are compared with the same key.
     held_out = {r["patient_id"] for r in baselines if patient_key(r["patient_id"]) in test_patients}
-    baselines.sort(key=lambda r: r["patient_id"] not in held_out)
+    # Among those, patients whose nodes or effusion appear later first: their simulation then
+    # shows the drawn spread beside the growth.
+    baselines.sort(key=lambda r: (r["patient_id"] not in held_out, not _true_spread(rows, r)))
     with _step("simulate", seconds, log):
         for stage in ("I", "II", "III"):
             row = next((r for r in baselines if r["stage"] == stage), None)
@@ -271,7 +273,7 @@ def _progression(
                 f"A {who} stage {stage} patient ({row['histology']}, {row['diameter_mm']} mm), "
                 f"Gompertz growth with a {result.vdt_days:.0f}-day doubling time; "
                 + (truth if told else "")
-                + " ".join(result.notes)
+                + "; ".join(result.notes)
             )
             sections += [
                 (f"Simulated progression from stage {stage}", result.files["strip"], caption),

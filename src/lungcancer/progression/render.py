@@ -76,7 +76,11 @@ def _label_frame(image: np.ndarray, lines: Sequence[str], scale: int) -> Image.I
 
 
 def _captions(frame: TimelineFrame) -> list[str]:
-    return [f"{frame.months:g} mo  {frame.diameter_mm:.1f} mm", f"{frame.t} stage {frame.stage}"]
+    # T, N and M spelled out: with a spread schedule the stage can rise through N or M alone.
+    return [
+        f"{frame.months:g} mo  {frame.diameter_mm:.1f} mm",
+        f"{frame.t} {frame.n} {frame.m}  stage {frame.stage}",
+    ]
 
 
 def _scale_for(width: int) -> int:
