@@ -58,6 +58,9 @@ class DataConfig:
     # stage I/II threshold while its label stays. Turn them on for labels that are not sizes.
     augment_scale: float = 0.0
     augment_elastic: bool = False
+    # Left-right flips (every axis in 3D). A flipped chest has its heart on the right, an
+    # anatomy the test data never shows; turn off to keep sides as scanned.
+    augment_flip: bool = True
     cache_dir: str = ".cache/lungcancer"
     patch_size_3d: int = 64
     spatial_dims: int = 2

@@ -287,3 +287,19 @@ def test_the_cache_key_changes_with_a_slab_and_only_then() -> None:
     assert preprocess_fields(DataConfig(slab_slices=3)) != preprocess_fields(
         DataConfig(slab_slices=3, slab_spacing_mm=3.0)
     )
+
+
+def test_flips_can_be_turned_off_and_the_other_draws_stay_the_same() -> None:
+    # Left half bright, right half dark: a left-right flip swaps them, nothing else does.
+    image = np.zeros((1, 32, 32), np.float32)
+    image[:, :, :16] = 0.8
+    sides = {}
+    for flip in (True, False):
+        aug = Augmenter(2, seed=3, flip=flip)
+        out = [aug(image) for _ in range(40)]
+        sides[flip] = [float(o[0, :, :12].mean() - o[0, :, 20:].mean()) for o in out]
+    assert min(sides[False]) > 0.3  # never mirrored
+    assert sum(s < -0.3 for s in sides[True]) >= 10  # about half mirrored
+    # Where the flipping run did not flip, both runs drew exactly the same augmentation.
+    unflipped = [i for i, s in enumerate(sides[True]) if s > 0]
+    assert unflipped and all(sides[True][i] == sides[False][i] for i in unflipped)

@@ -110,7 +110,11 @@ class ClassificationDataset(Dataset[tuple[torch.Tensor, int]]):
     def _new_augmenter(self, seed: int) -> Augmenter:
         cfg = self.cfg
         return Augmenter(
-            cfg.spatial_dims, seed, scale=cfg.augment_scale, elastic=cfg.augment_elastic
+            cfg.spatial_dims,
+            seed,
+            scale=cfg.augment_scale,
+            elastic=cfg.augment_elastic,
+            flip=cfg.augment_flip,
         )
 
     def _augmenter_here(self) -> Augmenter:

@@ -377,13 +377,21 @@ class Augmenter:
         seed: initial random state; `reseed` restarts it (one stream per DataLoader worker).
         scale: largest relative zoom (0: none).
         elastic: add the elastic warp (2D).
+        flip: flip left-right (every axis in 3D) with probability 0.5 each.
     """
 
     def __init__(
-        self, spatial_dims: int, seed: int = 0, *, scale: float = 0.0, elastic: bool = False
+        self,
+        spatial_dims: int,
+        seed: int = 0,
+        *,
+        scale: float = 0.0,
+        elastic: bool = False,
+        flip: bool = True,
     ) -> None:
         self.spatial_dims = spatial_dims
         self.scale = scale
+        self.flip = flip
         # (probability, largest rotation in radians per axis) of the affine; translation in
         # pixels is in-plane only, as before.
         self._affine_prob, self._rotate_rad = (0.5, 0.15) if spatial_dims == 2 else (0.3, 0.1)
@@ -428,8 +436,9 @@ class Augmenter:
         # A copy: cached inputs are read-only memory maps.
         x = torch.from_numpy(np.array(array, dtype=np.float32))
         flip_dims = [1 + a for a in range(self.spatial_dims) if self.spatial_dims == 3 or a == 1]
+        # Drawn even when flips are off, so the other draws stay the same stream.
         flips = [d for d in flip_dims if rng.random() < 0.5]
-        if flips:
+        if flips and self.flip:
             x = torch.flip(x, flips)
         if rng.random() < self._affine_prob:
             x = self._affine(x)
