@@ -276,6 +276,10 @@ STAGING_DATA: dict[str, Any] = {
     "spacing_mm": (2.8, 2.8),
     "windows": (WindowConfig(-600.0, 1500.0), WindowConfig(40.0, 400.0)),
     "test_fraction": 0.25,
+    # No left-right flips: a mirrored chest (heart on the right) never occurs in the test data.
+    # On validation the flips cost the cnn 0.008 and 0.015 macro AUC (two seeds) and
+    # DenseNet121 0.012 (0.878 -> 0.890 after 6 epochs).
+    "augment_flip": False,
 }
 # The weight average (ema_decay) validates and keeps a smoothed model: on the validation split
 # it lifted the CNN from 0.769 to 0.831 macro AUC after 4 epochs of the same training run.
