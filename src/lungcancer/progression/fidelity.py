@@ -319,21 +319,15 @@ def _spread_frames(
         if not (src.n and src.m and tgt.n and tgt.m) or (src.n, src.m) == (tgt.n, tgt.m):
             out.append(frame)
             continue
+        spacing = (src.spacing_mm[0], src.spacing_mm[1])
+        center = (src.center[0], src.center[1])
         try:
-            plan = plan_spread(
-                src.image_hu,
-                (src.spacing_mm[0], src.spacing_mm[1]),
-                (src.center[0], src.center[1]),
-                i,
-            )
+            plan = plan_spread(src.image_hu, spacing, center, i)
         except SimulationError:
             unplaced += 1
             out.append(frame)
             continue
-        spacing = (src.spacing_mm[0], src.spacing_mm[1])
-        protect = tumour_guard(
-            src.mask, (src.center[0], src.center[1]), tgt.diameter_mm / src.diameter_mm, spacing
-        )
+        protect = tumour_guard(src.mask, center, tgt.diameter_mm / src.diameter_mm, spacing)
         image, what = draw_spread(
             frame,
             plan,
@@ -358,7 +352,7 @@ def _classifier_metrics(
     """Stage fidelity and FID/KID: rendered patches pasted into the month-0 slice.
 
     With `spread`, the GAN's and geometric growth's frames also get the nodes and M1a findings
-    of the true future drawn outside the lesion (`progression.spread`); their lesion-only
+    of the true future drawn beside the tumour (`progression.spread`); their lesion-only
     frames are scored too, as "<method>_lesion_only". "No change" stays the copied input.
     """
     from lungcancer.progression.scoring import FrameScorer, class_for_stage
@@ -384,8 +378,9 @@ def _classifier_metrics(
             "drawn": True,
             "pairs_with_spread": drawn,
             "pairs_without_two_lungs": unplaced,
-            "how": "nodes (N1-N3) and M1a findings of the true future drawn outside the lesion "
-            "ROI (progression.spread); '<method>_lesion_only' rows are the same frames without",
+            "how": "nodes (N1-N3) and M1a findings the true future adds, drawn everywhere but "
+            "on the tumour grown to the future's diameter (progression.spread); "
+            "'<method>_lesion_only' rows are the same frames without",
         }
     real = [tgt.image_hu for _, tgt in pairs]
     targets = []

@@ -372,6 +372,8 @@ def _draw_spread(
         "nodes and M1a findings are drawn procedurally where the schedule raises N or M "
         "(lungcancer.progression.spread), not by the GAN"
     )
+    if any(f.m in ("M1b", "M1c") for f in timeline):
+        notes.append("M1b/M1c are metastases outside the chest slice: staged, not drawn")
     return out
 
 
