@@ -105,8 +105,8 @@ def window(array: np.ndarray, intensity: str, windows: tuple[WindowConfig, ...])
     return np.stack(channels).astype(np.float32, copy=False)
 
 
-def lung_box(slice_2d: np.ndarray, intensity: str) -> tuple[int, int, int, int] | None:
-    """Bounding box (y0, y1, x0, x1) of the lung field of one slice, or None if none is found.
+def lung_fields(slice_2d: np.ndarray, intensity: str) -> list[np.ndarray]:
+    """The lung fields of one slice as boolean masks, largest first (none: an empty list).
 
     Dark regions inside the body are the lungs: pixels below -400 HU (Otsu's threshold for
     unit-range images), minus the air around the patient (dark regions touching the border),
@@ -118,12 +118,12 @@ def lung_box(slice_2d: np.ndarray, intensity: str) -> tuple[int, int, int, int] 
         from skimage.filters import threshold_otsu
 
         if float(slice_2d.max()) == float(slice_2d.min()):
-            return None
+            return []
         threshold = float(threshold_otsu(slice_2d))
     dark = slice_2d < threshold
     labels, count = ndimage.label(dark)
     if count == 0:
-        return None
+        return []
     border = np.unique(
         np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
     ).tolist()
@@ -131,12 +131,19 @@ def lung_box(slice_2d: np.ndarray, intensity: str) -> tuple[int, int, int, int] 
     inside = ndimage.binary_opening(inside, iterations=2)
     labels, count = ndimage.label(inside)
     if count == 0:
-        return None
+        return []
     sizes = np.bincount(labels.ravel())[1:]
-    keep = np.flatnonzero(sizes >= _MIN_LUNG_FRACTION * slice_2d.size) + 1
-    if keep.size == 0:
+    keep = np.flatnonzero(sizes >= _MIN_LUNG_FRACTION * slice_2d.size)
+    return [labels == k + 1 for k in keep[np.argsort(sizes[keep])[::-1]]]
+
+
+def lung_box(slice_2d: np.ndarray, intensity: str) -> tuple[int, int, int, int] | None:
+    """Bounding box (y0, y1, x0, x1) of the lung fields (`lung_fields`) of one slice, with a
+    5% margin, or None if none is found."""
+    fields = lung_fields(slice_2d, intensity)
+    if not fields:
         return None
-    ys, xs = np.nonzero(np.isin(labels, keep))
+    ys, xs = np.nonzero(np.logical_or.reduce(fields))
     height, width = slice_2d.shape
     margin_y, margin_x = int(_LUNG_MARGIN * height), int(_LUNG_MARGIN * width)
     return (

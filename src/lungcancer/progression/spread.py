@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from lungcancer.data.transforms import lung_fields
 from lungcancer.progression.timeline import SimulationError
 from lungcancer.staging import M_DESCRIPTORS, N_DESCRIPTORS
 
@@ -41,10 +42,8 @@ ATELECTASIS_HU = -350.0
 NODULE_HU = 35.0
 M1A_KINDS = ("effusion", "nodule", "both")
 
-_LUNG_BELOW_HU = -400.0
 _BONE_ABOVE_HU = 200.0
 _FAT_HU = (-150.0, -30.0)
-_MIN_LUNG_FRACTION = 0.01
 _HILAR_MAX_MM = 6.0
 _NODE_SEPARATION_MM = 18.0
 
@@ -83,16 +82,9 @@ class SpreadPlan:
 
 
 def _lungs(image_hu: np.ndarray) -> list[np.ndarray]:
-    """The two lung fields (dark regions inside the body), ordered by column."""
-    dark = image_hu < _LUNG_BELOW_HU
-    labels, count = ndimage.label(dark)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    inside = dark & ~np.isin(labels, border)
-    inside = ndimage.binary_opening(inside, iterations=2)
-    labels, count = ndimage.label(inside)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    big = [k + 1 for k in np.argsort(sizes)[::-1][:2] if sizes[k] >= _MIN_LUNG_FRACTION * dark.size]
-    lungs = [ndimage.binary_fill_holes(labels == k) for k in big]
+    """The two largest lung fields (`data.transforms.lung_fields`), holes filled (a tumour
+    inside a lung is part of it), ordered by column."""
+    lungs = [ndimage.binary_fill_holes(m) for m in lung_fields(image_hu, "HU")[:2]]
     return sorted(lungs, key=lambda m: float(np.nonzero(m)[1].mean()))
 
 
