@@ -302,22 +302,26 @@ def evaluate_gan(
 
 
 def _spread_frames(
-    pairs: Sequence[tuple[LesionView, LesionView]], frames: list[np.ndarray]
-) -> tuple[list[np.ndarray], int, int]:
-    """Each frame with the nodes and M1a findings its true future adds (`spread`).
+    pairs: Sequence[tuple[LesionView, LesionView]], frames: dict[str, list[np.ndarray]]
+) -> tuple[dict[str, list[np.ndarray]], int, int]:
+    """Each method's frames with the nodes and M1a findings the true future adds (`spread`).
 
     The target N and M are the future scan's, as the target stage and diameter are for the
     lesion: the evaluation asks whether the frames show what the real future shows. Nothing is
     drawn over the tumour grown to the future's diameter (`tumour_guard`). Pairs
-    without N/M in the dataset, or whose N and M do not rise, keep their frame.
+    without N/M in the dataset, or whose N and M do not rise, keep their frame. One plan and
+    one guard per pair serve every method, so they all get the same findings.
+
+    Returns:
+        The frames by method, the pairs with something drawn, the pairs without two lungs.
     """
     from lungcancer.progression.spread import M1A_KINDS, draw_spread, plan_spread, tumour_guard
     from lungcancer.progression.timeline import SimulationError
 
-    out, drawn, unplaced = [], 0, 0
-    for i, ((src, tgt), frame) in enumerate(zip(pairs, frames, strict=True)):
+    out: dict[str, list[np.ndarray]] = {method: list(f) for method, f in frames.items()}
+    drawn, unplaced = 0, 0
+    for i, (src, tgt) in enumerate(pairs):
         if not (src.n and src.m and tgt.n and tgt.m) or (src.n, src.m) == (tgt.n, tgt.m):
-            out.append(frame)
             continue
         spacing = (src.spacing_mm[0], src.spacing_mm[1])
         center = (src.center[0], src.center[1])
@@ -325,19 +329,20 @@ def _spread_frames(
             plan = plan_spread(src.image_hu, spacing, center, i)
         except SimulationError:
             unplaced += 1
-            out.append(frame)
             continue
         protect = tumour_guard(src.mask, center, tgt.diameter_mm / src.diameter_mm, spacing)
-        image, what = draw_spread(
-            frame,
-            plan,
-            baseline=(src.n, src.m),
-            target=(tgt.n, tgt.m),
-            m1a_kind=tgt.m1a_findings if tgt.m1a_findings in M1A_KINDS else "effusion",
-            protect=protect,
-        )
+        kind = tgt.m1a_findings if tgt.m1a_findings in M1A_KINDS else "effusion"
+        what: list[str] = []
+        for method in out:
+            out[method][i], what = draw_spread(
+                frames[method][i],
+                plan,
+                baseline=(src.n, src.m),
+                target=(tgt.n, tgt.m),
+                m1a_kind=kind,
+                protect=protect,
+            )
         drawn += bool(what)
-        out.append(image)
     return out, drawn, unplaced
 
 
@@ -371,9 +376,12 @@ def _classifier_metrics(
         ]
     spread_info: dict[str, Any] = {"drawn": False}
     if spread and gan.config.spatial_dims == 2:
-        for method in ("gan", "geometric_growth"):
+        with_spread, drawn, unplaced = _spread_frames(
+            pairs, {m: frames[m] for m in ("gan", "geometric_growth")}
+        )
+        for method, method_frames in with_spread.items():
             frames[f"{method}_lesion_only"] = frames[method]
-            frames[method], drawn, unplaced = _spread_frames(pairs, frames[method])
+            frames[method] = method_frames
         spread_info = {
             "drawn": True,
             "pairs_with_spread": drawn,
