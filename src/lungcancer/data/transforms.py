@@ -291,22 +291,17 @@ def preprocess(
     fill = AIR_HU if scan.intensity == "HU" else 0.0
     if cfg.spatial_dims == 2:
         z = _pick_slice(scan, slice_index, center_zyx)
-        if cfg.slab_slices <= 1:
-            stack = scan.array[z : z + 1]
-            y0, y1, x0, x1 = _plane_region(stack, scan, cfg, cfg.image_size, None, notes)
-            plane = _resize_plane(_crop_padded(stack, y0, y1, x0, x1, fill), cfg.image_size)
-            return window(plane[0], scan.intensity, cfg.windows)
-        if cfg.slab_slices % 2 == 0:
+        # One slice is a slab of one; 2.5D adds the neighbours (`slab_slices`).
+        slices = max(cfg.slab_slices, 1)
+        if slices % 2 == 0:
             raise ConfigError(
                 "data.slab_slices must be odd (the sample's slice and pairs around it)",
                 found=str(cfg.slab_slices),
             )
-        picks = slab_indices(
-            z, scan.shape[0], cfg.slab_slices, cfg.slab_spacing_mm, float(scan.spacing_mm[0])
-        )
-        if notes is not None and scan.shape[0] < cfg.slab_slices:
+        picks = slab_indices(z, scan.shape[0], slices, cfg.slab_spacing_mm, scan.spacing_mm[0])
+        if notes is not None and scan.shape[0] < slices:
             notes.append(
-                f"2.5D input of {cfg.slab_slices} slices from an image with {scan.shape[0]}: "
+                f"2.5D input of {slices} slices from an image with {scan.shape[0]}: "
                 "missing neighbours repeat the nearest slice"
             )
         # The crop is found on the sample's own slice and applied to the whole slab.
