@@ -98,15 +98,15 @@ def parse_spread(text: str) -> tuple[tuple[float, str], ...]:
     for item in (v.strip() for v in text.split(",") if v.strip()):
         month, sep, value = item.partition(":")
         try:
-            if not sep:
-                raise ValueError(item)
             schedule.append((float(month), value.strip()))
-        except ValueError as exc:
+        except ValueError:
+            sep = ""
+        if not sep:
             raise SimulationError(
                 "--spread must be MONTH:DESCRIPTOR items separated by commas",
                 expected="e.g. 12:N2,18:M1a",
                 found=text,
-            ) from exc
+            )
     return tuple(sorted(schedule))
 
 
