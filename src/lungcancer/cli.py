@@ -483,7 +483,10 @@ def gan_evaluate_command(
     out: str | None = typer.Option(None, "--out", help="Folder for metrics.json/metrics.md."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
     split: str = typer.Option(
-        "test", "--split", help="test (report) or val (choose settings without test patients)."
+        "test",
+        "--split",
+        help="test (report), val (choose settings without test patients) or all (every "
+        "patient of --data: an external set, e.g. synth --seed 1 --id-prefix ext).",
     ),
     spread: bool = typer.Option(
         True,
@@ -948,6 +951,11 @@ def synth_command(
     class_weights: str | None = typer.Option(
         None, "--class-weights", help="One weight per class, e.g. 2,1,1,1,1,1."
     ),
+    id_prefix: str | None = typer.Option(
+        None,
+        "--id-prefix",
+        help="Patient ids '<prefix>-00042' (default sim): keeps an external test set apart.",
+    ),
     no_png: bool = typer.Option(False, "--no-png", help="Skip the per-sample PNG previews."),
     preview: str | None = typer.Option(
         None, "--preview", help="Also (or only) write a contact sheet, one row per class."
@@ -987,6 +995,7 @@ def synth_command(
         near_threshold_fraction=near_threshold,
         slab_mm=slab_mm,
         class_weights=_float_list(class_weights, "--class-weights"),
+        id_prefix=id_prefix,
         previews=False if no_png else None,
     )
     if out is not None:

@@ -33,6 +33,7 @@ from lungcancer.progression.patches import HUWindow, greatest_diameter_mm
 from lungcancer.progression.training import patient_splits, train_gan
 
 WINDOW = HUWindow()
+SPLITS_SCORED = ("test", "val")
 
 
 def test_geometric_growth_of_a_disc_reaches_the_target_diameter() -> None:
@@ -155,6 +156,10 @@ def test_evaluate_scores_gan_and_baselines_on_held_out_patients(
     other = DataConfig(test_fraction=0.35, val_fraction=0.15, seed=3)
     with pytest.raises(DatasetError, match="trained on"):
         evaluate_gan(trained.checkpoint, lungsim, months=12.0, data_cfg=other)
+    # "all" scores every patient of the data: refused here (the GAN trained on some of them),
+    # with a hint to give an external set its own patient ids.
+    with pytest.raises(DatasetError, match="id-prefix"):
+        evaluate_gan(trained.checkpoint, lungsim, months=12.0, data_cfg=split, split="all")
 
 
 def test_evaluate_draws_the_true_futures_spread_unless_told_not_to(
@@ -185,3 +190,33 @@ def test_evaluate_draws_the_true_futures_spread_unless_told_not_to(
     assert on["stage_fidelity"]["no_change"] == off["stage_fidelity"]["no_change"]
     assert on["methods"] == off["methods"]
     assert "| gan_lesion_only |" in (tmp_path / "on" / "metrics.md").read_text()
+    # Each method's FID beside geometric growth's, with a paired patient-bootstrap interval.
+    for method in ("gan", "no_change", "gan_lesion_only"):
+        r = on["realism"][method]
+        assert r["fid_minus_geometric"] == pytest.approx(
+            r["fid"] - on["realism"]["geometric_growth"]["fid"]
+        )
+        low, high = r["fid_minus_geometric_ci95"]
+        assert low <= high
+    assert "fid_minus_geometric_ci95" not in on["realism"]["geometric_growth"]
+    assert on["targets"]["fid_beats_geometric_growth_ci95"] == (
+        on["realism"]["gan"]["fid_minus_geometric_ci95"][1] < 0
+    )
+    assert "paired patient resamples" in (tmp_path / "on" / "metrics.md").read_text()
+
+
+def test_evaluate_all_scores_every_patient_of_an_external_set(
+    lungsim: Path, tiny_gan_cfg: GanConfig, tmp_path: Path
+) -> None:
+    gan = write_untrained_checkpoint(tmp_path / "gan.pt", tiny_gan_cfg)  # trained on "p0" only
+    split = DataConfig(test_fraction=0.35, val_fraction=0.15, seed=0)
+    every = evaluate_gan(gan, lungsim, months=12.0, data_cfg=split, split="all")
+    parts = [
+        evaluate_gan(gan, lungsim, months=12.0, data_cfg=split, split=s) for s in SPLITS_SCORED
+    ]
+    assert every.metrics["heldout_patients"] == len(
+        {p for ids in patient_splits(lungsim, split).values() for p in ids}
+    )
+    # Every patient with months 0 and 12: more pairs than the test and val splits together.
+    assert every.n_pairs > sum(p.n_pairs for p in parts)
+    assert "all split" in every.table

@@ -181,6 +181,22 @@ def test_a_different_seed_gives_different_patients() -> None:
     assert not np.array_equal(a.image.array, b.image.array)
 
 
+def test_an_id_prefix_renames_the_patients_and_changes_no_pixel(tmp_path: Path) -> None:
+    cfg = SynthConfig(patients=2, size=48, seed=1, off_centre_slices=0, previews=False)
+    plain = render_case(cfg, 1)
+    external = render_case(SynthConfig(**{**cfg.__dict__, "id_prefix": "ext"}), 1)
+    assert {s.record["patient_id"] for s in plain} == {"sim-00001"}
+    assert {s.record["patient_id"] for s in external} == {"ext-00001"}
+    for a, b in zip(plain, external, strict=True):
+        np.testing.assert_array_equal(a.image.array, b.image.array)
+        assert b.name == a.name.replace("sim-", "ext-")
+    result = generate(SynthConfig(**{**cfg.__dict__, "id_prefix": "ext"}), tmp_path)
+    with open(result.manifest_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["patient_id"] for r in rows} == {"ext-00000", "ext-00001"}
+    assert all(r["path"].startswith(r["patient_id"] + "/") for r in rows)
+
+
 def test_three_d_volumes_are_lesion_centred_with_a_volume_mask() -> None:
     cfg = SynthConfig(patients=6, size=48, dims=3, depth=12, seed=4, slice_thickness_mm=5.0)
     index = next(i for i in range(6) if render_case(cfg, i)[0].record["stage"] not in ("normal",))
@@ -209,6 +225,9 @@ def test_binary_datasets_hold_only_nodules() -> None:
         ({"timepoints_months": (6.0, 0.0)}, "--timepoints"),
         ({"dose": 0.0}, "--dose"),
         ({"class_weights": (1.0, 2.0)}, "--class-weights"),
+        ({"id_prefix": "ext-"}, "--id-prefix"),
+        ({"id_prefix": "../x"}, "--id-prefix"),
+        ({"id_prefix": ""}, "--id-prefix"),
     ],
 )
 def test_bad_settings_are_config_errors_naming_the_flag(

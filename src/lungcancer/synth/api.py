@@ -10,6 +10,7 @@ identical whatever the number of worker processes.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -61,6 +62,9 @@ class SynthConfig:
         previews: write a PNG preview (lung window) beside every sample.
         slab_mm: dims 2: write each sample as three slices, its own in the middle and one this
             far below and above (for 2.5D input, `data.slab_slices: 3`); 0 writes one slice.
+        id_prefix: patient ids are "<id_prefix>-00042". Another prefix keeps a second dataset's
+            patients apart from the first's (an external test set for a model trained on
+            "sim-" patients); it changes no pixel.
     """
 
     patients: int = 60
@@ -80,6 +84,7 @@ class SynthConfig:
     class_weights: tuple[float, ...] = ()
     previews: bool = True
     slab_mm: float = 0.0
+    id_prefix: str = "sim"
 
     def __post_init__(self) -> None:
         checks = [
@@ -100,6 +105,8 @@ class SynthConfig:
              self.near_threshold_fraction),
             (self.threshold_band_mm > 0, "threshold_band_mm", "> 0", self.threshold_band_mm),
             (0 <= self.slab_mm <= 20, "slab_mm", "0 (one slice) to 20 mm", self.slab_mm),
+            (re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,15}", self.id_prefix) is not None,
+             "id_prefix", "a letter, then up to 15 letters, digits or _", self.id_prefix),
             (len(self.timepoints_months) >= 1, "timepoints_months", "at least one time point",
              self.timepoints_months),
             (all(t >= 0 for t in self.timepoints_months)
@@ -162,9 +169,9 @@ class SynthResult:
     sample_counts: dict[str, int] = field(default_factory=dict)
 
 
-def patient_id(index: int) -> str:
+def patient_id(index: int, prefix: str = "sim") -> str:
     """The id of patient `index` ("sim-00042")."""
-    return f"sim-{index:05d}"
+    return f"{prefix}-{index:05d}"
 
 
 def class_plan(cfg: SynthConfig) -> list[str]:
@@ -200,7 +207,9 @@ def render_patient(cfg: SynthConfig, index: int, requested_class: str) -> list[S
     )
     truth = sample_truth(requested_class, cfg.classes, truth_rng, cfg.difficulty())
     settings = cfg.render_settings()
-    model = build_patient(patient_id(index), key, truth, settings, cfg.timepoints_months)
+    model = build_patient(
+        patient_id(index, cfg.id_prefix), key, truth, settings, cfg.timepoints_months
+    )
     base = cfg.timepoints_months[0]
     samples: list[SimSample] = []
     for visit, months in enumerate(cfg.timepoints_months):
@@ -212,7 +221,7 @@ def render_case(cfg: SynthConfig, index: int) -> list[SimSample]:
     """Render patient `index` of the dataset `cfg` describes, in memory (no files).
 
     The patient gets the class `generate` would give it, so `render_case(cfg, i)` equals what
-    `generate(cfg, ...)` writes for "sim-<i>".
+    `generate(cfg, ...)` writes for "<id_prefix>-<i>".
     """
     if not 0 <= index < cfg.patients:
         raise ConfigError(
