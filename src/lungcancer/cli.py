@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -626,6 +626,12 @@ def evaluate_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     data: str | None = typer.Option(None, "--data", help="Dataset path if it moved."),
+    by: list[str] | None = typer.Option(
+        None,
+        "--by",
+        help="Subgroup analysis by a manifest column, repeatable: COLUMN (one group per value; "
+        "quartiles if numeric) or COLUMN:EDGE,EDGE,... e.g. diameter_mm:10,20,30.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
 ) -> None:
     """Evaluate a trained run: metrics with patient-bootstrap CIs, plots, HTML report."""
@@ -650,6 +656,7 @@ def evaluate_command(
             batch_size=batch_size,
             device=device,
             data_source=data,
+            by=tuple(by or ()),
         )
     metrics = result.metrics
     if as_json:
@@ -674,9 +681,36 @@ def evaluate_command(
             shown += f" ({interval['n_used']} of {ci['n_boot']} resamples)"
         table.add_row(METRIC_TEXT[name][0], "undefined" if value is None else f"{value:.3f}", shown)
     console.print(table)
+    for block in metrics.get("subgroups", []):
+        console.print(_subgroup_table(block))
     if ci["n_boot"]:
         console.print(f"CIs: {ci['n_boot']} resamples by {ci['unit']}, seed {ci['seed']}")
     console.print(f"report: {result.report_path}")
+
+
+def _subgroup_table(block: dict[str, Any]) -> Table:
+    """One `--by` analysis as a console table: counts, accuracy and macro AUC with CIs."""
+    from rich.table import Table
+
+    def shown(value: float | None, interval: dict[str, Any]) -> str:
+        if value is None:
+            return "undefined"
+        if interval.get("low") is None:
+            return f"{value:.3f}"
+        return f"{value:.3f} ({interval['low']:.3f} – {interval['high']:.3f})"
+
+    table = Table(title=f"by {block['column']}")
+    for column in ("group", "samples", "patients", "accuracy (95% CI)", "macro AUC (95% CI)"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    for g in block["groups"]:
+        table.add_row(
+            g["group"],
+            str(g["n_samples"]),
+            str(g["n_patients"]),
+            shown(g["metrics"]["accuracy"], g["ci"]["accuracy"]),
+            shown(g["metrics"]["macro_roc_auc"], g["ci"]["macro_roc_auc"]),
+        )
+    return table
 
 
 @app.command("explain")

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.filterwarnings(
 def _dataset(root: Path) -> Path:
     """36 PNGs of 32x32 from 18 patients, two images each; each class has its own bright box."""
     rng = np.random.default_rng(0)
-    rows = ["path,label,patient_id,mask_path"]
+    rows = ["path,label,patient_id,mask_path,size_mm,scanner"]
     boxes = {"adeno": np.s_[8:20, 8:20], "squamous": np.s_[18:28, 4:28]}
     for p in range(18):
         label = CLASSES[p % 3]
@@ -41,7 +41,9 @@ def _dataset(root: Path) -> Path:
                 mask_name = f"p{p}_{k}_mask.png"
                 Image.fromarray(mask).save(root / mask_name)
             Image.fromarray(image).save(root / f"p{p}_{k}.png")
-            rows.append(f"p{p}_{k}.png,{label},SECRET-ID-{p},{mask_name}")
+            # Findings to group by: a size for lesions (none for normal), a scanner per patient.
+            size = {"adeno": "12", "squamous": "20"}.get(label, "")
+            rows.append(f"p{p}_{k}.png,{label},SECRET-ID-{p},{mask_name},{size},{'AB'[p % 2]}")
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     return root / "manifest.csv"
 
@@ -102,6 +104,39 @@ def test_lesion_masks_give_localisation_scores(evaluated: EvalResult) -> None:
     assert 0.0 <= scores["pointing_game_hit_rate"] <= 1.0
     assert 0.0 <= scores["mean_energy_share"] <= 1.0
     assert "Where the model looked" in evaluated.report_path.read_text()
+
+
+def test_subgroups_split_the_test_samples_by_a_manifest_column(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    from lungcancer.cli import app
+
+    result = evaluate_run(run_dir, n_boot=20, out_dir=tmp_path / "by", by=("size_mm:15", "scanner"))
+    by_size, by_scanner = result.metrics["subgroups"]
+    support = result.metrics["support"]
+    sizes = {g["group"]: g for g in by_size["groups"]}
+    # Edges in the column's unit: adeno (12 mm) below 15, squamous (20 mm) above; normal
+    # slices have no size and are kept as their own group, not dropped.
+    assert sizes["< 15"]["classes"] == ["adeno"] and sizes["< 15"]["n_samples"] == support["adeno"]
+    assert sizes[">= 15"]["classes"] == ["squamous"]
+    assert sizes["(not recorded)"]["classes"] == ["normal"]
+    assert sum(g["n_samples"] for g in by_scanner["groups"]) == result.metrics["n_samples"]
+    assert [g["group"] for g in by_scanner["groups"]] == ["A", "B"]
+    # A group's accuracy is the share right among its own samples.
+    with result.predictions_path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    adeno = [r for r in rows if r["true"] == "adeno"]
+    right = sum(r["predicted"] == "adeno" for r in adeno) / len(adeno)
+    assert sizes["< 15"]["metrics"]["accuracy"] == pytest.approx(right)
+    assert sizes["< 15"]["recall"] == {"adeno": pytest.approx(right)}
+    report = result.report_path.read_text(encoding="utf-8")
+    assert "By size_mm" in report and "By scanner" in report
+    with pytest.raises(LungCancerError, match=r"columns: .*scanner.*size_mm"):
+        evaluate_run(run_dir, n_boot=0, out_dir=tmp_path / "bad", by=("size",))
+    args = ["evaluate", str(run_dir), "--n-boot", "0", "--out", str(tmp_path / "cli")]
+    shown = CliRunner().invoke(app, [*args, "--by", "scanner"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "by scanner" in shown.output
 
 
 def test_no_patient_id_reaches_the_outputs(evaluated: EvalResult) -> None:

@@ -23,7 +23,8 @@ import numpy as np
 from lungcancer.evaluate.bootstrap import DEFAULT_N_BOOT, bootstrap_metrics
 from lungcancer.evaluate.metrics import EvaluationError, compute_metrics, validate_predictions
 from lungcancer.evaluate.plots import read_history, write_evaluation_plots
-from lungcancer.evaluate.report import SectionLike, write_report
+from lungcancer.evaluate.report import SectionLike, subgroup_section, write_report
+from lungcancer.evaluate.subgroups import GroupSpec, subgroup_metrics
 from lungcancer.io.atomic import atomic_write_text
 
 SCHEMA = "lungcancer.evaluate/1"
@@ -137,6 +138,7 @@ def evaluate_predictions(
     title: str | None = None,
     sections: Sequence[SectionLike] = (),
     localisation: Mapping[str, Any] | None = None,
+    subgroups: Sequence[tuple[GroupSpec, Sequence[str]]] = (),
 ) -> EvalResult:
     """Metrics with patient-bootstrap CIs, plots, predictions.csv and report.html in `out_dir`.
 
@@ -162,6 +164,8 @@ def evaluate_predictions(
         sections: extra report sections (see `write_report`).
         localisation: Grad-CAM localisation scores over the samples with lesion masks
             (`lungcancer.explain.localisation_scores`), kept in metrics.json and the report.
+        subgroups: (column and bins, each sample's value of that column) pairs: the metrics
+            within each group (`evaluate.subgroups`), in metrics.json and the report.
 
     Returns:
         The paths written and the metrics.
@@ -212,6 +216,12 @@ def evaluate_predictions(
         "run": info,
     }
     report_sections = list(sections)
+    if subgroups:
+        metrics["subgroups"] = [
+            subgroup_metrics(y, p, names, patient_keys, values, spec, n_boot=n_boot, seed=seed)
+            for spec, values in subgroups
+        ]
+        report_sections[:0] = [subgroup_section(block) for block in metrics["subgroups"]]
     if localisation is not None:
         metrics["localisation"] = _finite_or_none(localisation)
         report_sections.insert(0, _localisation_section(metrics["localisation"]))
@@ -313,6 +323,7 @@ def evaluate_run(
     device: str = "cpu",
     data_source: str | None = None,
     localisation_samples: int = 60,
+    by: Sequence[str] = (),
 ) -> EvalResult:
     """Evaluate a trained run on one of its own splits and write RUN_DIR/eval.
 
@@ -330,6 +341,8 @@ def evaluate_run(
         data_source: the dataset's location when it moved since training.
         localisation_samples: when the split has lesion masks, how many masked samples (a
             seeded random subset; 0: none) get Grad-CAM pointing-game and energy scores.
+        by: subgroup analyses, "COLUMN" or "COLUMN:EDGE,EDGE,..." over manifest columns
+            (`evaluate.subgroups`), e.g. ("diameter_mm:10,20,30", "nodule_type").
 
     Returns:
         The paths written and the metrics.
@@ -343,6 +356,7 @@ def evaluate_run(
     from lungcancer.data import ClassificationDataset, SampleCache, prepare_data, sample_key
     from lungcancer.train.inference import load_classifier, predict_dataset
 
+    specs = [GroupSpec.parse(text) for text in by]
     run_dir, ckpt_path = resolve_run(run_dir_or_ckpt)
     clf = load_classifier(ckpt_path, device=device)
     split_file = _run_split_file(run_dir, clf.data_config.split_file)
@@ -370,6 +384,8 @@ def evaluate_run(
         )
     cache = SampleCache(cfg.cache_dir) if cfg.cache_dir else None
     dataset = ClassificationDataset(prepared.index, members, cfg, train=False, cache=cache)
+    # Checked before the forward pass: a misspelt column should not cost a whole prediction.
+    subgroups = [(spec, _column_values(dataset.samples, spec, cfg.source)) for spec in specs]
     probs = predict_dataset(clf, dataset, batch_size=batch_size)
 
     index = prepared.index
@@ -416,7 +432,23 @@ def evaluate_run(
         history_path=run_dir / "history.jsonl",
         title=f"{model['name']} on the {split} split",
         localisation=localisation,
+        subgroups=subgroups,
     )
+
+
+def _column_values(samples: Sequence[Any], spec: GroupSpec, source: str) -> list[str]:
+    """Each sample's cell of `spec.column`; an error naming the columns that exist if none has
+    it (a misspelling, or a layout without a manifest)."""
+    if not any(spec.column in s.extra for s in samples):
+        available = sorted({key for s in samples for key in s.extra})
+        raise EvaluationError(
+            f"no sample of this split has a {spec.column!r} field to group by",
+            path=source,
+            expected="a manifest column (--by COLUMN or COLUMN:EDGES)",
+            found=f"columns: {', '.join(available) or 'none (this layout has no manifest)'}",
+            hint="pick one of the columns above",
+        )
+    return [s.extra.get(spec.column, "") for s in samples]
 
 
 def _localisation(clf: Any, samples: Sequence[Any], limit: int, seed: int) -> dict[str, Any] | None:

@@ -185,6 +185,35 @@ def _ci_text(ci: Mapping[str, Any] | None) -> str:
     return f"{ci['low']:.3f} – {ci['high']:.3f}"
 
 
+def subgroup_section(block: Mapping[str, Any]) -> ReportSection:
+    """Report block of one subgroup analysis (`evaluate.subgroups.subgroup_metrics`)."""
+    head = (
+        "<tr><th>group</th><th>samples</th><th>patients</th><th>accuracy (95% CI)</th>"
+        "<th>balanced accuracy (95% CI)</th><th>macro ROC-AUC (95% CI)</th>"
+        "<th>recall by class</th></tr>"
+    )
+    rows = []
+    for g in block["groups"]:
+        cells = "".join(
+            f"<td class='num'>{_fmt(g['metrics'][m])} <span class='muted'>"
+            f"({_ci_text(g['ci'][m])})</span></td>"
+            for m in ("accuracy", "balanced_accuracy", "macro_roc_auc")
+        )
+        recall = ", ".join(f"{html.escape(c)} {_fmt(r, 2)}" for c, r in g["recall"].items())
+        rows.append(
+            f"<tr><th>{html.escape(g['group'])}</th><td class='num'>{g['n_samples']}</td>"
+            f"<td class='num'>{g['n_patients']}</td>{cells}<td>{recall}</td></tr>"
+        )
+    how = {"given": "bins as given", "quartiles": "bins at the quartiles"}.get(
+        str(block.get("edges_from")), "one group per value"
+    )
+    caption = (
+        f"The metrics within groups of samples by {block['column']} ({how}). Classes absent from a "
+        "group are left out of its macro averages; intervals resample the group's patients."
+    )
+    return ReportSection(f"By {block['column']}", f"<table>{head}{''.join(rows)}</table>", caption)
+
+
 def _kv_table(rows: Iterable[tuple[str, Any]]) -> str:
     body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
