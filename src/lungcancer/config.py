@@ -111,6 +111,10 @@ class TrainConfig:
     aux_targets: tuple[str, ...] = ()
     # Weight of the auxiliary loss against the classification loss.
     aux_weight: float = 0.5
+    # Weight of the lesion-mask auxiliary loss (0: off; 2D, samples with a mask_path): a 1x1
+    # convolution on the last feature map learns which cells hold the lesion (see
+    # lungcancer.train.aux). Training only, like aux_targets.
+    aux_mask_weight: float = 0.0
     patience: int = 5
     seed: int = 0
     precision: str = "auto"

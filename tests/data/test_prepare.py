@@ -93,6 +93,54 @@ def test_dataset_items_labels_and_augmentation_only_when_training(tmp_path: Path
     assert all(torch.equal(a, again[0][0]) for a in augmented[:1])
 
 
+def test_dataset_serves_masks_on_the_input_grid_cached_and_nan_without_a_file(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "d"
+    rows = ["path,label,patient_id,mask_path"]
+    for p in range(6):
+        image = np.full((32, 32), 0.1)
+        image[8:16, 16:24] = 0.9  # a square "lesion" at the same place in every image
+        write_png(root / f"p{p}.png", image)
+        mask = ""
+        if p < 4:  # p4 and p5 have no mask file
+            write_png(root / f"p{p}_mask.png", (image > 0.5).astype(float))
+            mask = f"p{p}_mask.png"
+        rows.append(f"p{p}.png,{'ab'[p % 2]},p{p},{mask}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    cfg = _cfg(root / "manifest.csv", tmp_path)
+    prepared = prepare_data(cfg, tmp_path / "run")
+    everything = list(range(6))
+    cache = SampleCache(cfg.cache_dir)
+    plain = ClassificationDataset(prepared.index, everything, cfg, train=False, cache=cache)
+    masked = ClassificationDataset(
+        prepared.index, everything, cfg, train=False, cache=cache, masks=True
+    )
+    by_patient = {Path(s.path).stem: i for i, s in enumerate(masked.samples)}
+    image, label, mask = masked.item_with_mask(by_patient["p0"])
+    assert (image.shape, label) == ((1, 16, 16), plain[by_patient["p0"]][1])
+    assert torch.equal(image, plain[by_patient["p0"]][0]) and mask.shape == (1, 16, 16)
+    # 32 px resized to 16: the square (rows 8-15, columns 16-23) covers rows 4-7, columns 8-11.
+    assert torch.equal(mask[0] >= 0.5, torch.from_numpy(image[0].numpy() > 0.5))
+    # Resized like the image (anti-aliased): the share of each input pixel the lesion covers.
+    assert mask[0, 4:8, 8:12].min() > 0.7 and abs(float(mask.sum()) - 16.0) < 1.0
+    assert float(mask[0, :3].sum()) == 0.0 and float(mask[0, :, 13:].sum()) == 0.0
+    misses = cache.misses
+    masked.item_with_mask(by_patient["p0"])
+    assert cache.misses == misses  # the second time both arrays come from the cache
+    unknown = masked.item_with_mask(by_patient["p4"])[2]
+    assert torch.isnan(unknown).all() and unknown.shape == (1, 16, 16)
+    # Training: the mask moves with the image (same flips and affine).
+    training = ClassificationDataset(
+        prepared.index, everything, cfg, train=True, cache=cache, masks=True
+    )
+    for _ in range(6):
+        moved_image, _, moved = training.item_with_mask(by_patient["p1"])
+        lesion = moved[0] >= 0.5
+        assert lesion.sum() >= 8
+        assert moved_image[0][lesion].mean() > moved_image[0][~lesion].mean() + 0.4
+
+
 def test_dataloader_batches_in_3d(tmp_path: Path) -> None:
     sphere_volume(tmp_path / "d" / "malignant", "c1", centres_zyx=((3, 6, 6), (8, 17, 17)))
     sphere_volume(tmp_path / "d" / "benign", "c2")

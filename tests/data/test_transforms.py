@@ -15,6 +15,7 @@ from lungcancer.data.transforms import (
     lung_box,
     preprocess,
     preprocess_fields,
+    preprocess_mask,
     slab_indices,
     window,
 )
@@ -303,3 +304,56 @@ def test_flips_can_be_turned_off_and_the_other_draws_stay_the_same() -> None:
     # Where the flipping run did not flip, both runs drew exactly the same augmentation.
     unflipped = [i for i, s in enumerate(sides[True]) if s > 0]
     assert unflipped and all(sides[True][i] == sides[False][i] for i in unflipped)
+
+
+def _chest_with_nodule(size: int = 96) -> tuple[Scan, np.ndarray]:
+    """A chest slice with a 400 HU nodule in the right lung, and the nodule's mask."""
+    image = chest_slice_hu(size)
+    yy, xx = np.mgrid[:size, :size]
+    mask = ((yy - 0.42 * size) ** 2 + (xx - 0.3 * size) ** 2) <= (0.05 * size) ** 2
+    image[mask] = 400.0
+    return Scan(array=image[None].astype(np.float32), spacing_mm=(1.0, 1.5, 1.5)), mask[None]
+
+
+# A window that shows only the nodule (400 HU -> 1; lung, body and air -> 0).
+_NODULE_ONLY = (WindowConfig(center_hu=300.0, width_hu=200.0),)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        DataConfig(image_size=48, lung_crop=True, spacing_mm=(2.0, 2.0), windows=_NODULE_ONLY),
+        DataConfig(image_size=48, lung_crop=True, windows=_NODULE_ONLY),
+        DataConfig(image_size=64, windows=_NODULE_ONLY),
+    ],
+)
+def test_a_mask_lands_on_its_lesion_in_the_network_input(cfg: DataConfig) -> None:
+    scan, mask = _chest_with_nodule()
+    image = preprocess(scan, cfg)[0]
+    on_grid = preprocess_mask(scan, mask, cfg)
+    assert on_grid.shape == image.shape and on_grid.min() >= 0.0 and on_grid.max() <= 1.0
+    # The image shows the nodule alone, so the mask on the input grid must cover what it shows.
+    seen, masked = image > 0.1, on_grid >= 0.5
+    assert masked.sum() > 4
+    assert (seen & masked).sum() / (seen | masked).sum() > 0.7
+    np.testing.assert_allclose(np.argwhere(masked).mean(0), np.argwhere(seen).mean(0), atol=0.5)
+
+
+def test_a_mask_moves_with_its_image_and_leaves_the_image_s_draws_alone() -> None:
+    image = np.full((2, 48, 48), 0.2, np.float32)
+    mask = np.zeros((48, 48), np.float32)
+    image[:, 10:18, 26:34] = 0.9  # a bright square off centre...
+    mask[10:18, 26:34] = 1.0  # ...and its mask
+    alone, paired = Augmenter(2, seed=5, scale=0.1), Augmenter(2, seed=5, scale=0.1)
+    for _ in range(12):
+        expected = alone(image)
+        out, moved = paired.augment_pair(image, mask)
+        # Same draws for the image as without a mask: a mask loss changes no training image.
+        np.testing.assert_array_equal(out, expected)
+        assert moved.shape == (48, 48)
+        # Noise and intensity jitter never reach the mask; flips and the affine do.
+        lesion = moved >= 0.5
+        assert lesion.sum() > 20
+        assert out[0][lesion].mean() > out[0][~lesion].mean() + 0.4
+        # Only the square's resampled border is fractional: no noise or jitter on the mask.
+        assert ((moved > 0) & (moved < 1)).sum() < 100 and moved.min() >= 0.0

@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_api import assert_same_weights, run_fit
-from train_builders import BlobDataset, BlobsWithFields
+from train_builders import BlobDataset, BlobsWithFields, BlobsWithMasks
 
 from lungcancer.data.index import Sample
 from lungcancer.errors import ConfigError
 from lungcancer.train.api import TrainResult
-from lungcancer.train.aux import AuxSpec, aux_loss, build_aux_spec
+from lungcancer.train.aux import AuxSpec, aux_loss, build_aux_spec, mask_loss
 from lungcancer.train.checkpoint import load_checkpoint
 from lungcancer.train.inference import load_classifier
 
@@ -177,3 +177,58 @@ def test_the_cli_trains_with_aux_targets_from_a_manifest(
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "auxiliary target 'n' has no value" in err and "diameter_mm" in err
+
+
+def test_the_mask_loss_scores_cells_the_lesion_reaches_and_skips_unknown_masks() -> None:
+    masks = torch.zeros(3, 1, 8, 8)
+    masks[0, 0, 1, 6] = 1.0  # one pixel in the top-right cell of a 2 x 2 grid
+    masks[1, 0, :, :] = 0.3  # a faint share everywhere: under half a pixel, no lesion
+    masks[2] = float("nan")  # no mask file for this sample
+    cells = torch.tensor([[-9.0, 9.0], [-9.0, -9.0]])
+    right = torch.stack([cells, torch.full((2, 2), -9.0), torch.zeros(2, 2)])[:, None]
+    loss = mask_loss(right, masks)
+    assert float(loss) < 1e-3  # confident and right on both known samples; the third skipped
+    wrong = right.clone()
+    wrong[0, 0, 0, 1] = -9.0  # misses the lesion's cell
+    expected = F.binary_cross_entropy_with_logits(torch.tensor(-9.0), torch.tensor(1.0)) / 4 / 3
+    torch.testing.assert_close(mask_loss(wrong, masks), expected, atol=1e-3, rtol=1e-3)
+    logits = torch.zeros(3, 1, 2, 2, requires_grad=True)
+    mask_loss(logits, torch.full_like(masks, float("nan"))).backward()
+    assert logits.grad is not None and not logits.grad.any()
+
+
+def test_a_run_with_a_mask_loss_saves_the_plain_classifier_and_resumes_exactly(
+    tmp_path: Path,
+) -> None:
+    def go(out: Path, **kwargs: object) -> TrainResult:
+        data = BlobsWithMasks(24, seed=1)
+        result = run_fit(out, data, BlobDataset(8, seed=2), epochs=3, aux_mask_weight=1.0, **kwargs)
+        assert data.mask_calls > 0  # batches came with masks
+        return result
+
+    straight = go(tmp_path / "straight")
+    plain = run_fit(tmp_path / "plain", BlobsWithFields(24, seed=1), BlobDataset(8, seed=2))
+    ckpt = load_checkpoint(straight.last_checkpoint)
+    assert ckpt["state_dict"].keys() == load_checkpoint(plain.last_checkpoint)["state_dict"].keys()
+    head = ckpt["aux"]["state_dict"]
+    assert head["mask.weight"].shape[:2] == (1, 160)  # the cnn's last feature map
+    assert "fc.weight" not in head  # no column targets, no column layer
+    log = (tmp_path / "straight" / "train.log").read_text()
+    assert "auxiliary targets, loss weight 0.5: none; lesion mask per feature-map cell" in log
+    go(tmp_path / "resumed", max_minutes=1e-6)
+    resumed = go(tmp_path / "resumed", resume=True)
+    assert_same_weights(straight.last_checkpoint, resumed.last_checkpoint)
+    b = load_checkpoint(resumed.last_checkpoint)["aux"]["state_dict"]
+    assert torch.equal(head["mask.weight"], b["mask.weight"])
+    # Switching the mask loss off (or on) on resume is refused.
+    with pytest.raises(ConfigError, match="lesion-mask loss on"):
+        run_fit(tmp_path / "resumed", BlobsWithMasks(24, seed=1), epochs=4, resume=True)
+
+
+def test_a_mask_loss_without_masks_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no training sample has a lesion mask"):
+        run_fit(tmp_path / "a", BlobsWithMasks(24, seed=1, with_masks=False), aux_mask_weight=1.0)
+    with pytest.raises(ConfigError, match="ClassificationDataset"):
+        run_fit(tmp_path / "b", BlobsWithFields(24, seed=1), aux_mask_weight=1.0)
+    with pytest.raises(ConfigError, match="must not be negative"):
+        run_fit(tmp_path / "c", BlobsWithMasks(24, seed=1), aux_mask_weight=-1.0)

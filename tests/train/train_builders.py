@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,15 @@ class BlobDataset(Dataset[tuple[torch.Tensor, int]]):
         rng = np.random.default_rng(seed)
         self.labels = labels if labels is not None else [i % num_classes for i in range(n)]
         images = rng.normal(0.3, 0.1, size=(len(self.labels), 1, size, size)).astype(np.float32)
+        # Where each square is, (y, x, side), or None: the lesion masks of BlobsWithMasks.
+        self.boxes: list[tuple[int, int, int] | None] = []
         for i, label in enumerate(self.labels):
+            self.boxes.append(None)
             if label:
                 side = 4 + 3 * label
                 y, x = rng.integers(0, size - side, size=2)
                 images[i, 0, y : y + side, x : x + side] += 0.6
+                self.boxes[i] = (int(y), int(x), side)
         self.images = torch.from_numpy(images)
         self.nan_from = nan_from
         self.calls = 0
@@ -78,6 +83,33 @@ class BlobsWithFields(BlobDataset):
 
     def reseed(self, seed: int) -> None:  # the training loop calls it every epoch
         pass
+
+
+class BlobsWithMasks(BlobsWithFields):
+    """BlobsWithFields with a lesion mask per sample, as ClassificationDataset serves them:
+    the square's mask (empty for noise images); every `unknown_every`-th sample has no mask
+    file (NaN). Without `with_masks` no sample has a mask."""
+
+    def __init__(self, n: int, seed: int, unknown_every: int = 5, with_masks: bool = True):
+        super().__init__(n, seed)
+        self.unknown = [with_masks is False or i % unknown_every == 0 for i in range(n)]
+        self.samples = [
+            dataclasses.replace(s, mask_path="" if self.unknown[i] else f"/blob{i}_mask.png")
+            for i, s in enumerate(self.samples)
+        ]
+        self.mask_calls = 0
+
+    def item_with_mask(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        self.mask_calls += 1
+        image, label = self[i]
+        mask = torch.zeros((1, *image.shape[1:]))
+        box = self.boxes[i]
+        if self.unknown[i]:
+            mask.fill_(float("nan"))
+        elif box is not None:
+            y, x, side = box
+            mask[0, y : y + side, x : x + side] = 1.0
+        return image, label, mask
 
 
 def make_spec(

@@ -155,6 +155,15 @@ class SampleCache:
         text = f"{self.hasher.digest(sample.path)}|{sample.selector}|{self._config(cfg)}"
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
+    def mask_key(self, sample: Sample, cfg: DataConfig) -> str:
+        """The cache key of a sample's lesion mask on the input grid: the mask file's content
+        and the image's (whose lung crop places the mask), selector and config."""
+        text = (
+            f"mask|{self.hasher.digest(sample.mask_path)}|{self.hasher.digest(sample.path)}|"
+            f"{sample.selector}|{self._config(cfg)}"
+        )
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
     def path_for(self, key: str) -> Path:
         """Where the array of `key` lives."""
         return self.root / f"{key}.npy"

@@ -12,7 +12,8 @@ from lungcancer.config import DataConfig
 from lungcancer.data.cache import SampleCache
 from lungcancer.data.index import DatasetIndex, Sample
 from lungcancer.data.layouts import read_sample
-from lungcancer.data.transforms import Augmenter, preprocess
+from lungcancer.data.transforms import Augmenter, preprocess, preprocess_mask
+from lungcancer.io.reader import read_mask
 
 
 def _decoder(sample: Sample, cfg: DataConfig) -> Callable[[], np.ndarray]:
@@ -22,6 +23,17 @@ def _decoder(sample: Sample, cfg: DataConfig) -> Callable[[], np.ndarray]:
             cfg,
             slice_index=sample.slice_index,
             center_zyx=sample.center_zyx,
+        )
+
+    return compute
+
+
+def _mask_decoder(sample: Sample, cfg: DataConfig) -> Callable[[], np.ndarray]:
+    def compute() -> np.ndarray:
+        scan = read_sample(sample)
+        mask = read_mask(sample.mask_path, like=scan)
+        return preprocess_mask(
+            scan, mask, cfg, slice_index=sample.slice_index, center_zyx=sample.center_zyx
         )
 
     return compute
@@ -59,6 +71,8 @@ class ClassificationDataset(Dataset[tuple[torch.Tensor, int]]):
         cfg: preprocessing and augmentation settings.
         train: augment (if `cfg.augment`); evaluation datasets never augment.
         cache: preprocessed-array cache shared by all epochs.
+        masks: also serve lesion masks on the input grid (`item_with_mask`), for the mask
+            auxiliary loss; their cache keys are computed here too.
 
     Attributes:
         samples: this split's samples, in `indices` order.
@@ -75,6 +89,7 @@ class ClassificationDataset(Dataset[tuple[torch.Tensor, int]]):
         *,
         train: bool,
         cache: SampleCache | None = None,
+        masks: bool = False,
     ) -> None:
         lookup = {name: i for i, name in enumerate(index.class_names)}
         self.samples: list[Sample] = [index.samples[i] for i in indices]
@@ -88,6 +103,11 @@ class ClassificationDataset(Dataset[tuple[torch.Tensor, int]]):
         self._augmenter: Augmenter | None = None
         self._stream: tuple[int, ...] | None = None
         self._keys = [cache.key(s, cfg) for s in self.samples] if cache is not None else []
+        self._mask_keys = (
+            [cache.mask_key(s, cfg) if s.mask_path else "" for s in self.samples]
+            if cache is not None and masks
+            else []
+        )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -129,13 +149,37 @@ class ClassificationDataset(Dataset[tuple[torch.Tensor, int]]):
             self._stream = stream
         return self._augmenter
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def _array(self, i: int) -> np.ndarray:
         compute = _decoder(self.samples[i], self.cfg)
         cache = self.cache
-        array = compute() if cache is None else cache.load_keyed(self._keys[i], compute)
+        return compute() if cache is None else cache.load_keyed(self._keys[i], compute)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        array = self._array(i)
         if self._augment:
             array = self._augmenter_here()(np.asarray(array))
         else:
             # Cached arrays are read-only memory maps; the network gets its own copy.
             array = np.array(array, dtype=np.float32)
         return torch.from_numpy(array), self.labels[i]
+
+    def item_with_mask(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """`self[i]` and the sample's lesion mask on the input grid, (1, S, S), moved by the
+        same flips and affine as the image. A sample without a mask file gets NaN (unknown,
+        not "no lesion"); the mask loss leaves it out. The image is exactly `self[i]`'s."""
+        sample = self.samples[i]
+        if not sample.mask_path:
+            image, label = self[i]
+            return image, label, torch.full((1, *image.shape[1:]), float("nan"))
+        compute = _mask_decoder(sample, self.cfg)
+        cache = self.cache
+        if cache is not None and self._mask_keys:
+            mask = cache.load_keyed(self._mask_keys[i], compute)
+        else:
+            mask = compute()
+        array = self._array(i)
+        if self._augment:
+            array, mask = self._augmenter_here().augment_pair(np.asarray(array), np.asarray(mask))
+        else:
+            array, mask = np.array(array, dtype=np.float32), np.array(mask, dtype=np.float32)
+        return torch.from_numpy(array), self.labels[i], torch.from_numpy(mask)[None]

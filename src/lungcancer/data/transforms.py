@@ -305,8 +305,9 @@ def preprocess(
                 "missing neighbours repeat the nearest slice"
             )
         # The crop is found on the sample's own slice and applied to the whole slab.
-        own = scan.array[z : z + 1]
-        y0, y1, x0, x1 = _plane_region(own, scan, cfg, cfg.image_size, None, notes)
+        y0, y1, x0, x1 = _plane_region(
+            scan.array[z : z + 1], scan, cfg, cfg.image_size, None, notes
+        )
         slab = _crop_padded(scan.array[picks], y0, y1, x0, x1, fill)
         planes = _resize_plane(slab, cfg.image_size)
         # (windows, slices, S, S) -> windows-major channels: window 0's slices first.
@@ -329,6 +330,38 @@ def preprocess(
     y0, y1, x0, x1 = _plane_region(stack, scan, cfg, size, lesion_yx, notes)
     volume = _resize_plane(_crop_padded(stack, y0, y1, x0, x1, fill), size)
     return window(volume, scan.intensity, cfg.windows)
+
+
+def preprocess_mask(
+    scan: Scan,
+    mask: np.ndarray,
+    cfg: DataConfig,
+    *,
+    slice_index: int = -1,
+    center_zyx: tuple[float, float, float] | None = None,
+) -> np.ndarray:
+    """A lesion mask on the network input's grid: the crop `preprocess` takes of the image
+    (found on the image, so a lung crop matches), resized the same way. 2D only.
+
+    Args:
+        scan: the image the mask belongs to.
+        mask: (Z, Y, X) mask of the scan's shape (nonzero = lesion).
+        cfg: the same preprocessing settings as the image's.
+        slice_index: as for `preprocess`.
+        center_zyx: as for `preprocess`.
+
+    Returns:
+        float32 (S, S) with S = image_size: the share of each input pixel the lesion covers.
+    """
+    if cfg.spatial_dims != 2:
+        raise ConfigError(
+            "lesion masks on the input grid are made for 2D inputs only",
+            found=f"spatial_dims {cfg.spatial_dims}",
+        )
+    z = _pick_slice(scan, slice_index, center_zyx)
+    y0, y1, x0, x1 = _plane_region(scan.array[z : z + 1], scan, cfg, cfg.image_size, None, None)
+    plane = (np.asarray(mask[z : z + 1]) > 0).astype(np.float32)
+    return _resize_plane(_crop_padded(plane, y0, y1, x0, x1, 0.0), cfg.image_size)[0]
 
 
 def affine_sample(
@@ -434,9 +467,26 @@ class Augmenter:
 
     def __call__(self, array: np.ndarray) -> np.ndarray:
         """Augment one sample; returns float32 in [0, 1] of the same shape."""
+        return self._augment(array, None)[0]
+
+    def augment_pair(self, array: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Augment a sample and its (H, W) lesion mask with the same flips, affine and warp;
+        noise and intensity changes touch the image only. The image's draws are exactly
+        those `__call__` makes, so a run with masks sees the same images as one without."""
+        image, moved = self._augment(array, mask)
+        assert moved is not None
+        return image, moved
+
+    def _augment(
+        self, array: np.ndarray, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         rng = self._rng
-        # A copy: cached inputs are read-only memory maps.
+        channels = array.shape[0]
+        # A copy: cached inputs are read-only memory maps. A mask rides along as one more
+        # channel through the geometric steps.
         x = torch.from_numpy(np.array(array, dtype=np.float32))
+        if mask is not None:
+            x = torch.cat([x, torch.from_numpy(np.array(mask, dtype=np.float32))[None]])
         flip_dims = [1 + a for a in range(self.spatial_dims) if self.spatial_dims == 3 or a == 1]
         # Drawn even when flips are off, so the other draws stay the same stream.
         flips = [d for d in flip_dims if rng.random() < 0.5]
@@ -446,6 +496,8 @@ class Augmenter:
             x = self._affine(x)
         if self._elastic is not None and rng.random() < 0.2:
             x = torch.as_tensor(self._elastic(x)).float()
+        moved = x[channels:, ...].numpy()[0] if mask is not None else None
+        x = x[:channels]
         if rng.random() < 0.3:
             std = rng.uniform(0.0, 0.02)
             x = x + std * torch.randn(x.shape, generator=self._noise)
@@ -453,4 +505,4 @@ class Augmenter:
             x = x * (1.0 + rng.uniform(-0.1, 0.1))
         if rng.random() < 0.3:
             x = x + rng.uniform(-0.03, 0.03)
-        return np.clip(x.numpy(), 0.0, 1.0).astype(np.float32, copy=False)
+        return np.clip(x.numpy(), 0.0, 1.0).astype(np.float32, copy=False), moved

@@ -170,7 +170,12 @@ def _train_locked(
         cache = SampleCache(data_cfg.cache_dir) if data_cfg.cache_dir else None
         splits = prepared.splits
         train_set = ClassificationDataset(
-            prepared.index, splits["train"], data_cfg, train=True, cache=cache
+            prepared.index,
+            splits["train"],
+            data_cfg,
+            train=True,
+            cache=cache,
+            masks=train_cfg.aux_mask_weight > 0,
         )
         val_set = ClassificationDataset(
             prepared.index, splits["val"], data_cfg, train=False, cache=cache

@@ -12,6 +12,14 @@ The auxiliary head only exists during training: it is never part of the classifi
 weights and the target encoding are saved under the checkpoint's "aux" entry so `--resume`
 continues exactly.
 
+A lesion mask is a denser signal still (`train.aux_mask_weight`): a 1x1 convolution on the
+backbone's last feature map predicts, for every cell (32 x 32 input pixels for DenseNet121 at
+128 px, 16 x 16 for the cnn), whether the lesion reaches into it: binary cross-entropy against
+the max-pooled mask. A small tumour is then something the network is told to find, not only a
+few pixels that happen to go with a label. Masks are read on the input grid (the image's own
+crop) and move with the image's flips and affine. Samples without a mask file are left out of
+this loss (unknown, not "no lesion"); an empty mask file says "no lesion here".
+
 Columns are read from `Sample.extra` (any manifest column). A column whose every present value
 parses as a number is a regression target (z-scored with the training split's mean and
 standard deviation, Huber loss); any other is categorical (its training split's values are the
@@ -151,15 +159,17 @@ def build_aux_spec(samples: Sequence[Sample], names: Sequence[str]) -> AuxSpec:
     return AuxSpec(tuple(columns))
 
 
-class AuxTargetDataset(Dataset[tuple[torch.Tensor, int, torch.Tensor]]):
-    """A classification dataset whose items also carry the auxiliary targets.
+class AuxTargetDataset(Dataset[tuple[torch.Tensor, ...]]):
+    """A classification dataset whose items also carry the auxiliary targets: (image, label,
+    column targets) and, with `masks`, the lesion mask on the input grid as a fourth entry.
 
     Everything else (labels, samples, reseeding) is the wrapped dataset's.
     """
 
-    def __init__(self, base: Any, spec: AuxSpec) -> None:
+    def __init__(self, base: Any, spec: AuxSpec, *, masks: bool = False) -> None:
         self.base = base
         self.spec = spec
+        self.masks = masks
         self.labels: list[int] = list(base.labels)
         self._targets = [spec.encode(s) for s in base.samples]
 
@@ -171,35 +181,67 @@ class AuxTargetDataset(Dataset[tuple[torch.Tensor, int, torch.Tensor]]):
         if callable(reseed):
             reseed(seed)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        if self.masks:
+            image, label, mask = self.base.item_with_mask(i)
+            return image, label, self._targets[i], mask
         image, label = self.base[i]
         return image, label, self._targets[i]
 
 
 class AuxHead(nn.Module):
-    """One linear layer from the classifier's pooled features to every column's outputs."""
+    """One linear layer from the pooled features to every column's outputs and, with
+    `mask_channels`, a 1x1 convolution from the last feature map to lesion logits per cell."""
 
-    def __init__(self, in_features: int, spec: AuxSpec) -> None:
+    def __init__(self, in_features: int, spec: AuxSpec, mask_channels: int = 0) -> None:
         super().__init__()
         self.spec = spec
-        self.fc = nn.Linear(in_features, spec.outputs)
+        # No columns (a mask loss alone): no layer, an empty output.
+        self.fc = nn.Linear(in_features, spec.outputs) if spec.outputs else None
+        self.mask = nn.Conv2d(mask_channels, 1, 1) if mask_channels else None
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        if self.fc is None:
+            return pooled[:, :0]
         return torch.as_tensor(self.fc(pooled))
 
 
 class WithAux(nn.Module):
-    """Classifier + auxiliary head as one module (so DDP syncs both): x -> (logits, aux)."""
+    """Classifier + auxiliary head as one module (so DDP syncs both): x -> (logits, column
+    outputs) or, with a mask head, (logits, column outputs, mask logits per cell)."""
 
     def __init__(self, classifier: Classifier, head: AuxHead) -> None:
         super().__init__()
         self.classifier = classifier
         self.head = head
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = self.classifier.forward_features(x)
         logits = self.classifier.forward_head(features)
-        return logits, self.head(self.classifier.forward_head(features, pre_logits=True))
+        columns = self.head(self.classifier.forward_head(features, pre_logits=True))
+        if self.head.mask is None:
+            return logits, columns
+        return logits, columns, self.head.mask(features)
+
+
+def mask_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of per-cell lesion logits against the max-pooled input mask.
+
+    A cell's target is 1 when the lesion covers at least half of any input pixel in it. Samples
+    whose mask is unknown (NaN) add nothing but count in the batch mean, as in `aux_loss`.
+
+    Args:
+        logits: (B, 1, h, w) mask logits on the feature map's grid.
+        masks: (B, 1, S, S) lesion share per input pixel, NaN where the sample has no mask.
+    """
+    logits = logits.float()
+    known = ~torch.isnan(masks[:, 0, 0, 0])
+    target = F.adaptive_max_pool2d(
+        (torch.nan_to_num(masks.float()) >= 0.5).float(), logits.shape[-2:]
+    )
+    per_cell = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    per_sample = per_cell.flatten(1).mean(1) * known.float()
+    return per_sample.sum() / max(1, len(logits))
 
 
 def aux_loss(outputs: torch.Tensor, targets: torch.Tensor, spec: AuxSpec) -> torch.Tensor:
@@ -234,7 +276,7 @@ def aux_loss(outputs: torch.Tensor, targets: torch.Tensor, spec: AuxSpec) -> tor
         else:
             losses = F.cross_entropy(out[present], target[present].long(), reduction="sum")
         total = total + losses / batch
-    return total / len(spec.columns)
+    return total / max(1, len(spec.columns))
 
 
 @dataclass(frozen=True)
@@ -246,15 +288,27 @@ class AuxTraining:
     dataset: AuxTargetDataset
     weight: float
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.weight * aux_loss(outputs, targets, self.spec)
+    mask_weight: float = 0.0
+
+    def loss(
+        self, outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """The weighted auxiliary loss: (column outputs[, mask logits]) against (column
+        targets[, masks]), as `WithAux` and `AuxTargetDataset` hand them over."""
+        total = self.weight * aux_loss(outputs[0], targets[0], self.spec)
+        if self.mask_weight > 0:
+            total = total + self.mask_weight * mask_loss(outputs[1], targets[1])
+        return total
 
     def describe(self) -> str:
         parts = [
             f"{c.name} (numeric)" if c.numeric else f"{c.name} ({len(c.categories)} classes)"
             for c in self.spec.columns
         ]
-        return f"auxiliary targets, loss weight {self.weight:g}: {', '.join(parts)}"
+        text = f"auxiliary targets, loss weight {self.weight:g}: {', '.join(parts) or 'none'}"
+        if self.mask_weight > 0:
+            text += f"; lesion mask per feature-map cell, loss weight {self.mask_weight:g}"
+        return text
 
 
 def aux_training(
@@ -264,21 +318,32 @@ def aux_training(
     resumed: dict[str, Any] | None,
     device: torch.device,
 ) -> AuxTraining | None:
-    """The auxiliary head and targets when `train.aux_targets` names any (else None).
+    """The auxiliary head and targets when `train.aux_targets` names any or
+    `train.aux_mask_weight` is set (else None).
 
     The encoding comes from the training split, or from the checkpoint when resuming, so a
     resumed run predicts the very same targets.
     """
     saved = (resumed or {}).get("aux")
     saved_names = tuple(c["name"] for c in saved["spec"]["columns"]) if saved else ()
-    if resumed is not None and saved_names != tuple(cfg.aux_targets):
+    saved_mask = saved is not None and "mask.weight" in saved["state_dict"]
+    masks = cfg.aux_mask_weight > 0
+    if resumed is not None and (saved_names != tuple(cfg.aux_targets) or saved_mask != masks):
         raise ConfigError(
             "--resume with other auxiliary targets than the run was started with",
-            expected=f"train.aux_targets = {list(saved_names)} (as in last.pt)",
-            found=f"train.aux_targets = {list(cfg.aux_targets)}",
+            expected=f"train.aux_targets = {list(saved_names)} and a lesion-mask loss "
+            f"{'on' if saved_mask else 'off'} (as in last.pt)",
+            found=f"train.aux_targets = {list(cfg.aux_targets)}, train.aux_mask_weight = "
+            f"{cfg.aux_mask_weight:g}",
             hint="resume with the run's own config.yaml, or start a new run (--out)",
         )
-    if not cfg.aux_targets:
+    if cfg.aux_mask_weight < 0:
+        raise ConfigError(
+            "train.aux_mask_weight must not be negative",
+            expected="0 (off) or a positive weight, e.g. 1",
+            found=str(cfg.aux_mask_weight),
+        )
+    if not cfg.aux_targets and not masks:
         return None
     samples = getattr(train_set, "samples", None)
     if samples is None:
@@ -288,14 +353,41 @@ def aux_training(
             found=type(train_set).__name__,
             hint="leave train.aux_targets empty for this dataset",
         )
-    if not cfg.aux_weight > 0:
+    if cfg.aux_targets and not cfg.aux_weight > 0:
         raise ConfigError(
             "train.aux_weight must be positive when train.aux_targets is set",
             expected="aux_weight > 0, e.g. 0.5",
             found=str(cfg.aux_weight),
         )
+    if masks:
+        _check_masks(train_set, samples)
     spec = AuxSpec.from_dict(saved["spec"]) if saved else build_aux_spec(samples, cfg.aux_targets)
-    head = AuxHead(model.head_features, spec)
+    head = AuxHead(model.head_features, spec, model.num_features if masks else 0)
     if saved:
         head.load_state_dict(saved["state_dict"])
-    return AuxTraining(spec, head.to(device), AuxTargetDataset(train_set, spec), cfg.aux_weight)
+    return AuxTraining(
+        spec,
+        head.to(device),
+        AuxTargetDataset(train_set, spec, masks=masks),
+        cfg.aux_weight,
+        cfg.aux_mask_weight,
+    )
+
+
+def _check_masks(train_set: Any, samples: Sequence[Sample]) -> None:
+    """A mask loss needs 2D inputs, a dataset that serves masks and some sample with one."""
+    dims = getattr(getattr(train_set, "cfg", None), "spatial_dims", 2)
+    if dims != 2 or not callable(getattr(train_set, "item_with_mask", None)):
+        raise ConfigError(
+            "train.aux_mask_weight works on 2D slices from a lungcancer ClassificationDataset",
+            expected="data.spatial_dims 2",
+            found=f"data.spatial_dims {dims}, dataset {type(train_set).__name__}",
+            hint="set train.aux_mask_weight: 0 for this data",
+        )
+    if not any(s.mask_path for s in samples):
+        raise ConfigError(
+            "train.aux_mask_weight is set but no training sample has a lesion mask",
+            expected="a mask_path column in the manifest (an empty mask for lesion-free slices)",
+            found=f"{len(samples)} training samples, none with a mask",
+            hint="add masks to the manifest, or set train.aux_mask_weight: 0",
+        )

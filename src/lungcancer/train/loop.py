@@ -128,7 +128,8 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     on_batch: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    aux_loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    aux_loss_fn: Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], torch.Tensor]
+    | None = None,
 ) -> EpochProgress:
     """Train for one pass over `loader`, updating `progress` in place after every step.
 
@@ -146,8 +147,8 @@ def train_one_epoch(
         should_stop: polled after each step; True ends the epoch early (Ctrl-C), leaving
             `progress` at a batch boundary so the epoch can resume from there.
         aux_loss_fn: with auxiliary targets, the weighted loss on (aux outputs, aux targets);
-            the model then returns (logits, aux outputs) and batches are
-            (images, labels, aux targets) (see `lungcancer.train.aux`).
+            the model then returns (logits, *aux outputs) and batches are
+            (images, labels, *aux targets) (see `lungcancer.train.aux`).
 
     Returns:
         `progress`, completed or (after a stop request) partial.
@@ -166,8 +167,8 @@ def train_one_epoch(
                 logits = model(x)
                 loss = loss_fn(logits.float(), y)
             else:
-                logits, aux_out = model(x)
-                aux_y = aux_targets[0].to(policy.device, non_blocking=True)
+                logits, *aux_out = model(x)
+                aux_y = [t.to(policy.device, non_blocking=True) for t in aux_targets]
                 loss = loss_fn(logits.float(), y) + aux_loss_fn(aux_out, aux_y)
         if not torch.isfinite(loss):
             raise TrainingError(
