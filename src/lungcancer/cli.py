@@ -831,6 +831,11 @@ def train_command(
         help="Manifest columns also learnt as auxiliary targets, e.g. diameter_mm,t,n,m "
         "('' for none).",
     ),
+    aux_mask_weight: float | None = typer.Option(
+        None,
+        "--aux-mask-weight",
+        help="Weight of the lesion-mask auxiliary loss (needs mask_path; 0 = off).",
+    ),
 ) -> None:
     """Train a classifier; flags override the YAML file's sections."""
     from lungcancer.config import DataConfig, ModelConfig, TrainConfig, load_section, override
@@ -858,6 +863,7 @@ def train_command(
         aux_targets=None
         if aux_targets is None
         else tuple(c.strip() for c in aux_targets.split(",") if c.strip()),
+        aux_mask_weight=aux_mask_weight,
     )
     try:
         result = train(data_cfg, model_cfg, train_cfg)

@@ -130,23 +130,27 @@ def test_a_dataset_without_manifest_fields_is_refused(tmp_path: Path) -> None:
 
 
 def write_manifest_dataset(root: Path, n: int = 24, size: int = 32) -> Path:
-    """PNGs listed in a manifest with a diameter and a T column (empty for the benign ones)."""
+    """PNGs listed in a manifest with a diameter and a T column (empty for the benign ones)
+    and a lesion mask PNG per image (empty for the benign ones)."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
     root.mkdir(parents=True)
     with open(root / "manifest.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "label", "patient_id", "diameter_mm", "t"])
+        writer.writerow(["path", "label", "patient_id", "diameter_mm", "t", "mask_path"])
         for i in range(n):
             malignant = i % 2 == 1
             side = int(rng.integers(6, 14)) if malignant else 0
             image = rng.normal(0.3, 0.08, size=(size, size))
             image[4 : 4 + side, 4 : 4 + side] += 0.6
             Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(root / f"{i}.png")
+            mask = np.zeros((size, size), np.uint8)
+            mask[4 : 4 + side, 4 : 4 + side] = 255
+            Image.fromarray(mask).save(root / f"{i}_mask.png")
             label = "malignant" if malignant else "benign"
             t = ("T1a" if side < 10 else "T1b") if malignant else ""
-            writer.writerow([f"{i}.png", label, f"p{i:02d}", side, t])
+            writer.writerow([f"{i}.png", label, f"p{i:02d}", side, t, f"{i}_mask.png"])
     return root / "manifest.csv"
 
 
@@ -177,6 +181,15 @@ def test_the_cli_trains_with_aux_targets_from_a_manifest(
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "auxiliary target 'n' has no value" in err and "diameter_mm" in err
+
+    # The lesion-mask loss alone, from the manifest's mask files.
+    monkeypatch.setattr(
+        sys, "argv", [*common, "--out", str(tmp_path / "masks"), "--aux-mask-weight", "1"]
+    )
+    main()
+    ckpt = load_checkpoint(tmp_path / "masks" / "last.pt")
+    assert ckpt["train_config"]["aux_mask_weight"] == 1.0
+    assert ckpt["aux"]["state_dict"]["mask.weight"].shape[:2] == (1, 160)
 
 
 def test_the_mask_loss_scores_cells_the_lesion_reaches_and_skips_unknown_masks() -> None:
