@@ -8,7 +8,8 @@ gets to LungSim's truth, the ceiling for every method). With a classifier, the r
 is pasted into the full slice and the classifier gives stage fidelity (accuracy against the
 true month-k stage) and realism: FID and KID on its pooled features against the true month-k
 slices, beside the real-versus-real FID of two halves of the held-out patients (the floor a
-perfect generator would reach at that sample size).
+perfect generator would reach at that sample size), with a paired patient bootstrap of each
+method's FID minus geometric growth's (`progression.realism`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from lungcancer.progression.baselines import geometric_growth, grow_lesion, no_c
 from lungcancer.progression.checkpoint import LoadedGan, load_gan
 from lungcancer.progression.metrics import LesionScores, score_patch
 from lungcancer.progression.pairs import LesionView, PatchSet, make_patch_set, view_grid
-from lungcancer.progression.realism import realism as realism_metrics
+from lungcancer.progression.realism import score_realism
 
 METHODS = ("gan", "no_change", "geometric_growth")
 SPLITS = ("test", "val", "all")
@@ -388,7 +389,7 @@ def _classifier_metrics(
         among_stages[method] = float(
             np.mean([p == t for p, t in zip(staged, targets, strict=True)])
         )
-    realism = realism_metrics(scorer, real, frames, spacing) if len(pairs) >= 4 else {}
+    realism = score_realism(scorer, real, frames, spacing) if len(pairs) >= 4 else {}
     return {
         "stage_fidelity": fidelity,
         "stage_fidelity_among_stages": among_stages,

@@ -87,7 +87,7 @@ def features(
     return np.concatenate(out).astype(np.float64)
 
 
-def realism(
+def score_realism(
     scorer: Any,
     real: list[np.ndarray],
     fakes: dict[str, list[np.ndarray]],
