@@ -11,6 +11,7 @@ import pytest
 
 from lungcancer.config import DataConfig
 from lungcancer.data.index import Sample
+from lungcancer.data.transforms import preprocess
 from lungcancer.errors import ConfigError
 from lungcancer.explain.run import explain_file, localisation_scores, mask_on_input_grid
 from lungcancer.io.record import Scan
@@ -27,10 +28,31 @@ def test_mask_follows_the_image_through_resizing() -> None:
     assert np.array_equal(grid, expected)
 
 
-def test_lung_crop_is_refused_for_scores() -> None:
-    scan = Scan(array=np.zeros((1, 8, 8), np.float32), spacing_mm=(1, 1, 1))
+def test_a_2d_lung_crop_is_replayed_on_the_mask_and_a_3d_one_is_refused() -> None:
+    # A chest with a nodule in the right lung: the lung crop is found on the image, and the
+    # mask lands where the nodule is in the cropped, resized input.
+    yy, xx = np.mgrid[:64, :64]
+    image = np.full((64, 64), -1000.0, np.float32)
+    image[((yy - 32) / 26) ** 2 + ((xx - 32) / 29) ** 2 < 1] = 40.0
+    for cx in (20, 44):
+        image[((yy - 32) / 18) ** 2 + ((xx - cx) / 8) ** 2 < 1] = -850.0
+    nodule = ((yy - 26) ** 2 + (xx - 20) ** 2) <= 9
+    image[nodule] = 300.0
+    scan = Scan(array=image[None], spacing_mm=(1, 1, 1))
+    cfg = DataConfig(image_size=32, lung_crop=True)
+    grid = mask_on_input_grid(nodule[None], scan, cfg)
+    x = preprocess(scan, cfg)[0]
+    assert grid.any()
+    # The nodule is the brightest thing in the lung window (clipped at 1); the mask covers it.
+    brightest = x >= x.max() - 1e-6
+    assert (grid & brightest).sum() >= 0.5 * brightest.sum()
+    whole = mask_on_input_grid(nodule[None], scan, DataConfig(image_size=32))
+    assert grid.sum() > whole.sum()  # the crop zoomed in
+    volume = Scan(array=np.zeros((4, 8, 8), np.float32), spacing_mm=(1, 1, 1))
     with pytest.raises(ConfigError, match="lung crop"):
-        mask_on_input_grid(np.ones((1, 8, 8), bool), scan, DataConfig(lung_crop=True))
+        mask_on_input_grid(
+            np.ones((4, 8, 8), bool), volume, DataConfig(lung_crop=True, spatial_dims=3)
+        )
 
 
 def test_explain_file_writes_overlays_and_scores(

@@ -454,9 +454,10 @@ def _column_values(samples: Sequence[Any], spec: GroupSpec, source: str) -> list
 def _localisation(clf: Any, samples: Sequence[Any], limit: int, seed: int) -> dict[str, Any] | None:
     """Grad-CAM localisation scores over a seeded subset of the masked samples, or None."""
     masked = [s for s in samples if s.mask_path]
-    # A content-dependent lung crop cannot be replayed on a mask (explain refuses it): skip.
-    crop_2d = clf.data_config.lung_crop and clf.data_config.spatial_dims == 2
-    if limit <= 0 or not masked or crop_2d:
+    # A 3D whole-volume lung crop cannot be replayed on a mask (explain refuses it): skip.
+    cfg = clf.data_config
+    volume_crop = cfg.lung_crop and cfg.spatial_dims == 3
+    if limit <= 0 or not masked or volume_crop:
         return None
     from lungcancer.explain import localisation_scores
 

@@ -22,7 +22,7 @@ from torch import nn
 from lungcancer.config import DataConfig, WindowConfig
 from lungcancer.data.index import DatasetIndex, Sample
 from lungcancer.data.measure import measure_lesions
-from lungcancer.data.transforms import preprocess
+from lungcancer.data.transforms import preprocess, preprocess_mask
 from lungcancer.errors import ConfigError
 from lungcancer.explain.gradcam import grad_cam
 from lungcancer.explain.overlay import render_overlay, save_png
@@ -132,15 +132,20 @@ def mask_on_input_grid(
         the crop misses the lesion.
 
     Raises:
-        ConfigError: with `lung_crop`, where the crop depends on the image's content.
+        ConfigError: a 3D whole-volume input with `lung_crop`, whose crop is found on the
+            volume's content and not replayed on a mask.
     """
-    if cfg.lung_crop and (cfg.spatial_dims == 2 or center_zyx is None):
+    if cfg.spatial_dims == 2:
+        # The crop is found on the image itself (lung crop included), then cut from the mask.
+        resized = preprocess_mask(scan, mask, cfg, slice_index=slice_index, center_zyx=center_zyx)
+        return _lesion_pixels(resized)
+    if cfg.lung_crop and center_zyx is None:
         raise ConfigError(
-            "localisation scores need the mask cropped like the image, and the lung crop "
-            "depends on the image's content",
-            expected="a classifier trained with lung_crop: false (or a 3D lesion patch)",
-            found="lung_crop: true",
-            hint="score localisation with a model trained without the lung crop",
+            "localisation scores need the mask cropped like the image, and a 3D lung crop "
+            "depends on the volume's content",
+            expected="a 2D classifier, a 3D lesion patch, or lung_crop: false",
+            found="lung_crop: true on whole volumes",
+            hint="score localisation with a 2D model or one trained without the lung crop",
         )
     # As a unit-range image the mask goes through the same crop and resize; the window step
     # is the identity on [0, 1], so one channel comes back.
@@ -153,9 +158,13 @@ def mask_on_input_grid(
     )
     geometry = dataclasses.replace(cfg, windows=(WindowConfig(),), lung_crop=False)
     resized = preprocess(as_image, geometry, slice_index=slice_index, center_zyx=center_zyx)[0]
-    # Half-covered pixels count as lesion; a lesion smaller than one input pixel would vanish
-    # at that threshold, so it keeps the pixels it covers most instead.
-    return np.asarray(resized >= min(0.5, 0.5 * float(resized.max()))) & (resized > 0)
+    return _lesion_pixels(resized)
+
+
+def _lesion_pixels(share: np.ndarray) -> np.ndarray:
+    """Pixels at least half covered by the lesion. A lesion smaller than one input pixel would
+    vanish at that threshold, so it keeps the pixels it covers most instead."""
+    return np.asarray(share >= min(0.5, 0.5 * float(share.max()))) & (share > 0)
 
 
 def explain_input(
