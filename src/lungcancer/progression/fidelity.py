@@ -380,8 +380,9 @@ def _classifier_metrics(
     ]
     fidelity: dict[str, float] = {}
     among_stages: dict[str, float] = {}
+    features: dict[str, np.ndarray] = {}
     for method, method_frames in {**frames, "true_future": real}.items():
-        probs = scorer.probabilities(method_frames, spacing)
+        probs, features[method] = scorer.score(method_frames, spacing)
         predicted = [scorer.class_names[int(k)] for k in probs.argmax(axis=1)]
         fidelity[method] = float(np.mean([p == t for p, t in zip(predicted, targets, strict=True)]))
         top_stage = probs[:, stage_columns].argmax(axis=1)
@@ -389,7 +390,8 @@ def _classifier_metrics(
         among_stages[method] = float(
             np.mean([p == t for p, t in zip(staged, targets, strict=True)])
         )
-    realism = score_realism(scorer, real, frames, spacing) if len(pairs) >= 4 else {}
+    real_f = features.pop("true_future")
+    realism = score_realism(real_f, features) if len(pairs) >= 4 else {}
     return {
         "stage_fidelity": fidelity,
         "stage_fidelity_among_stages": among_stages,

@@ -9,9 +9,10 @@ removes the patient-to-patient variation both methods share. An interval below z
 method is closer to the real scans than geometric growth on this evaluation set, not by chance
 of which patients were drawn.
 
-Features are computed once per method (fp32 classifier, float64 features); torchmetrics
-computes the reported FID and KID from them, and the bootstrap uses `frechet_distance`, the
-same quantity computed in the n x n sample space (fast for n << feature width).
+Features come from the judge's scoring pass (fp32 classifier, float64 features, the same pass
+that gives stage fidelity). torchmetrics computes the reported FID and KID from them, and the
+bootstrap uses `frechet_distance`, the same quantity computed in the n x n sample space (fast
+for n << feature width).
 """
 
 from __future__ import annotations
@@ -78,20 +79,9 @@ def paired_fid_difference(
     return float(low), float(high)
 
 
-def features(
-    scorer: Any, frames: list[np.ndarray], spacing: list[tuple[float, float]]
-) -> np.ndarray:
-    """The judge's pooled features of full-slice frames in HU, (N, d) float64."""
-    x = scorer.inputs(frames, spacing)
-    out = [scorer.features(x[start : start + 32]).cpu().numpy() for start in range(0, len(x), 32)]
-    return np.concatenate(out).astype(np.float64)
-
-
 def score_realism(
-    scorer: Any,
-    real: list[np.ndarray],
-    fakes: dict[str, list[np.ndarray]],
-    spacing: list[tuple[float, float]],
+    real_f: np.ndarray,
+    method_f: dict[str, np.ndarray],
     *,
     n_boot: int = N_BOOT,
     seed: int = 0,
@@ -100,18 +90,16 @@ def score_realism(
     geometric growth, and the real-versus-real floor.
 
     Args:
-        scorer: a `scoring.FrameScorer` (its `inputs` and `features`).
-        real: the true future slices in HU, one per patient.
-        fakes: each method's frames, in the same patient order.
-        spacing: (row, column) pixel spacing of each slice.
+        real_f: the judge's features of the true future slices, (N, d), one row per patient
+            (`scoring.FrameScorer.score`).
+        method_f: each method's features, rows in the same patient order.
         n_boot: bootstrap resamples (0: no interval).
         seed: bootstrap seed.
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    n = len(real)
-    real_f = features(scorer, real, spacing)
+    n = len(real_f)
     module = _Precomputed(real_f.shape[1])
     fid = FrechetInceptionDistance(feature=module, reset_real_features=False)
     with warnings.catch_warnings():
@@ -125,7 +113,6 @@ def score_realism(
         )
     fid.update(torch.from_numpy(real_f), real=True)
     kid.update(torch.from_numpy(real_f), real=True)
-    method_f = {method: features(scorer, frames, spacing) for method, frames in fakes.items()}
     out: dict[str, dict[str, Any]] = {}
     for method, feats in method_f.items():
         fid.update(torch.from_numpy(feats), real=False)

@@ -4,7 +4,7 @@ Frames are full slices in HU; they go through the classifier's own preprocessing
 DataConfig: window, crop, resize), so a generated frame is scored exactly like a real scan.
 The classifier runs in fp32 here: FID subtracts large, nearly equal numbers, and bf16 features
 would add noise of the size of the differences being measured. Features for FID/KID are the
-classifier's pooled pre-logit features, handed to torchmetrics in float64.
+classifier's pooled pre-logit features in float64, from the same pass as the probabilities.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from lungcancer.errors import CheckpointError
 from lungcancer.io.record import Scan
+from lungcancer.models.registry import Classifier
 
 
 def class_for_stage(stage: str, class_names: Sequence[str]) -> str | None:
@@ -28,25 +28,6 @@ def class_for_stage(stage: str, class_names: Sequence[str]) -> str | None:
         if plain == wanted:
             return name
     return None
-
-
-class ClassifierFeatures(nn.Module):
-    """Pooled pre-logit features of a classifier, float64 (a torchmetrics `feature` module).
-
-    Args:
-        model: a registered classifier (`forward_features` + `forward_head(pre_logits=True)`).
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        # The pooled width (twice the channels with "avgmax" pooling).
-        self.num_features = int(getattr(model, "head_features", getattr(model, "num_features", 0)))
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)  # type: ignore[operator]
-        return torch.as_tensor(feats).double()
 
 
 class FrameScorer:
@@ -62,7 +43,8 @@ class FrameScorer:
 
         loaded = load_classifier(checkpoint, device, precision="fp32")
         self.path = str(checkpoint)
-        self.model: nn.Module = loaded.model.eval()
+        self.model: Classifier = loaded.model
+        self.model.eval()
         self.class_names: tuple[str, ...] = tuple(loaded.class_names)
         self.data_config = loaded.data_config
         self.device = loaded.policy.device
@@ -74,7 +56,6 @@ class FrameScorer:
                 found=f"spatial_dims {self.data_config.spatial_dims}",
                 hint="pass a classifier trained on slices",
             )
-        self.features = ClassifierFeatures(self.model)
 
     def inputs(
         self, slices_hu: Sequence[np.ndarray], spacing_yx_mm: Sequence[tuple[float, float]]
@@ -98,9 +79,21 @@ class FrameScorer:
         self, slices_hu: Sequence[np.ndarray], spacing_yx_mm: Sequence[tuple[float, float]]
     ) -> np.ndarray:
         """Softmax class probabilities, (N, num_classes), in `class_names` order."""
-        out = []
+        return self.score(slices_hu, spacing_yx_mm)[0]
+
+    @torch.no_grad()
+    def score(
+        self, slices_hu: Sequence[np.ndarray], spacing_yx_mm: Sequence[tuple[float, float]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (N, num_classes) and pooled pre-logit features (N, d) in float64, from
+        one preprocessing and one forward pass: stage fidelity and FID/KID read the same run."""
+        probs, feats = [], []
         x = self.inputs(slices_hu, spacing_yx_mm)
+        model = self.model
         for start in range(0, x.shape[0], 32):
-            logits = self.model(x[start : start + 32]).float()
-            out.append(torch.softmax(logits, dim=1).cpu().numpy())
-        return np.concatenate(out)
+            maps = model.forward_features(x[start : start + 32])
+            logits = torch.as_tensor(model.forward_head(maps)).float()
+            pooled = torch.as_tensor(model.forward_head(maps, pre_logits=True))
+            probs.append(torch.softmax(logits, dim=1).cpu().numpy())
+            feats.append(pooled.double().cpu().numpy())
+        return np.concatenate(probs), np.concatenate(feats)
