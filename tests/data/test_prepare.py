@@ -128,6 +128,10 @@ def test_dataset_serves_masks_on_the_input_grid_cached_and_nan_without_a_file(
     misses = cache.misses
     masked.item_with_mask(by_patient["p0"])
     assert cache.misses == misses  # the second time both arrays come from the cache
+    # Without a cache the scan is decoded once for both arrays, to the same result.
+    uncached = ClassificationDataset(prepared.index, everything, cfg, train=False, masks=True)
+    image_again, _, mask_again = uncached.item_with_mask(by_patient["p0"])
+    assert torch.equal(image_again, image) and torch.equal(mask_again, mask)
     unknown = masked.item_with_mask(by_patient["p4"])[2]
     assert torch.isnan(unknown).all() and unknown.shape == (1, 16, 16)
     # Training: the mask moves with the image (same flips and affine).

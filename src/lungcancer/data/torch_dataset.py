@@ -28,6 +28,17 @@ def _decoder(sample: Sample, cfg: DataConfig) -> Callable[[], np.ndarray]:
     return compute
 
 
+def _decode_with_mask(sample: Sample, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's preprocessed array and its lesion mask on the input grid, from one read."""
+    scan = read_sample(sample)
+    mask = read_mask(sample.mask_path, like=scan)
+    z, centre = sample.slice_index, sample.center_zyx
+    return (
+        preprocess(scan, cfg, slice_index=z, center_zyx=centre),
+        preprocess_mask(scan, mask, cfg, slice_index=z, center_zyx=centre),
+    )
+
+
 def _mask_decoder(sample: Sample, cfg: DataConfig) -> Callable[[], np.ndarray]:
     def compute() -> np.ndarray:
         scan = read_sample(sample)
@@ -166,18 +177,19 @@ class ClassificationDataset(Dataset[tuple[torch.Tensor, int]]):
     def item_with_mask(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
         """`self[i]` and the sample's lesion mask on the input grid, (1, S, S), moved by the
         same flips and affine as the image. A sample without a mask file gets NaN (unknown,
-        not "no lesion"); the mask loss leaves it out. The image is exactly `self[i]`'s."""
+        not "no lesion"); the mask loss leaves it out. The image is preprocessed and augmented
+        as `self[i]` would be (the same random draws)."""
         sample = self.samples[i]
         if not sample.mask_path:
             image, label = self[i]
             return image, label, torch.full((1, *image.shape[1:]), float("nan"))
-        compute = _mask_decoder(sample, self.cfg)
         cache = self.cache
         if cache is not None and self._mask_keys:
-            mask = cache.load_keyed(self._mask_keys[i], compute)
+            mask = cache.load_keyed(self._mask_keys[i], _mask_decoder(sample, self.cfg))
+            array = self._array(i)
         else:
-            mask = compute()
-        array = self._array(i)
+            # No cache: decode the scan once for both.
+            array, mask = _decode_with_mask(sample, self.cfg)
         if self._augment:
             array, mask = self._augmenter_here().augment_pair(np.asarray(array), np.asarray(mask))
         else:

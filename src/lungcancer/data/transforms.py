@@ -265,6 +265,19 @@ def _pick_slice(scan: Scan, slice_index: int, center_zyx: tuple[float, ...] | No
     return min(max(z, 0), depth - 1)
 
 
+def _slice_region(
+    scan: Scan,
+    cfg: DataConfig,
+    slice_index: int,
+    center_zyx: tuple[float, float, float] | None,
+    notes: list[str] | None,
+) -> tuple[int, tuple[int, int, int, int]]:
+    """The 2D sample's axial slice and its in-plane crop, found on that slice of the image:
+    what `preprocess` cuts from the image and `preprocess_mask` from the mask."""
+    z = _pick_slice(scan, slice_index, center_zyx)
+    return z, _plane_region(scan.array[z : z + 1], scan, cfg, cfg.image_size, None, notes)
+
+
 def preprocess(
     scan: Scan,
     cfg: DataConfig,
@@ -290,7 +303,8 @@ def preprocess(
     """
     fill = AIR_HU if scan.intensity == "HU" else 0.0
     if cfg.spatial_dims == 2:
-        z = _pick_slice(scan, slice_index, center_zyx)
+        # The crop is found on the sample's own slice and applied to the whole slab.
+        z, (y0, y1, x0, x1) = _slice_region(scan, cfg, slice_index, center_zyx, notes)
         # One slice is a slab of one; 2.5D adds the neighbours (`slab_slices`).
         slices = max(cfg.slab_slices, 1)
         if slices % 2 == 0:
@@ -304,10 +318,6 @@ def preprocess(
                 f"2.5D input of {slices} slices from an image with {scan.shape[0]}: "
                 "missing neighbours repeat the nearest slice"
             )
-        # The crop is found on the sample's own slice and applied to the whole slab.
-        y0, y1, x0, x1 = _plane_region(
-            scan.array[z : z + 1], scan, cfg, cfg.image_size, None, notes
-        )
         slab = _crop_padded(scan.array[picks], y0, y1, x0, x1, fill)
         planes = _resize_plane(slab, cfg.image_size)
         # (windows, slices, S, S) -> windows-major channels: window 0's slices first.
@@ -358,8 +368,7 @@ def preprocess_mask(
             "lesion masks on the input grid are made for 2D inputs only",
             found=f"spatial_dims {cfg.spatial_dims}",
         )
-    z = _pick_slice(scan, slice_index, center_zyx)
-    y0, y1, x0, x1 = _plane_region(scan.array[z : z + 1], scan, cfg, cfg.image_size, None, None)
+    z, (y0, y1, x0, x1) = _slice_region(scan, cfg, slice_index, center_zyx, None)
     plane = (np.asarray(mask[z : z + 1]) > 0).astype(np.float32)
     return _resize_plane(_crop_padded(plane, y0, y1, x0, x1, 0.0), cfg.image_size)[0]
 
