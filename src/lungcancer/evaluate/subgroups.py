@@ -98,27 +98,31 @@ def group_labels(
             more than MAX_CATEGORIES values.
     """
     cells = [str(v).strip() for v in values]
-    present = [c for c in cells if c.lower() not in _MISSING]
-    numbers = [_number(c) for c in present]
-    numeric = bool(present) and all(n is not None for n in numbers)
+    missing = [c.lower() in _MISSING for c in cells]
+    present = [c for c, gap in zip(cells, missing, strict=True) if not gap]
+    # Each cell parsed once: its number, or None (missing or text).
+    numbers = [None if gap else _number(c) for c, gap in zip(cells, missing, strict=True)]
+    text = next(
+        (c for c, gap, x in zip(cells, missing, numbers, strict=True) if not gap and x is None),
+        None,
+    )
+    numeric = bool(present) and text is None
     if spec.edges and not numeric:
-        example = next((c for c, n in zip(present, numbers, strict=True) if n is None), "")
         raise EvaluationError(
             f"subgroup column {spec.column!r} is not numeric, so it cannot be binned",
             expected=f"numbers in {spec.column!r}, or --by {spec.column} without edges",
-            found=f"the value {example!r}",
+            found=f"the value {text or ''!r}",
         )
     edges: tuple[float, ...] = ()
     if numeric:
-        edges = spec.edges or _quartile_edges([n for n in numbers if n is not None])
+        edges = spec.edges or _quartile_edges([x for x in numbers if x is not None])
         names = _bin_names(edges)
-        labels = []
-        for c in cells:
-            x = _number(c) if c.lower() not in _MISSING else None
-            labels.append(
-                NOT_RECORDED if x is None else names[int(np.searchsorted(edges, x, "right"))]
-            )
-        order = [n for n in names if n in set(labels)]
+        labels = [
+            NOT_RECORDED if x is None else names[int(np.searchsorted(edges, x, "right"))]
+            for x in numbers
+        ]
+        used = set(labels)
+        order = [n for n in names if n in used]
     else:
         distinct = sorted(set(present))
         if len(distinct) > MAX_CATEGORIES:
@@ -129,7 +133,7 @@ def group_labels(
                 "patient in the report",
                 hint="group by a column with few values, or bin a numeric one (COLUMN:EDGES)",
             )
-        labels = [c if c.lower() not in _MISSING else NOT_RECORDED for c in cells]
+        labels = [NOT_RECORDED if gap else c for c, gap in zip(cells, missing, strict=True)]
         order = distinct
     if NOT_RECORDED in labels:
         order.append(NOT_RECORDED)
