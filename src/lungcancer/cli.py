@@ -437,6 +437,7 @@ def gan_train_command(
 ) -> None:
     """Train the progression GAN; writes checkpoint.pt, losses.jsonl and sample grids."""
     from lungcancer.config import DataConfig, GanConfig, load_section, override
+    from lungcancer.progression.loop import INERT_D_MARGIN
     from lungcancer.progression.training import train_gan
 
     gan_cfg = override(
@@ -466,6 +467,15 @@ def gan_train_command(
     console.print(f"steps {result.steps} in {result.minutes:.1f} min; last losses: {losses}")
     if result.val_l1 is not None:
         console.print(f"validation L1 (window units): {result.val_l1:.4f}")
+    if result.d_margin is not None:
+        console.print(f"discriminator margin (2 - hinge loss, second half): {result.d_margin:.4f}")
+        if gan_cfg.lambda_adv > 0 and result.d_margin < INERT_D_MARGIN:
+            err_console.print(
+                "[bold yellow]warning:[/] the discriminator did not tell real from generated "
+                f"patches (margin under {INERT_D_MARGIN:g}): the adversarial term had no effect. "
+                f"Lower gan.r1_gamma (now {gan_cfg.r1_gamma:g}) or raise gan.lr_d.",
+                highlight=False,
+            )
     console.print(f"checkpoint: {result.checkpoint}", highlight=False)
 
 

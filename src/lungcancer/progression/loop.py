@@ -55,6 +55,10 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # Gaussian sigma (pixels) of the low-pass applied to the differences in the paired L1 terms
 # (losses.masked_l1 says why).
 BLUR_PX = 1.0
+# Below this margin (2 minus the discriminator's hinge loss, averaged over the second half of
+# the run) the discriminator tells real from generated patches no better than a constant: the
+# adversarial term then has no effect (README, "Progression simulator", Measured).
+INERT_D_MARGIN = 0.005
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,10 @@ class GanTrainResult:
         stopped_early: True when `max_minutes` ended the run before `steps`.
         losses: the last logged average of every loss term.
         val_l1: mean |G_ema(input) - true future| on validation pairs (window units), or None.
+        d_margin: 2 minus the discriminator's mean hinge loss over the second half of this
+            run's logged steps (`discriminator_margin`), or None when nothing was logged.
+            0 is a discriminator that outputs the same for real and generated patches; below
+            `INERT_D_MARGIN` the adversarial term did nothing.
         log: the JSONL loss log.
         samples: sample-grid PNGs written.
     """
@@ -80,8 +88,22 @@ class GanTrainResult:
     stopped_early: bool
     losses: dict[str, float]
     val_l1: float | None
+    d_margin: float | None
     log: Path
     samples: tuple[Path, ...]
+
+
+def discriminator_margin(d_hinge: list[float]) -> float | None:
+    """2 - the mean hinge loss of the discriminator over the second half of a run's log.
+
+    The hinge loss is 2 exactly when D gives real and generated patches the same logit (any
+    value in [-1, 1]); it falls as D separates them. The first half is left out: every
+    discriminator starts at 2.
+    """
+    if not d_hinge:
+        return None
+    late = d_hinge[len(d_hinge) // 2 :]
+    return 2.0 - float(np.mean(late))
 
 
 class _Batch:
@@ -534,6 +556,7 @@ def training_loop(
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     last: dict[str, float] = {}
+    logged_d_hinge: list[float] = []
     samples: list[Path] = []
     t0 = time.perf_counter()
     stopped_early = False
@@ -574,6 +597,7 @@ def training_loop(
                 done = step + 1
                 if done % cfg.log_every == 0 or done == cfg.steps:
                     last = {k: sums[k] / counts[k] for k in sums}
+                    logged_d_hinge.append(last["d_hinge"])
                     minutes = (time.perf_counter() - t0) / 60
                     log.write(
                         json.dumps({"step": done, "minutes": round(minutes, 3), **last}) + "\n"
@@ -620,6 +644,7 @@ def training_loop(
         stopped_early=stopped_early,
         losses=last,
         val_l1=val_l1,
+        d_margin=discriminator_margin(logged_d_hinge),
         log=log_path,
         samples=tuple(samples),
     )
