@@ -136,7 +136,10 @@ class GanConfig:
     same way, whatever the scan's pixel size. HU are windowed to [-1, 1] over
     [window_low_hu, window_high_hu] and inverted back for outputs.
     `mode` is "paired" (LungSim longitudinal pairs) or "unpaired" (stage labels only).
-    Loss weights are `lambda_*`; `r1_every` is the lazy-R1 interval in steps. `threads` 0 uses
+    Loss weights are `lambda_*`; `r1_every` is the lazy-R1 interval in steps. `r1_gamma` is
+    small because a generated lesion differs from its true future by little (mean 0.01 window
+    units): at 1.0 the penalty kept the discriminator flat (hinge loss 2.000 throughout) and the
+    adversarial term did nothing; `gan train` prints the discriminator's margin. `threads` 0 uses
     one CPU thread per physical core; on a machine shared with other jobs 1 can be much faster
     (oversubscribed OpenMP threads spin-wait on each other).
     """
@@ -164,9 +167,9 @@ class GanConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     ema_beta: float = 0.995
-    r1_gamma: float = 1.0
+    r1_gamma: float = 0.001
     r1_every: int = 16
-    lambda_adv: float = 0.2
+    lambda_adv: float = 2.0
     lambda_l1: float = 20.0
     lambda_ssim: float = 5.0
     lambda_lesion: float = 20.0
