@@ -469,7 +469,7 @@ def gan_train_command(
         console.print(f"validation L1 (window units): {result.val_l1:.4f}")
     if result.d_margin is not None:
         console.print(f"discriminator margin (2 - hinge loss, second half): {result.d_margin:.4f}")
-        if gan_cfg.lambda_adv > 0 and result.d_margin < INERT_D_MARGIN:
+        if gan_cfg.lambda_adv > 0 and abs(result.d_margin) < INERT_D_MARGIN:
             err_console.print(
                 "[bold yellow]warning:[/] the discriminator did not tell real from generated "
                 f"patches (margin under {INERT_D_MARGIN:g}): the adversarial term had no effect. "

@@ -191,7 +191,11 @@ def test_the_discriminator_margin_reports_whether_the_adversarial_term_engaged(
     assert loop.discriminator_margin([]) is None
     assert loop.discriminator_margin([2.0, 1.2, 2.0, 2.0]) == pytest.approx(0.0)
     assert loop.discriminator_margin([2.0, 2.0, 1.9, 1.7]) == pytest.approx(0.2)
-    base = dataclasses.replace(tiny_gan_cfg, steps=40, log_every=4, lr_d=2e-3, r1_every=1)
+    # A weak adversarial weight: with the default one the generator fights back, and over 40
+    # steps it can push the hinge loss past 2 (a negative margin); this test is about D.
+    base = dataclasses.replace(
+        tiny_gan_cfg, steps=40, log_every=4, lr_d=2e-3, r1_every=1, lambda_adv=0.2
+    )
     pairs = _pairs(base, n_patients=6)
     margins = {}
     for gamma in (0.0, 1e4):

@@ -76,7 +76,7 @@ class GanTrainResult:
         d_margin: 2 minus the discriminator's mean hinge loss over the second half of this
             run's logged steps (`discriminator_margin`), or None when nothing was logged.
             0 is a discriminator that outputs the same for real and generated patches; below
-            `INERT_D_MARGIN` the adversarial term did nothing.
+            `INERT_D_MARGIN` in size the adversarial term did nothing.
         log: the JSONL loss log.
         samples: sample-grid PNGs written.
     """
