@@ -170,7 +170,11 @@ def full(
         clock = _Clock()
         result = train_gan(gan_cfg, DataConfig(source=str(data)), progress=False)
         phases["GAN training"] = clock.minutes()
-        print(f"GAN: {result.steps} steps, stopped early: {result.stopped_early}")
+        margin = "n/a" if result.d_margin is None else f"{result.d_margin:.4f}"
+        print(
+            f"GAN: {result.steps} steps, stopped early: {result.stopped_early}, "
+            f"discriminator margin {margin} (under {loop.INERT_D_MARGIN:g}: inert)"
+        )
     clock = _Clock()
     evaluation = evaluate_gan(
         checkpoint,
