@@ -13,6 +13,7 @@ from lungcancer.data.cache import SampleCache
 from lungcancer.data.index import DatasetIndex, Sample
 from lungcancer.data.layouts import read_sample
 from lungcancer.data.transforms import Augmenter, preprocess, preprocess_mask
+from lungcancer.io import Scan
 from lungcancer.io.reader import read_mask
 
 
@@ -28,24 +29,24 @@ def _decoder(sample: Sample, cfg: DataConfig) -> Callable[[], np.ndarray]:
     return compute
 
 
-def _decode_with_mask(sample: Sample, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A sample's preprocessed array and its lesion mask on the input grid, from one read."""
+def _read_with_mask(sample: Sample, cfg: DataConfig) -> tuple[Scan, np.ndarray]:
+    """A sample's scan and its lesion mask on the input grid (`preprocess_mask`)."""
     scan = read_sample(sample)
     mask = read_mask(sample.mask_path, like=scan)
     z, centre = sample.slice_index, sample.center_zyx
-    return (
-        preprocess(scan, cfg, slice_index=z, center_zyx=centre),
-        preprocess_mask(scan, mask, cfg, slice_index=z, center_zyx=centre),
-    )
+    return scan, preprocess_mask(scan, mask, cfg, slice_index=z, center_zyx=centre)
+
+
+def _decode_with_mask(sample: Sample, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's preprocessed array and its lesion mask on the input grid, from one read."""
+    scan, mask = _read_with_mask(sample, cfg)
+    array = preprocess(scan, cfg, slice_index=sample.slice_index, center_zyx=sample.center_zyx)
+    return array, mask
 
 
 def _mask_decoder(sample: Sample, cfg: DataConfig) -> Callable[[], np.ndarray]:
     def compute() -> np.ndarray:
-        scan = read_sample(sample)
-        mask = read_mask(sample.mask_path, like=scan)
-        return preprocess_mask(
-            scan, mask, cfg, slice_index=sample.slice_index, center_zyx=sample.center_zyx
-        )
+        return _read_with_mask(sample, cfg)[1]
 
     return compute
 
