@@ -813,6 +813,12 @@ def train_command(
     data: str | None = typer.Option(
         None, "--data", help="Dataset folder, manifest CSV or .npz (data.source)."
     ),
+    train_extra: list[str] | None = typer.Option(
+        None,
+        "--train-extra",
+        help="Another dataset whose samples only train (repeatable; data.train_extra): "
+        "--data alone is split, so its val and test splits stay the same.",
+    ),
     model: str | None = typer.Option(None, "--model", help="resnet50 | densenet121 | cnn."),
     epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training split."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step."),
@@ -852,7 +858,10 @@ def train_command(
     from lungcancer.train.api import train
 
     data_cfg = override(
-        load_section(config, "data", DataConfig), source=data, image_size=image_size
+        load_section(config, "data", DataConfig),
+        source=data,
+        image_size=image_size,
+        train_extra=tuple(train_extra) if train_extra else None,
     )
     model_cfg = override(
         load_section(config, "model", ModelConfig), name=model, pretrained=pretrained

@@ -39,6 +39,11 @@ class DataConfig:
     """
 
     source: str = ""
+    # More datasets whose every sample goes to the training split (their own split columns are
+    # ignored): e.g. extra LungSim patients (`synth --id-prefix`) beside a fixed test set, or
+    # synthetic data beside real scans. `source` alone is split, so its val and test splits
+    # stay what they were without these; a patient id shared with them is refused as leakage.
+    train_extra: tuple[str, ...] = ()
     layout: str = "auto"
     class_map: dict[str, str] = field(default_factory=dict)
     classes: tuple[str, ...] = ()
@@ -97,7 +102,9 @@ class TrainConfig:
     lr: float = 1e-3
     backbone_lr_scale: float = 0.1
     weight_decay: float = 0.05
-    warmup_epochs: int = 1
+    # Fractions allowed: with N times more (unique) training data, 1/N keeps the warmup's
+    # step count.
+    warmup_epochs: float = 1.0
     freeze_epochs: int = 0
     label_smoothing: float = 0.05
     balance: str = "sampler"

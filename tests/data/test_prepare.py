@@ -17,6 +17,7 @@ from lungcancer.data.prepare import SLICES_PER_VOLUME, prepare_data, preprocess_
 from lungcancer.data.torch_dataset import ClassificationDataset
 from lungcancer.errors import ConfigError, DatasetError
 from lungcancer.io import Scan, write_volume
+from lungcancer.io.phi import patient_key
 
 
 def _manifest_dataset(root: Path, split_for_patient: dict[str, str] | None = None) -> Path:
@@ -197,3 +198,86 @@ def test_dataloader_workers_read_the_cache_filled_by_the_main_process(tmp_path: 
     loader = DataLoader(data, batch_size=4, num_workers=1)
     from_worker, labels = next(iter(loader))
     assert torch.equal(from_worker, in_main) and labels.tolist() == [0, 0, 1, 1]
+
+
+def _extra_dataset(
+    root: Path, patients: list[str], labels: str = "ab", ids: bool = True, seed: int = 500
+) -> Path:
+    """A manifest of 2 images per patient; its own split column says test (to be ignored)."""
+    rows = ["path,label,patient_id,split"]
+    for p, patient in enumerate(patients):
+        for k in range(2):
+            name = f"{patient}_{k}.png"
+            write_png(root / name, pattern(seed + p * 10 + k))
+            rows.append(f"{name},{labels[p % len(labels)]},{patient if ids else ''},test")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root / "manifest.csv"
+
+
+def test_train_extra_only_trains_and_leaves_val_and_test_as_they_were(tmp_path: Path) -> None:
+    source = _manifest_dataset(tmp_path / "d")
+    alone = prepare_data(_cfg(source, tmp_path), tmp_path / "alone")
+    extra = _extra_dataset(tmp_path / "x", [f"x{p}" for p in range(5)])
+    cfg = _cfg(source, tmp_path, train_extra=(str(extra),))
+    prepared = prepare_data(cfg, tmp_path / "run")
+
+    assert prepared.splits["val"] == alone.splits["val"]
+    assert prepared.splits["test"] == alone.splits["test"]
+    added = list(range(24, 34))
+    assert prepared.splits["train"] == alone.splits["train"] + added
+    assert len(prepared.index.samples) == 34
+    # Their manifest said "test"; as training-only data they train.
+    assert {prepared.index.samples[i].split for i in added} == {"train"}
+    assert [prepared.index.label_ids()[i] for i in added] == [0, 0, 1, 1] * 2 + [0, 0]
+    assert prepared.class_names == alone.class_names
+    # The split file describes the main dataset alone, as without extras.
+    saved = json.loads(prepared.split_file.read_text())["splits"]
+    assert saved == json.loads(alone.split_file.read_text())["splits"]
+    assert not prepared.audit.leakage
+    assert prepared.audit.split_sizes["train"] == len(alone.splits["train"]) + 10
+
+
+def test_train_extra_refuses_patients_of_the_val_or_test_split(tmp_path: Path) -> None:
+    source = _manifest_dataset(tmp_path / "d")
+    alone = prepare_data(_cfg(source, tmp_path), tmp_path / "alone")
+    # Manifest ids are stored as salted keys; the extra manifest holds raw ids like the main.
+    raw = {patient_key(f"p{p}"): f"p{p}" for p in range(12)}
+    test_patient = raw[alone.index.samples[alone.splits["test"][0]].patient_id]
+    train_patient = raw[alone.index.samples[alone.splits["train"][0]].patient_id]
+    clash = _extra_dataset(tmp_path / "x", ["x0", test_patient])
+    with pytest.raises(DatasetError, match="shares patient ids") as info:
+        prepare_data(_cfg(source, tmp_path, train_extra=(str(clash),)), tmp_path / "r1")
+    assert "--id-prefix" in str(info.value)
+    # More images of a training patient are no leakage.
+    same = _extra_dataset(tmp_path / "y", ["y0", train_patient])
+    prepared = prepare_data(_cfg(source, tmp_path, train_extra=(str(same),)), tmp_path / "r2")
+    assert len(prepared.splits["train"]) == len(alone.splits["train"]) + 4
+
+
+def test_train_extra_with_a_class_the_main_dataset_lacks(tmp_path: Path) -> None:
+    source = _manifest_dataset(tmp_path / "d")
+    extra = _extra_dataset(tmp_path / "x", ["x0", "x1", "x2"], labels="abc")
+    with pytest.raises(DatasetError, match="classes the main dataset does not") as info:
+        prepare_data(_cfg(source, tmp_path, train_extra=(str(extra),)), tmp_path / "r1")
+    assert "c" in str(info.value)
+    # With the class list given, the extra class is left out as it would be in the main set.
+    listed = _cfg(source, tmp_path, train_extra=(str(extra),), classes=("a", "b"))
+    prepared = prepare_data(listed, tmp_path / "r2")
+    extra_labels = {prepared.index.samples[i].label for i in range(24, len(prepared.index.samples))}
+    assert extra_labels == {"a", "b"}
+    assert len(prepared.index.samples) == 28
+
+
+def test_train_extra_without_patient_ids_is_checked_for_duplicates_of_test(
+    tmp_path: Path,
+) -> None:
+    source = _manifest_dataset(tmp_path / "d")
+    alone = prepare_data(_cfg(source, tmp_path), tmp_path / "alone")
+    test_path = Path(alone.index.samples[alone.splits["test"][0]].path)
+    extra = _extra_dataset(tmp_path / "x", ["x0", "x1"], ids=False)
+    # One "new" training image is a copy of a test image: leakage the ids cannot show.
+    (tmp_path / "x" / "x0_0.png").write_bytes(test_path.read_bytes())
+    prepared = prepare_data(_cfg(source, tmp_path, train_extra=(str(extra),)), tmp_path / "run")
+    assert prepared.audit.duplicates_checked
+    assert prepared.audit.leakage
+    assert len(prepared.audit.cross_split) == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +100,13 @@ def prepare_data(cfg: DataConfig, run_dir: str | Path) -> PreparedData:
             hashes=hashes,
         )
         save_splits(splits, split_file)
-    report = audit(index, splits.indices, hashes=hashes, check_duplicates=hashes is not None)
+    indices = splits.indices
+    if cfg.train_extra:
+        index, indices = _with_training_extras(index, indices, cfg)
+        if not index.has_patient_ids:
+            # Near-duplicates between the extra training data and val/test are leakage too.
+            hashes = image_hashes(index, cfg, cache=cache)
+    report = audit(index, indices, hashes=hashes, check_duplicates=hashes is not None)
     if report.patients_leak:
         shared = ", ".join(f"{k}: {v}" for k, v in report.patient_overlap.items() if v)
         raise DatasetError(
@@ -113,11 +119,63 @@ def prepare_data(cfg: DataConfig, run_dir: str | Path) -> PreparedData:
         )
     return PreparedData(
         index=index,
-        splits=splits.indices,
+        splits=indices,
         class_names=index.class_names,
         split_file=split_file,
         audit=report,
     )
+
+
+def _with_training_extras(
+    index: DatasetIndex, splits: dict[str, list[int]], cfg: DataConfig
+) -> tuple[DatasetIndex, dict[str, list[int]]]:
+    """`index` with every sample of `cfg.train_extra` appended to the training split.
+
+    Extra samples keep the main dataset's class ids; their own split columns are ignored. With
+    `cfg.classes` set, their unlisted classes are left out (and reported) as the main
+    dataset's are; otherwise a class the main dataset lacks is an error, since the model could
+    never predict it on validation or test data.
+
+    Raises:
+        DatasetError: an extra dataset that cannot be read, has a class the main one lacks, or
+            shares patient ids with the validation or test split.
+    """
+    held_out = {
+        index.samples[i].patient_id for name in ("val", "test") for i in splits.get(name, [])
+    } - {""}
+    known = set(index.class_names)
+    samples = list(index.samples)
+    problems = list(index.problems)
+    has_ids = index.has_patient_ids
+    for source in cfg.train_extra:
+        extra = load_index(source, class_map=cfg.class_map, classes=cfg.classes)
+        unknown = sorted(set(extra.class_names) - known)
+        if unknown:
+            raise DatasetError(
+                "a training-only dataset has classes the main dataset does not",
+                path=source,
+                expected=f"classes among {', '.join(index.class_names)} (from {cfg.source})",
+                found=", ".join(unknown),
+                hint="rename them with data.class_map, or list the classes to keep in data.classes",
+            )
+        shared = sorted({s.patient_id for s in extra.samples} & held_out)
+        if shared:
+            raise DatasetError(
+                "a training-only dataset shares patient ids with the validation or test split",
+                path=source,
+                expected="patients that are not in the main dataset's val or test split",
+                found=f"{len(shared)} shared ids, e.g. {', '.join(shared[:3])}",
+                hint="if they are other patients, give them other ids (LungSim: `lungcancer "
+                "synth --id-prefix`); if they are the same patients, leave them out",
+            )
+        samples.extend(replace(s, split="train") for s in extra.samples)
+        problems.extend(f"{source}: {p}" for p in extra.problems)
+        has_ids = has_ids and extra.has_patient_ids
+    merged = replace(
+        index, samples=tuple(samples), problems=tuple(problems), has_patient_ids=has_ids
+    )
+    added = list(range(len(index.samples), len(samples)))
+    return merged, {**splits, "train": [*splits.get("train", []), *added]}
 
 
 def _lung_z_range(scan: Scan) -> tuple[int, int]:

@@ -279,7 +279,7 @@ def fit(
     schedule = WarmupCosine(
         optimizer,
         base_lr=cfg.lr,
-        warmup_steps=cfg.warmup_epochs * steps_per_epoch,
+        warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
         total_steps=cfg.epochs * steps_per_epoch,
     )
     scaler = torch.amp.GradScaler(policy.device.type) if policy.use_grad_scaler else None
