@@ -57,7 +57,8 @@ class ImageHashes:
 
 
 def _resized(image: np.ndarray, size: int) -> np.ndarray:
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    # A copy: cached arrays are read-only memory maps, which torch.from_numpy warns about.
+    tensor = torch.from_numpy(np.array(image, dtype=np.float32))[None, None]
     return F.adaptive_avg_pool2d(tensor, (size, size))[0, 0].numpy()
 
 
