@@ -325,6 +325,33 @@ def with_slab(recipe: dict[str, Any], slices: int) -> dict[str, Any]:
     return {**recipe, "data": data, "model": {**recipe["model"], "in_chans": channels}}
 
 
+def with_train_extra(
+    recipe: dict[str, Any], data_dir: str, extras: list[str]
+) -> tuple[dict[str, Any], float]:
+    """A recipe that also trains on `extras`, at the same number of optimizer steps.
+
+    With F times the training samples, epochs and the warmup are divided by F, so the extra
+    data buys variety, not compute. Returns the recipe and F.
+    """
+    from lungcancer.data import prepare_data
+
+    if not extras:
+        return recipe, 1.0
+    data = {**recipe["data"], "train_extra": tuple(extras)}
+    with tempfile.TemporaryDirectory() as tmp:
+        sizes = [
+            len(prepare_data(DataConfig(source=data_dir, **d), tmp).splits["train"])
+            for d in (recipe["data"], data)
+        ]
+    factor = sizes[1] / sizes[0]
+    train = {
+        **recipe["train"],
+        "epochs": max(1, round(recipe["train"]["epochs"] / factor)),
+        "warmup_epochs": recipe["train"]["warmup_epochs"] / factor,
+    }
+    return {**recipe, "data": data, "train": train}, factor
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
@@ -342,6 +369,14 @@ def main() -> None:
         help="2.5D: slices per input (data.slab_slices, 3 mm apart); needs a LungSim set made "
         "with --slab-mm 3",
     )
+    parser.add_argument(
+        "--train-extra",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="--accuracy: more LungSim patients that only train (data.train_extra; made with "
+        "another --seed and --id-prefix); epochs shrink so the optimizer steps stay the same",
+    )
     args = parser.parse_args()
     policy = resolve_policy("auto", "cpu", threads=args.threads)
     print(f"policy: {policy.describe()}; torch {torch.__version__}")
@@ -358,7 +393,18 @@ def main() -> None:
         augmentation_speed(samples=50 if args.quick else 200, rounds=3)
     if args.accuracy:
         print(f"3. accuracy on {args.accuracy}")
-        wanted = {m: with_slab(RECIPES[m], args.slab) for m in args.models.split(",")}
+        wanted = {}
+        for name in args.models.split(","):
+            recipe, factor = with_train_extra(
+                with_slab(RECIPES[name], args.slab), args.accuracy, args.train_extra
+            )
+            if args.train_extra:
+                print(
+                    f"  {name}: {factor:.2f}x the training samples; epochs "
+                    f"{RECIPES[name]['train']['epochs']} -> {recipe['train']['epochs']}, "
+                    f"warmup {recipe['train']['warmup_epochs']:.3f} epochs (same steps)"
+                )
+            wanted[name] = recipe
         accuracy(args.accuracy, Path(args.out), wanted, args.threads)
 
 

@@ -281,3 +281,16 @@ def test_train_extra_without_patient_ids_is_checked_for_duplicates_of_test(
     assert prepared.audit.duplicates_checked
     assert prepared.audit.leakage
     assert len(prepared.audit.cross_split) == 1
+
+
+def test_train_extra_may_hold_a_single_class(tmp_path: Path) -> None:
+    source = _manifest_dataset(tmp_path / "d")
+    normals = _extra_dataset(tmp_path / "x", ["x0", "x1", "x2"], labels="a")
+    cfg = _cfg(source, tmp_path, train_extra=(str(normals),))
+    prepared = prepare_data(cfg, tmp_path / "run")
+    assert [prepared.index.samples[i].label for i in range(24, 30)] == ["a"] * 6
+    # Listed classes: the extra need not hold all of them.
+    listed = prepare_data(
+        _cfg(source, tmp_path, train_extra=(str(normals),), classes=("a", "b")), tmp_path / "run2"
+    )
+    assert len(listed.splits["train"]) == len(prepared.splits["train"])

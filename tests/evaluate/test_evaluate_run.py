@@ -188,3 +188,38 @@ def test_broken_run_folders_give_clear_errors(
 def test_unknown_split_is_refused(run_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(LungCancerError, match="'holdout' split is empty"):
         evaluate_run(run_dir, split="holdout", out_dir=tmp_path, n_boot=0)
+
+
+def test_a_run_with_training_only_data_evaluates_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lungcancer.errors import DatasetError
+    from lungcancer.train.api import train
+
+    monkeypatch.setenv("LUNGCANCER_PHI_SALT", "test-salt")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "more").mkdir()
+    source = _dataset(tmp_path / "data")
+    # The same images as other patients: training-only data.
+    more = _dataset(tmp_path / "more")
+    more.write_text(more.read_text().replace("SECRET-ID-", "MORE-ID-"))
+    data = DataConfig(
+        source=str(source),
+        train_extra=(str(more),),
+        image_size=32,
+        cache_dir=str(tmp_path / "cache"),
+        val_fraction=0.2,
+        test_fraction=0.35,
+    )
+    train_cfg = TrainConfig(
+        out_dir=str(tmp_path / "run"), epochs=1, batch_size=8, device="cpu", precision="fp32"
+    )
+    result = train(data, ModelConfig(name="cnn"), train_cfg)
+    shutil.rmtree(tmp_path / "more")
+    evaluated = evaluate_run(result.run_dir, out_dir=tmp_path / "eval", n_boot=0)
+    assert evaluated.metrics["n_samples"] == len(
+        json.loads((result.run_dir / "splits.json").read_text())["splits"]["test"]
+    )
+    # The training split does need it, and says which dataset is gone.
+    with pytest.raises(DatasetError, match="more"):
+        evaluate_run(result.run_dir, split="train", out_dir=tmp_path / "eval2", n_boot=0)

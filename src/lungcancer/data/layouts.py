@@ -477,6 +477,7 @@ def _apply_classes(
     source: Path,
     class_map: Mapping[str, str],
     classes: Sequence[str],
+    min_classes: int,
 ) -> tuple[list[Sample], tuple[str, ...]]:
     samples = []
     for s in read.samples:
@@ -501,11 +502,11 @@ def _apply_classes(
         names = tuple(classes)
     else:
         names = tuple(sorted(counts))
-    if len(names) < 2:
+    if len(names) < min_classes:
         raise DatasetError(
-            "a classifier needs at least two classes",
+            "a classifier needs at least two classes" if min_classes > 1 else "no samples",
             path=source,
-            expected="two or more classes",
+            expected=f"{min_classes} or more classes",
             found=f"only {', '.join(names) or 'no class'} ({len(samples)} samples)",
             hint="add the other class folders, or fix the class map that merged them",
         )
@@ -518,6 +519,7 @@ def load_index(
     layout: str = "auto",
     class_map: Mapping[str, str] | None = None,
     classes: Sequence[str] = (),
+    min_classes: int = 2,
 ) -> DatasetIndex:
     """Read a dataset into a `DatasetIndex`.
 
@@ -528,6 +530,8 @@ def load_index(
             Mapping several names to one merges classes.
         classes: the class list and its order (class id = position); classes present in the
             data but not listed are left out and reported in `problems`.
+        min_classes: fewer classes than this is an error (1 for data that only joins
+            another dataset's training split).
 
     Returns:
         The samples, class names, layout, root folder, whether patient ids exist, and the
@@ -568,7 +572,7 @@ def load_index(
         raise DatasetError(
             "the dataset cannot be read", path=path, found=str(exc.strerror)
         ) from exc
-    samples, names = _apply_classes(read, path, class_map or {}, classes)
+    samples, names = _apply_classes(read, path, class_map or {}, classes, min_classes)
     root = path.parent if path.is_file() else path
     return DatasetIndex(
         samples=tuple(samples),

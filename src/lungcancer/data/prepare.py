@@ -133,8 +133,9 @@ def _with_training_extras(
 
     Extra samples keep the main dataset's class ids; their own split columns are ignored. With
     `cfg.classes` set, their unlisted classes are left out (and reported) as the main
-    dataset's are; otherwise a class the main dataset lacks is an error, since the model could
-    never predict it on validation or test data.
+    dataset's are, and an extra dataset may hold only some of the listed classes; otherwise a
+    class the main dataset lacks is an error, since the model could never predict it on
+    validation or test data.
 
     Raises:
         DatasetError: an extra dataset that cannot be read, has a class the main one lacks, or
@@ -148,9 +149,19 @@ def _with_training_extras(
     problems = list(index.problems)
     has_ids = index.has_patient_ids
     for source in cfg.train_extra:
-        extra = load_index(source, class_map=cfg.class_map, classes=cfg.classes)
+        # Loaded without the class list (listing it would demand every class of it here):
+        # extra data may hold a single class, e.g. more normal scans.
+        extra = load_index(source, class_map=cfg.class_map, min_classes=1)
         unknown = sorted(set(extra.class_names) - known)
-        if unknown:
+        kept = list(extra.samples)
+        if unknown and cfg.classes:
+            kept = [s for s in extra.samples if s.label in known]
+            problems.extend(
+                f"{source}: {sum(s.label == name for s in extra.samples)} samples of class "
+                f"'{name}' left out (not in data.classes)"
+                for name in unknown
+            )
+        elif unknown:
             raise DatasetError(
                 "a training-only dataset has classes the main dataset does not",
                 path=source,
@@ -158,7 +169,7 @@ def _with_training_extras(
                 found=", ".join(unknown),
                 hint="rename them with data.class_map, or list the classes to keep in data.classes",
             )
-        shared = sorted({s.patient_id for s in extra.samples} & held_out)
+        shared = sorted({s.patient_id for s in kept} & held_out)
         if shared:
             raise DatasetError(
                 "a training-only dataset shares patient ids with the validation or test split",
@@ -168,7 +179,7 @@ def _with_training_extras(
                 hint="if they are other patients, give them other ids (LungSim: `lungcancer "
                 "synth --id-prefix`); if they are the same patients, leave them out",
             )
-        samples.extend(replace(s, split="train") for s in extra.samples)
+        samples.extend(replace(s, split="train") for s in kept)
         problems.extend(f"{source}: {p}" for p in extra.problems)
         has_ids = has_ids and extra.has_patient_ids
     merged = replace(

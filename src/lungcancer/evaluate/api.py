@@ -361,6 +361,10 @@ def evaluate_run(
     clf = load_classifier(ckpt_path, device=device)
     split_file = _run_split_file(run_dir, clf.data_config.split_file)
     changes: dict[str, Any] = {"split_file": str(split_file)}
+    if split != "train":
+        # Training-only data adds nothing to val or test (it was audited against them when
+        # the run trained), so evaluating does not need it to still be on disk.
+        changes["train_extra"] = ()
     if data_source is not None:
         changes["source"] = data_source
     cfg = dataclasses.replace(clf.data_config, **changes)
