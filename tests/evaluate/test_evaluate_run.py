@@ -48,27 +48,32 @@ def _dataset(root: Path) -> Path:
     return root / "manifest.csv"
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def _train_one_epoch(root: Path, source: Path, **data: object) -> Path:
+    """A tiny CNN trained for one epoch on `source` into root/run; returns the run folder."""
     from lungcancer.train.api import train
 
+    data_cfg = DataConfig(
+        source=str(source),
+        image_size=32,
+        cache_dir=str(root / "cache"),
+        val_fraction=0.2,
+        test_fraction=0.35,
+        **data,  # type: ignore[arg-type]
+    )
+    train_cfg = TrainConfig(
+        out_dir=str(root / "run"), epochs=1, batch_size=8, device="cpu", precision="fp32"
+    )
+    return train(data_cfg, ModelConfig(name="cnn"), train_cfg).run_dir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("e2e")
     (root / "data").mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LUNGCANCER_PHI_SALT", "test-salt")
         mp.setenv("XDG_CACHE_HOME", str(root / "xdg"))
-        data = DataConfig(
-            source=str(_dataset(root / "data")),
-            image_size=32,
-            cache_dir=str(root / "cache"),
-            val_fraction=0.2,
-            test_fraction=0.35,
-        )
-        train_cfg = TrainConfig(
-            out_dir=str(root / "run"), epochs=1, batch_size=8, device="cpu", precision="fp32"
-        )
-        result = train(data, ModelConfig(name="cnn"), train_cfg)
-        yield result.run_dir
+        yield _train_one_epoch(root, _dataset(root / "data"))
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +199,6 @@ def test_a_run_with_training_only_data_evaluates_without_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lungcancer.errors import DatasetError
-    from lungcancer.train.api import train
 
     monkeypatch.setenv("LUNGCANCER_PHI_SALT", "test-salt")
     (tmp_path / "data").mkdir()
@@ -203,23 +207,11 @@ def test_a_run_with_training_only_data_evaluates_without_it(
     # The same images as other patients: training-only data.
     more = _dataset(tmp_path / "more")
     more.write_text(more.read_text().replace("SECRET-ID-", "MORE-ID-"))
-    data = DataConfig(
-        source=str(source),
-        train_extra=(str(more),),
-        image_size=32,
-        cache_dir=str(tmp_path / "cache"),
-        val_fraction=0.2,
-        test_fraction=0.35,
-    )
-    train_cfg = TrainConfig(
-        out_dir=str(tmp_path / "run"), epochs=1, batch_size=8, device="cpu", precision="fp32"
-    )
-    result = train(data, ModelConfig(name="cnn"), train_cfg)
+    run = _train_one_epoch(tmp_path, source, train_extra=(str(more),))
     shutil.rmtree(tmp_path / "more")
-    evaluated = evaluate_run(result.run_dir, out_dir=tmp_path / "eval", n_boot=0)
-    assert evaluated.metrics["n_samples"] == len(
-        json.loads((result.run_dir / "splits.json").read_text())["splits"]["test"]
-    )
+    evaluated = evaluate_run(run, out_dir=tmp_path / "eval", n_boot=0)
+    test_split = json.loads((run / "splits.json").read_text())["splits"]["test"]
+    assert evaluated.metrics["n_samples"] == len(test_split)
     # The training split does need it, and says which dataset is gone.
     with pytest.raises(DatasetError, match="more"):
-        evaluate_run(result.run_dir, split="train", out_dir=tmp_path / "eval2", n_boot=0)
+        evaluate_run(run, split="train", out_dir=tmp_path / "eval2", n_boot=0)
