@@ -399,10 +399,13 @@ def main() -> None:
                 with_slab(RECIPES[name], args.slab), args.accuracy, args.train_extra
             )
             if args.train_extra:
+                # Whole epochs only: a factor that does not divide the epochs changes the steps.
+                epochs = RECIPES[name]["train"]["epochs"]
+                steps = recipe["train"]["epochs"] * factor / epochs
                 print(
-                    f"  {name}: {factor:.2f}x the training samples; epochs "
-                    f"{RECIPES[name]['train']['epochs']} -> {recipe['train']['epochs']}, "
-                    f"warmup {recipe['train']['warmup_epochs']:.3f} epochs (same steps)"
+                    f"  {name}: {factor:.2f}x the training samples; epochs {epochs} -> "
+                    f"{recipe['train']['epochs']}, warmup {recipe['train']['warmup_epochs']:.3f} "
+                    f"epochs; optimizer steps x{steps:.2f}"
                 )
             wanted[name] = recipe
         accuracy(args.accuracy, Path(args.out), wanted, args.threads)
