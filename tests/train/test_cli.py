@@ -149,3 +149,17 @@ def test_train_with_an_unknown_model_is_a_clean_error(
     )
     assert "unknown model 'vgg'" in err
     assert not out.exists()  # refused before any file was written
+
+
+def test_train_extra_with_the_test_split_s_patients_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_png_dataset(tmp_path / "data", per_class=6)
+    # The same file names mean the same patient ids: some are in data's val and test splits.
+    copy = write_png_dataset(tmp_path / "copy", per_class=6)
+    err = run_main(
+        monkeypatch, capsys, "train", "--data", str(data), "--train-extra", str(copy),
+        "--model", "cnn", "--epochs", "1", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert "shares patient ids with the validation or test split" in err
+    assert str(copy) in err
