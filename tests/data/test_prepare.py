@@ -294,3 +294,23 @@ def test_train_extra_may_hold_a_single_class(tmp_path: Path) -> None:
         _cfg(source, tmp_path, train_extra=(str(normals),), classes=("a", "b")), tmp_path / "run2"
     )
     assert len(listed.splits["train"]) == len(prepared.splits["train"])
+
+
+def test_train_extra_beside_a_main_dataset_without_ids_flags_copies_of_its_test_images(
+    tmp_path: Path,
+) -> None:
+    # Neither dataset has patient ids: the main one is hashed for its split, the extra after.
+    main = tmp_path / "d"
+    rows = ["path,label"]
+    for i in range(16):
+        write_png(main / f"m{i}.png", pattern(900 + i))
+        rows.append(f"m{i}.png,{'ab'[i % 2]}")
+    (main / "manifest.csv").write_text("\n".join(rows) + "\n")
+    alone = prepare_data(_cfg(main / "manifest.csv", tmp_path), tmp_path / "alone")
+    test_path = Path(alone.index.samples[alone.splits["test"][0]].path)
+    extra = _extra_dataset(tmp_path / "x", ["x0", "x1"], ids=False)
+    (tmp_path / "x" / "x0_0.png").write_bytes(test_path.read_bytes())
+    cfg = _cfg(main / "manifest.csv", tmp_path, train_extra=(str(extra),))
+    prepared = prepare_data(cfg, tmp_path / "run")
+    assert prepared.splits["test"] == alone.splits["test"]
+    assert len(prepared.audit.cross_split) == 1

@@ -55,6 +55,15 @@ class ImageHashes:
     ok: np.ndarray
     problems: tuple[str, ...] = ()
 
+    def extended(self, more: ImageHashes) -> ImageHashes:
+        """These hashes followed by `more` (an index with samples appended)."""
+        return ImageHashes(
+            values=np.concatenate([self.values, more.values]),
+            thumbnails=np.concatenate([self.thumbnails, more.thumbnails]),
+            ok=np.concatenate([self.ok, more.ok]),
+            problems=self.problems + more.problems,
+        )
+
 
 def _resized(image: np.ndarray, size: int) -> np.ndarray:
     # A copy: cached arrays are read-only memory maps, which torch.from_numpy warns about.

@@ -102,10 +102,14 @@ def prepare_data(cfg: DataConfig, run_dir: str | Path) -> PreparedData:
         save_splits(splits, split_file)
     indices = splits.indices
     if cfg.train_extra:
+        n_main = len(index.samples)
         index, indices = _with_training_extras(index, indices, cfg)
         if not index.has_patient_ids:
             # Near-duplicates between the extra training data and val/test are leakage too.
-            hashes = image_hashes(index, cfg, cache=cache)
+            # Samples already hashed for the split are not hashed again.
+            start = 0 if hashes is None else n_main
+            rest = image_hashes(replace(index, samples=index.samples[start:]), cfg, cache=cache)
+            hashes = rest if hashes is None else hashes.extended(rest)
     report = audit(index, indices, hashes=hashes, check_duplicates=hashes is not None)
     if report.patients_leak:
         shared = ", ".join(f"{k}: {v}" for k, v in report.patient_overlap.items() if v)
