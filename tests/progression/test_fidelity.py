@@ -190,18 +190,27 @@ def test_evaluate_draws_the_true_futures_spread_unless_told_not_to(
     assert on["stage_fidelity"]["no_change"] == off["stage_fidelity"]["no_change"]
     assert on["methods"] == off["methods"]
     assert "| gan_lesion_only |" in (tmp_path / "on" / "metrics.md").read_text()
-    # Each method's FID beside geometric growth's, with a paired patient-bootstrap interval.
-    for method in ("gan", "no_change", "gan_lesion_only"):
+    # Each method's FID beside geometric growth's, with a paired patient-bootstrap interval:
+    # like with like, so the lesion-only GAN frames against geometric growth's lesion-only ones.
+    expected_baseline = {
+        "gan": "geometric_growth",
+        "no_change": "geometric_growth",
+        "gan_lesion_only": "geometric_growth_lesion_only",
+    }
+    for method, baseline in expected_baseline.items():
         r = on["realism"][method]
-        assert r["fid_minus_geometric"] == pytest.approx(
-            r["fid"] - on["realism"]["geometric_growth"]["fid"]
-        )
+        assert r["fid_baseline"] == baseline
+        assert r["fid_minus_geometric"] == pytest.approx(r["fid"] - on["realism"][baseline]["fid"])
         low, high = r["fid_minus_geometric_ci95"]
         assert low <= high
-    assert "fid_minus_geometric_ci95" not in on["realism"]["geometric_growth"]
-    assert on["targets"]["fid_beats_geometric_growth_ci95"] == (
-        on["realism"]["gan"]["fid_minus_geometric_ci95"][1] < 0
-    )
+    for baseline in ("geometric_growth", "geometric_growth_lesion_only"):
+        assert "fid_minus_geometric_ci95" not in on["realism"][baseline]
+    for suffix in ("", "_lesion_only"):
+        assert on["targets"][f"fid_beats_geometric_growth{suffix}_ci95"] == (
+            on["realism"][f"gan{suffix}"]["fid_minus_geometric_ci95"][1] < 0
+        )
+    assert "fid_beats_geometric_growth_lesion_only" not in off["targets"]
+    assert "against geometric_growth_lesion_only" in (tmp_path / "on" / "metrics.md").read_text()
     assert "paired patient resamples" in (tmp_path / "on" / "metrics.md").read_text()
 
 

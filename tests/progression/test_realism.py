@@ -7,7 +7,13 @@ import pytest
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from lungcancer.progression.realism import _Precomputed, frechet_distance, paired_fid_difference
+from lungcancer.progression.realism import (
+    _Precomputed,
+    baseline_for,
+    frechet_distance,
+    paired_fid_difference,
+    score_realism,
+)
 
 
 @pytest.mark.parametrize(("n_real", "n_fake", "width"), [(40, 30, 64), (300, 200, 16)])
@@ -45,3 +51,32 @@ def test_paired_bootstrap_separates_a_closer_method_and_not_an_equal_one() -> No
     assert paired_fid_difference(real, twin_a, twin_b, n_boot=50, seed=3) == (
         paired_fid_difference(real, twin_a, twin_b, n_boot=50, seed=3)
     )
+
+
+def test_lesion_only_frames_are_compared_with_geometric_growths_lesion_only_frames() -> None:
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(40, 8))
+    # The spread rows share one large shift (the same drawing on both methods); without it the
+    # GAN's lesion is the closer one.
+    spread = np.full(8, 3.0)
+    methods = {
+        "gan": real + spread + 0.3,
+        "geometric_growth": real + spread + 0.2,
+        "gan_lesion_only": real + 0.1,
+        "geometric_growth_lesion_only": real + 0.6,
+    }
+    names = list(methods)
+    assert baseline_for("gan", names) == "geometric_growth"
+    assert baseline_for("gan_lesion_only", names) == "geometric_growth_lesion_only"
+    assert baseline_for("geometric_growth", names) is None
+    assert baseline_for("geometric_growth_lesion_only", names) is None
+    # Without geometric growth's lesion-only frames there is nothing like to compare with.
+    assert baseline_for("gan_lesion_only", ["gan_lesion_only", "geometric_growth"]) == (
+        "geometric_growth"
+    )
+    out = score_realism(real, methods, n_boot=50)
+    assert out["gan_lesion_only"]["fid_baseline"] == "geometric_growth_lesion_only"
+    assert out["gan_lesion_only"]["fid_minus_geometric"] < 0
+    assert out["gan_lesion_only"]["fid_minus_geometric_ci95"][1] < 0
+    assert out["gan"]["fid_minus_geometric"] > 0
+    assert "fid_minus_geometric" not in out["geometric_growth_lesion_only"]

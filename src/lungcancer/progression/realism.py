@@ -18,6 +18,7 @@ for n << feature width).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 BASELINE = "geometric_growth"  # the method every other one is compared with (issue 5)
+LESION_ONLY = "_lesion_only"  # suffix of the frames scored without the drawn spread
 N_BOOT = 1000
 
 
@@ -79,6 +81,22 @@ def paired_fid_difference(
     return float(low), float(high)
 
 
+def baseline_for(method: str, methods: Iterable[str]) -> str | None:
+    """The geometric-growth frames `method` is compared with: like with like.
+
+    A "<method>_lesion_only" row (frames without the drawn nodal and pleural spread) is
+    compared with geometric growth's lesion-only frames, the others with geometric growth as
+    the simulator draws it. Both methods get the same spread, so comparing a lesion-only row
+    with a spread row would measure the spread, not the lesion. None for a baseline itself.
+    """
+    names = set(methods)
+    if method.endswith(LESION_ONLY) and BASELINE + LESION_ONLY in names:
+        baseline = BASELINE + LESION_ONLY
+    else:
+        baseline = BASELINE
+    return None if method in (baseline, BASELINE) else baseline
+
+
 def score_realism(
     real_f: np.ndarray,
     method_f: dict[str, np.ndarray],
@@ -127,13 +145,15 @@ def score_realism(
         kid.reset()
     if BASELINE in method_f and n_boot > 0:
         for method, feats in method_f.items():
-            if method == BASELINE:
+            baseline = baseline_for(method, method_f)
+            if baseline is None:
                 continue
             low, high = paired_fid_difference(
-                real_f, feats, method_f[BASELINE], n_boot=n_boot, seed=seed
+                real_f, feats, method_f[baseline], n_boot=n_boot, seed=seed
             )
-            out[method]["fid_minus_geometric"] = out[method]["fid"] - out[BASELINE]["fid"]
+            out[method]["fid_minus_geometric"] = out[method]["fid"] - out[baseline]["fid"]
             out[method]["fid_minus_geometric_ci95"] = [low, high]
+            out[method]["fid_baseline"] = baseline
     # The floor: two disjoint halves of the real frames (patients are already one pair each).
     half = n // 2
     out["real_vs_real_floor"] = {
