@@ -68,7 +68,8 @@ class SpreadPlan:
         nodes: candidate enlarged nodes for N1, N2 and N3.
         effusion_lung: boolean mask of the lung that fills with fluid.
         effusion_depth_mm: per-pixel fluid depth at full effusion (0 away from the back).
-        wall_gap_mm: per-pixel distance from the chest wall inside that lung.
+        wall_gap_mm: per-pixel depth below the chest wall inside that lung, along the radius (inf
+            outside it).
         nodule: the contralateral M1a nodule.
     """
 
@@ -198,13 +199,12 @@ def plan_spread(
             semi = (short / 2 * float(rng.uniform(1.0, 1.5)), short / 2)
             nodes.append(Node(level, site, semi, float(rng.uniform(0.0, np.pi))))
     # Effusion: fluid layers at the back of the tumour's lung (85%) or the other, deepest
-    # posteriorly and thinning up the lateral wall; the gap is measured from the chest wall
-    # only (the mediastinal side counts as lung for it).
+    # posteriorly and thinning up the lateral wall.
     effusion_lung = ipsi if rng.random() < 0.85 else contra
-    wall_gap_mm = ndimage.distance_transform_edt(effusion_lung | mediastinum, sampling=(dy, dx))
     chest_y = float(np.nonzero(both)[0].mean())
     chest_x = float(np.nonzero(both)[1].mean())
     theta = np.arctan2((yy - chest_y) * dy, (xx - chest_x) * dx)
+    wall_gap_mm = _radial_wall_gap_mm(effusion_lung, (yy - chest_y) * dy, (xx - chest_x) * dx)
     back = np.clip((np.sin(theta) + 0.3) / 1.3, 0.0, 1.0) ** 1.5
     depth_mm = float(rng.uniform(20.0, 50.0)) * back * effusion_lung
     # The M1a nodule: 8-18 mm, solid, well inside the other lung.
@@ -221,6 +221,26 @@ def plan_spread(
         wall_gap_mm=wall_gap_mm.astype(np.float32),
         nodule=nodule,
     )
+
+
+def _radial_wall_gap_mm(lung: np.ndarray, y_mm: np.ndarray, x_mm: np.ndarray) -> np.ndarray:
+    """Depth of each lung pixel below the chest wall, along the ray from the chest's centre.
+
+    Fluid layers against the wall, so its depth is measured along the radius, as LungSim draws
+    it (`synth.findings.paint_findings`: the inner chest-wall radius at the pixel's angle
+    minus its radius). The nearest-wall distance would be shorter wherever the ray meets the
+    wall obliquely (the curved back, the paravertebral gutter) and drew effusions about 1.7x
+    the area of LungSim's at the same depth. The wall's radius at each angle is the lung's
+    outermost pixel there (one-degree bins, a 5-degree running maximum against gaps).
+    """
+    rho = np.hypot(y_mm, x_mm)
+    bins = 360
+    index = ((np.arctan2(y_mm, x_mm) + np.pi) / (2 * np.pi) * bins).astype(int) % bins
+    wall = np.zeros(bins)
+    np.maximum.at(wall, index[lung], rho[lung])
+    wall = ndimage.maximum_filter1d(wall, size=5, mode="wrap")
+    gap = wall[index] - rho
+    return np.where(lung, np.maximum(gap, 0.0), np.inf)
 
 
 def tumour_guard(
