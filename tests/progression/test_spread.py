@@ -27,6 +27,7 @@ from lungcancer.progression.spread import (
     NODULE_HU,
     Node,
     SpreadPlan,
+    _radial_wall_gap_mm,
     draw_spread,
     plan_spread,
     tumour_guard,
@@ -550,3 +551,17 @@ def test_an_effusion_behind_a_big_tumour_is_still_drawn() -> None:
     assert any(w.startswith("M1a effusion") for w in what)
     changed = np.abs(out - big.image) > 1.0
     assert changed.sum() > 50 and not (changed & guard).any()
+
+
+def test_effusion_depth_is_measured_along_the_ray_not_to_the_nearest_wall() -> None:
+    # A square "lung" 100 mm wide around the chest centre, 1 mm pixels.
+    yy, xx = np.mgrid[-60:61, -60:61].astype(float)
+    lung = (np.abs(yy) <= 50) & (np.abs(xx) <= 50)
+    gap = _radial_wall_gap_mm(lung, yy, xx)
+    # Straight back: the ray meets the wall square on, so depth is the plain distance.
+    assert gap[60 + 30, 60] == pytest.approx(20.0, abs=1.5)
+    # On the diagonal the ray runs to the corner: 70.7 - 42.4 = 28.3 mm, not the 20 mm to
+    # the nearest wall (which drew fluid too far in wherever the wall is oblique).
+    assert gap[60 + 30, 60 + 30] == pytest.approx(28.3, abs=1.5)
+    assert np.isinf(gap[0, 0]) and not np.isinf(gap[lung]).any()
+    assert (gap[lung] >= 0).all()
