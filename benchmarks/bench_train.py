@@ -28,6 +28,7 @@ Timings on a shared machine are noisy; the ratios (measured back to back) are wh
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -330,8 +331,10 @@ def with_train_extra(
 ) -> tuple[dict[str, Any], float]:
     """A recipe that also trains on `extras`, at the same number of optimizer steps.
 
-    With F times the training samples, epochs and the warmup are divided by F, so the extra
-    data buys variety, not compute. Returns the recipe and F.
+    With F times the training samples, the warmup is divided by F and `max_steps` holds the
+    optimizer steps at the recipe's own (epochs rounded up, so a growth that does not divide
+    the epochs ends mid-epoch): the extra data buys variety, not compute. Returns the recipe
+    and F.
     """
     from lungcancer.data import prepare_data
 
@@ -344,9 +347,11 @@ def with_train_extra(
             for d in (recipe["data"], data)
         ]
     factor = sizes[1] / sizes[0]
+    epochs = recipe["train"]["epochs"]
     train = {
         **recipe["train"],
-        "epochs": max(1, round(recipe["train"]["epochs"] / factor)),
+        "epochs": max(1, math.ceil(epochs / factor)),
+        "max_steps": epochs * (sizes[0] // recipe["train"]["batch_size"]),
         "warmup_epochs": recipe["train"]["warmup_epochs"] / factor,
     }
     return {**recipe, "data": data, "train": train}, factor
@@ -399,13 +404,12 @@ def main() -> None:
                 with_slab(RECIPES[name], args.slab), args.accuracy, args.train_extra
             )
             if args.train_extra:
-                # Whole epochs only: a factor that does not divide the epochs changes the steps.
-                epochs = RECIPES[name]["train"]["epochs"]
-                steps = recipe["train"]["epochs"] * factor / epochs
+                train = recipe["train"]
                 print(
-                    f"  {name}: {factor:.2f}x the training samples; epochs {epochs} -> "
-                    f"{recipe['train']['epochs']}, warmup {recipe['train']['warmup_epochs']:.3f} "
-                    f"epochs; optimizer steps x{steps:.2f}"
+                    f"  {name}: {factor:.2f}x the training samples; "
+                    f"{train['max_steps']} optimizer steps as before, now "
+                    f"{RECIPES[name]['train']['epochs'] / factor:.2f} "
+                    f"passes over the training split; warmup {train['warmup_epochs']:.3f} epochs"
                 )
             wanted[name] = recipe
         accuracy(args.accuracy, Path(args.out), wanted, args.threads)

@@ -821,6 +821,12 @@ def train_command(
     ),
     model: str | None = typer.Option(None, "--model", help="resnet50 | densenet121 | cnn."),
     epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training split."),
+    max_steps: int | None = typer.Option(
+        None,
+        "--max-steps",
+        help="Optimizer steps in all; the schedule spans them and the run ends there "
+        "(--epochs stays an upper bound; 0 = off).",
+    ),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (of the head)."),
     out: str | None = typer.Option(None, "--out", help="Run folder (train.out_dir)."),
@@ -870,6 +876,7 @@ def train_command(
         load_section(config, "train", TrainConfig),
         out_dir=out,
         epochs=epochs,
+        max_steps=max_steps,
         batch_size=batch_size,
         lr=lr,
         precision=precision,

@@ -128,6 +128,11 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0
     max_minutes: float = 0.0
+    # Optimizer steps in all (0: `epochs` decide). The cosine schedule spans them and the run
+    # ends there, validating the partial last epoch like a whole one: a fixed compute budget
+    # for a training set of any size (e.g. 1.5 passes over a large one). `epochs` stays an
+    # upper bound.
+    max_steps: int = 0
     resume: bool = False
     # CPU threads; 0 = one per physical core (fewer helps when other jobs share the CPU).
     threads: int = 0

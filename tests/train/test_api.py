@@ -282,3 +282,48 @@ def test_a_slab_needs_one_input_channel_per_window_and_slice() -> None:
         _check_configs(data, ModelConfig(in_chans=2), TrainConfig())
     assert "model.in_chans = 6" in str(info.value)
     _check_configs(data, ModelConfig(in_chans=6), TrainConfig())
+
+
+def test_max_steps_ends_the_run_mid_epoch_with_the_schedule_spanning_it(tmp_path: Path) -> None:
+    # 24 items, batch 8: 3 steps an epoch, so 4 steps end a step into the second epoch.
+    run = run_fit(tmp_path / "run", epochs=5, max_steps=4, warmup_epochs=0.5)
+    assert run.stopped == "completed"
+    assert len(run.history) == 2  # the partial epoch is validated and kept like a whole one
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["scheduler"]["step_count"] == 4 and ckpt["scheduler"]["total_steps"] == 4
+    assert ckpt["epoch"] == 2 and ckpt["epoch_progress"] is None
+    # The cosine spans the 4 steps (warmup 2), not the 15 of five epochs: half-way at step 3.
+    ratio = ckpt["scheduler"]["min_lr_ratio"]
+    assert run.history[-1]["lr"] == pytest.approx(3e-3 * (ratio + (1 - ratio) * 0.5))
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "step budget: 4 optimizer steps" in log
+    # Resuming a run that used its budget trains nothing more.
+    again = run_fit(tmp_path / "run", epochs=5, max_steps=4, warmup_epochs=0.5, resume=True)
+    assert again.stopped == "completed" and len(again.history) == 2
+    assert_same_weights(tmp_path / "run" / "last.pt", run.last_checkpoint)
+    # More steps than the epochs hold: the epochs end the run, and the log says so.
+    capped = run_fit(tmp_path / "capped", epochs=1, max_steps=50)
+    assert len(capped.history) == 1
+    assert load_checkpoint(capped.last_checkpoint)["scheduler"]["step_count"] == 3
+    assert "the epochs end the run" in (tmp_path / "capped" / "train.log").read_text()
+
+
+def test_ctrl_c_inside_a_step_budget_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    straight = run_fit(tmp_path / "straight", epochs=3, max_steps=7)
+    assert load_checkpoint(straight.last_checkpoint)["scheduler"]["step_count"] == 7
+    # Item 30 is in the second epoch's first batch: stop after global step 4 of 7.
+    interrupted = run_fit(
+        tmp_path / "run", InterruptingDataset(24, seed=1, at=30), epochs=3, max_steps=7
+    )
+    assert interrupted.interrupted
+    resumed = run_fit(tmp_path / "run", epochs=3, max_steps=7, resume=True)
+    assert resumed.stopped == "completed"
+    assert_same_weights(straight.last_checkpoint, resumed.last_checkpoint)
+
+
+def test_a_negative_step_budget_is_a_config_error() -> None:
+    from lungcancer.config import DataConfig, ModelConfig, TrainConfig
+    from lungcancer.train.api import _check_configs
+
+    with pytest.raises(ConfigError, match="max_steps"):
+        _check_configs(DataConfig(), ModelConfig(), TrainConfig(max_steps=-1))

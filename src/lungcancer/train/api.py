@@ -276,11 +276,19 @@ def fit(
     per_process = context.shard_size(len(train_labels)) if context else len(train_labels)
     drop_last = per_process > cfg.batch_size  # a 1-image batch breaks batch norm
     steps_per_epoch = per_process // cfg.batch_size if drop_last else 1
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        if cfg.max_steps > total_steps:
+            run.log(
+                f"max_steps {cfg.max_steps} is more than {cfg.epochs} epochs hold "
+                f"({total_steps} steps); the epochs end the run"
+            )
+        total_steps = min(total_steps, cfg.max_steps)
     schedule = WarmupCosine(
         optimizer,
         base_lr=cfg.lr,
         warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
-        total_steps=cfg.epochs * steps_per_epoch,
+        total_steps=total_steps,
     )
     scaler = torch.amp.GradScaler(policy.device.type) if policy.use_grad_scaler else None
     weights = class_weights(train_labels, num_classes) if cfg.balance == "weights" else None
@@ -332,6 +340,8 @@ def fit(
                 stopped = "interrupted"
                 run.log(f"interrupted after epoch {epoch}; {run.last} holds it; --resume")
                 break
+            if schedule.step_count >= total_steps:  # resumed after the last step (max_steps)
+                break
             _set_frozen(model, epoch, cfg.freeze_epochs, run)
             # Ranks draw different augmentations and dropout; rank 0 draws a single process's.
             seed = epoch_seed(cfg.seed, epoch) + (context.rank if context else 0)
@@ -366,7 +376,8 @@ def fit(
                     grad_clip=cfg.grad_clip,
                     scaler=scaler,
                     on_batch=after_step,
-                    should_stop=stop_requested,
+                    # Ctrl-C, or the step budget: the epoch ends at a batch boundary.
+                    should_stop=lambda: stop_requested() or schedule.step_count >= total_steps,
                     aux_loss_fn=None if aux is None else aux.loss,
                 )
             if stop_requested():
@@ -408,6 +419,9 @@ def fit(
                 context.barrier()  # every rank sees this epoch's files before going on
             progress = EpochProgress()
             resumed = None
+            if cfg.max_steps and schedule.step_count >= total_steps:
+                run.log(f"step budget: {schedule.step_count} optimizer steps (max_steps)")
+                break
             if cfg.patience and best.epochs_since >= cfg.patience:
                 stopped = "early_stopping"
                 run.log(f"early stopping: no better validation AUC for {cfg.patience} epochs")
@@ -479,6 +493,12 @@ def _check_configs(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfi
         raise ConfigError(
             "epochs, batch size and learning rate must be positive",
             found=f"epochs={cfg.epochs}, batch_size={cfg.batch_size}, lr={cfg.lr}",
+        )
+    if cfg.max_steps < 0:
+        raise ConfigError(
+            "train.max_steps must be 0 (the epochs decide) or a number of optimizer steps",
+            expected="max_steps >= 0",
+            found=str(cfg.max_steps),
         )
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(
