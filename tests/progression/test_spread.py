@@ -557,7 +557,7 @@ def test_effusion_depth_is_measured_along_the_ray_not_to_the_nearest_wall() -> N
     # A square "lung" 100 mm wide around the chest centre, 1 mm pixels.
     yy, xx = np.mgrid[-60:61, -60:61].astype(float)
     lung = (np.abs(yy) <= 50) & (np.abs(xx) <= 50)
-    gap = _radial_wall_gap_mm(lung, yy, xx)
+    gap = _radial_wall_gap_mm(lung, np.hypot(yy, xx), np.arctan2(yy, xx))
     # Straight back: the ray meets the wall square on, so depth is the plain distance.
     assert gap[60 + 30, 60] == pytest.approx(20.0, abs=1.5)
     # On the diagonal the ray runs to the corner: 70.7 - 42.4 = 28.3 mm, not the 20 mm to

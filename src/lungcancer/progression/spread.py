@@ -201,10 +201,10 @@ def plan_spread(
     # Effusion: fluid layers at the back of the tumour's lung (85%) or the other, deepest
     # posteriorly and thinning up the lateral wall.
     effusion_lung = ipsi if rng.random() < 0.85 else contra
-    chest_y = float(np.nonzero(both)[0].mean())
-    chest_x = float(np.nonzero(both)[1].mean())
-    theta = np.arctan2((yy - chest_y) * dy, (xx - chest_x) * dx)
-    wall_gap_mm = _radial_wall_gap_mm(effusion_lung, (yy - chest_y) * dy, (xx - chest_x) * dx)
+    rows, cols = np.nonzero(both)
+    y_mm, x_mm = (yy - rows.mean()) * dy, (xx - cols.mean()) * dx
+    rho, theta = np.hypot(y_mm, x_mm), np.arctan2(y_mm, x_mm)
+    wall_gap_mm = _radial_wall_gap_mm(effusion_lung, rho, theta)
     back = np.clip((np.sin(theta) + 0.3) / 1.3, 0.0, 1.0) ** 1.5
     depth_mm = float(rng.uniform(20.0, 50.0)) * back * effusion_lung
     # The M1a nodule: 8-18 mm, solid, well inside the other lung.
@@ -223,8 +223,9 @@ def plan_spread(
     )
 
 
-def _radial_wall_gap_mm(lung: np.ndarray, y_mm: np.ndarray, x_mm: np.ndarray) -> np.ndarray:
-    """Depth of each lung pixel below the chest wall, along the ray from the chest's centre.
+def _radial_wall_gap_mm(lung: np.ndarray, rho_mm: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Depth of each lung pixel below the chest wall, along the ray from the chest's centre
+    (`rho_mm`, `theta`: each pixel's polar coordinates about that centre).
 
     Fluid layers against the wall, so its depth is measured along the radius, as LungSim draws
     it (`synth.findings.paint_findings`: the inner chest-wall radius at the pixel's angle
@@ -233,13 +234,12 @@ def _radial_wall_gap_mm(lung: np.ndarray, y_mm: np.ndarray, x_mm: np.ndarray) ->
     the area of LungSim's at the same depth. The wall's radius at each angle is the lung's
     outermost pixel there (one-degree bins, a 5-degree running maximum against gaps).
     """
-    rho = np.hypot(y_mm, x_mm)
     bins = 360
-    index = ((np.arctan2(y_mm, x_mm) + np.pi) / (2 * np.pi) * bins).astype(int) % bins
+    index = ((theta + np.pi) / (2 * np.pi) * bins).astype(int) % bins
     wall = np.zeros(bins)
-    np.maximum.at(wall, index[lung], rho[lung])
+    np.maximum.at(wall, index[lung], rho_mm[lung])
     wall = ndimage.maximum_filter1d(wall, size=5, mode="wrap")
-    gap = wall[index] - rho
+    gap = wall[index] - rho_mm
     return np.where(lung, np.maximum(gap, 0.0), np.inf)
 
 
