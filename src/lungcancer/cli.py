@@ -827,6 +827,15 @@ def train_command(
         help="Optimizer steps in all; the schedule spans them and the run ends there "
         "(--epochs stays an upper bound; 0 = off).",
     ),
+    low_res_px: int | None = typer.Option(
+        None,
+        "--low-res-px",
+        help="Progressive resizing: the first --low-res-fraction of the steps train on inputs "
+        "resized to this many pixels across (0 = off).",
+    ),
+    low_res_fraction: float | None = typer.Option(
+        None, "--low-res-fraction", help="Share of the optimizer steps at --low-res-px."
+    ),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (of the head)."),
     out: str | None = typer.Option(None, "--out", help="Run folder (train.out_dir)."),
@@ -877,6 +886,8 @@ def train_command(
         out_dir=out,
         epochs=epochs,
         max_steps=max_steps,
+        low_res_px=low_res_px,
+        low_res_fraction=low_res_fraction,
         batch_size=batch_size,
         lr=lr,
         precision=precision,

@@ -14,6 +14,7 @@ import torch
 from train_builders import BlobDataset, make_spec
 
 from lungcancer.errors import CheckpointError, ConfigError, TrainingError
+from lungcancer.models import create_model
 from lungcancer.train.api import TrainResult, fit
 from lungcancer.train.checkpoint import HISTORY_FIELDS, RunFolder, load_checkpoint
 
@@ -327,3 +328,61 @@ def test_a_negative_step_budget_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="max_steps"):
         _check_configs(DataConfig(), ModelConfig(), TrainConfig(max_steps=-1))
+
+
+def test_progressive_resizing_trains_early_steps_small_and_validates_at_full_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lungcancer.train.api as api
+
+    seen: list[tuple[bool, int]] = []  # (training, input side) of every forward pass
+
+    def recording_model(*args: object, **kwargs: object) -> torch.nn.Module:
+        net = create_model(*args, **kwargs)  # type: ignore[arg-type]
+        net.register_forward_pre_hook(lambda m, a: seen.append((m.training, a[0].shape[-1])))
+        return net
+
+    monkeypatch.setattr(api, "create_model", recording_model)
+    # 3 steps an epoch, 9 in all; a third of them (3) at 16 px instead of the data's 32.
+    straight = run_fit(tmp_path / "straight", epochs=3, low_res_px=16, low_res_fraction=1 / 3)
+    trained = [side for training, side in seen if training]
+    assert trained == [16] * 3 + [32] * 6
+    assert {side for training, side in seen if not training} == {32}
+    log = (tmp_path / "straight" / "train.log").read_text()
+    assert "optimizer steps 1-3 of 9 on inputs resized to 16 px" in log
+    # The phase follows the run's step count, so a Ctrl-C inside it resumes exactly: item 5
+    # is in the first batch, so the run stops after step 1 of the phase's 3.
+    interrupted = run_fit(
+        tmp_path / "run",
+        InterruptingDataset(24, seed=1, at=5),
+        epochs=3,
+        low_res_px=16,
+        low_res_fraction=1 / 3,
+    )
+    assert interrupted.interrupted
+    resumed = run_fit(
+        tmp_path / "run", epochs=3, low_res_px=16, low_res_fraction=1 / 3, resume=True
+    )
+    assert resumed.stopped == "completed"
+    assert_same_weights(straight.last_checkpoint, resumed.last_checkpoint)
+
+
+@pytest.mark.parametrize(
+    ("low_res", "match"),
+    [
+        ({"low_res_px": 128, "low_res_fraction": 0.5}, "smaller than the input"),
+        ({"low_res_px": 16, "low_res_fraction": 0.5}, "no smaller than 32"),
+        ({"low_res_px": 96}, "both"),
+        ({"low_res_fraction": 0.5}, "both"),
+        ({"low_res_px": 96, "low_res_fraction": 1.5}, "both"),
+    ],
+)
+def test_progressive_resizing_settings_are_checked(low_res: dict[str, float], match: str) -> None:
+    from lungcancer.config import DataConfig, ModelConfig, TrainConfig
+    from lungcancer.train.api import _check_configs
+
+    with pytest.raises(ConfigError, match=match):
+        _check_configs(DataConfig(image_size=128), ModelConfig(), TrainConfig(**low_res))  # type: ignore[arg-type]
+    _check_configs(
+        DataConfig(image_size=128), ModelConfig(), TrainConfig(low_res_px=96, low_res_fraction=0.5)
+    )

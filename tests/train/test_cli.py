@@ -167,3 +167,15 @@ def test_train_extra_with_the_test_split_s_patients_is_refused(
     )  # fmt: skip
     assert "shares patient ids with the validation or test split" in err
     assert str(copy) in err
+
+
+def test_progressive_resizing_flags_reach_the_config_checks(tmp_path: Path) -> None:
+    data = write_png_dataset(tmp_path / "data", per_class=2)
+    args = [
+        "train", "--data", str(data), "--model", "cnn", "--image-size", "64",
+        "--out", str(tmp_path / "run"), "--low-res-px", "64", "--low-res-fraction", "0.5",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "low_res_px must be smaller than the input" in str(result.exception)
+    assert "expected: 32 <= low_res_px < 64" in str(result.exception)

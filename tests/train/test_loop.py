@@ -16,6 +16,7 @@ from lungcancer.models import create_model
 from lungcancer.train.loop import (
     EpochProgress,
     EpochSampler,
+    LowResPhase,
     Predictions,
     class_weights,
     epoch_metrics,
@@ -126,3 +127,48 @@ def test_should_stop_ends_the_epoch_at_a_batch_boundary() -> None:
         should_stop=lambda: True,
     )
     assert (progress.steps, progress.seen, schedule.step_count) == (1, 4, 1)
+
+
+def test_low_res_phase_resizes_only_the_early_steps_with_antialiasing() -> None:
+    phase = LowResPhase(px=8, until_step=3)
+    # A one-pixel checkerboard is all detail above the new grid's Nyquist limit: resized a
+    # third with antialiasing it blurs to its mean; plain bilinear or nearest sampling would
+    # pick single pixels (0 or 1) and alias it.
+    board = (torch.arange(24)[:, None] + torch.arange(24)[None, :]) % 2
+    images = board.float().expand(2, 3, 24, 24)
+    small = phase.resize(images, step=2)
+    assert small.shape == (2, 3, 8, 8)
+    assert torch.allclose(small, torch.full_like(small, 0.5), atol=0.05)
+    assert phase.resize(images, step=3) is images  # full size from `until_step` on
+    volumes = board.float().expand(1, 1, 24, 24, 24)
+    assert phase.resize(volumes, step=0).shape == (1, 1, 8, 8, 8)
+    assert phase.resize(small, step=0) is small  # already at the size
+
+
+def test_the_low_res_phase_follows_the_run_step_count_across_epochs() -> None:
+    seen: list[tuple[int, ...]] = []
+    model = create_model("cnn", num_classes=2)
+    model.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[2:])))
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.0, backbone_lr_scale=1.0)
+    schedule = WarmupCosine(optimizer, base_lr=1e-3, warmup_steps=0, total_steps=8)
+    loader = make_loader(BlobDataset(16), batch_size=4, sampler=None, workers=0, seed=0)
+    policy = resolve_policy("bf16", "cpu", threads=1)  # channels_last: kept after resizing
+    model.register_forward_pre_hook(
+        lambda _m, args: (
+            None
+            if args[0].is_contiguous(memory_format=torch.channels_last)
+            else pytest.fail("the resized batch lost the policy's memory format")
+        )
+    )
+    for _epoch in range(2):  # 4 steps an epoch; the phase ends at step 6 of the run
+        train_one_epoch(
+            policy.prepare_model(model, 2),
+            loader,
+            optimizer,
+            schedule,
+            nn.CrossEntropyLoss(),
+            policy,
+            progress=EpochProgress(),
+            low_res=LowResPhase(px=16, until_step=6),
+        )
+    assert seen == [(16, 16)] * 6 + [(32, 32)] * 2

@@ -53,6 +53,7 @@ from lungcancer.train.loop import (
     EpochMetrics,
     EpochProgress,
     EpochSampler,
+    LowResPhase,
     class_weights,
     epoch_metrics,
     epoch_seed,
@@ -63,6 +64,9 @@ from lungcancer.train.loop import (
 )
 from lungcancer.train.precision import physical_cores, resolve_policy
 from lungcancer.train.schedule import WarmupCosine, build_optimizer
+
+# Progressive resizing's smallest input: DenseNet121 and ResNet50 downsample 32 times.
+_MIN_LOW_RES_PX = 32
 
 
 @dataclass(frozen=True)
@@ -290,6 +294,7 @@ def fit(
         warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
         total_steps=total_steps,
     )
+    low_res = _low_res_phase(cfg, total_steps, run)
     scaler = torch.amp.GradScaler(policy.device.type) if policy.use_grad_scaler else None
     weights = class_weights(train_labels, num_classes) if cfg.balance == "weights" else None
     loss_fn = nn.CrossEntropyLoss(
@@ -379,6 +384,7 @@ def fit(
                     # Ctrl-C, or the step budget: the epoch ends at a batch boundary.
                     should_stop=lambda: stop_requested() or schedule.step_count >= total_steps,
                     aux_loss_fn=None if aux is None else aux.loss,
+                    low_res=low_res,
                 )
             if stop_requested():
                 stopped = "interrupted"
@@ -500,12 +506,41 @@ def _check_configs(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfi
             expected="max_steps >= 0",
             found=str(cfg.max_steps),
         )
+    full_px = data_cfg.image_size if data_cfg.spatial_dims == 2 else data_cfg.patch_size_3d
+    if cfg.low_res_px and not _MIN_LOW_RES_PX <= cfg.low_res_px < full_px:
+        raise ConfigError(
+            "train.low_res_px must be smaller than the input it stands in for, and no smaller "
+            f"than {_MIN_LOW_RES_PX} px (the networks downsample 32 times)",
+            expected=f"{_MIN_LOW_RES_PX} <= low_res_px < {full_px} (the input size), or 0",
+            found=str(cfg.low_res_px),
+            hint="e.g. 96 for a 128 px input, or 0 to train every step at full size",
+        )
+    if not 0.0 <= cfg.low_res_fraction <= 1.0 or bool(cfg.low_res_px) != bool(cfg.low_res_fraction):
+        raise ConfigError(
+            "progressive resizing needs both train.low_res_px and train.low_res_fraction "
+            "(the share of the optimizer steps at the lower size), or neither",
+            expected="low_res_px > 0 with 0 < low_res_fraction <= 1, or both 0",
+            found=f"low_res_px={cfg.low_res_px}, low_res_fraction={cfg.low_res_fraction}",
+            hint="e.g. low_res_px: 96 with low_res_fraction: 0.6 for a 128 px input",
+        )
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(
             "train.ema_decay must be 0 (no weight average) or a decay below 1",
             expected="0 <= ema_decay < 1, e.g. 0.998",
             found=str(cfg.ema_decay),
         )
+
+
+def _low_res_phase(cfg: TrainConfig, total_steps: int, run: RunFolder) -> LowResPhase | None:
+    """The progressive-resizing phase over the run's `total_steps` (None when off)."""
+    if not cfg.low_res_px:
+        return None
+    phase = LowResPhase(cfg.low_res_px, round(cfg.low_res_fraction * total_steps))
+    run.log(
+        f"progressive resizing: optimizer steps 1-{phase.until_step} of {total_steps} on "
+        f"inputs resized to {phase.px} px, the rest at full size"
+    )
+    return phase
 
 
 def _set_frozen(model: Classifier, epoch: int, freeze_epochs: int, run: RunFolder) -> None:

@@ -84,6 +84,35 @@ def class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
     return (weights * present / weights.sum()).float()
 
 
+@dataclass(frozen=True)
+class LowResPhase:
+    """Progressive resizing: optimizer steps before `until_step` train on smaller inputs.
+
+    The networks end in global pooling, so the same weights take any input size; the cheaper
+    early steps buy more of them within a CPU budget, and the steps after `until_step` at the
+    full size settle the weights (and batch-norm statistics) at the size that is validated and
+    deployed. Resizing is anti-aliased: bilinear with antialiasing in 2D, area averaging in 3D.
+
+    Attributes:
+        px: side length of the resized input, in pixels (voxels in 3D).
+        until_step: the first optimizer step (0-based, counted over the run) at full size.
+    """
+
+    px: int
+    until_step: int
+
+    def resize(self, images: torch.Tensor, step: int) -> torch.Tensor:
+        """`images` (B, C, *spatial) resized to `px` across while `step` is in the phase."""
+        if step >= self.until_step or all(n == self.px for n in images.shape[2:]):
+            return images
+        size = (self.px,) * (images.ndim - 2)
+        if images.ndim == 4:
+            return F.interpolate(
+                images, size=size, mode="bilinear", align_corners=False, antialias=True
+            )
+        return F.interpolate(images, size=size, mode="area")
+
+
 @dataclass
 class EpochProgress:
     """Running totals of the epoch in progress (kept so an interrupted epoch can resume).
@@ -130,6 +159,7 @@ def train_one_epoch(
     should_stop: Callable[[], bool] | None = None,
     aux_loss_fn: Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], torch.Tensor]
     | None = None,
+    low_res: LowResPhase | None = None,
 ) -> EpochProgress:
     """Train for one pass over `loader`, updating `progress` in place after every step.
 
@@ -149,6 +179,8 @@ def train_one_epoch(
         aux_loss_fn: with auxiliary targets, the weighted loss on (aux outputs, aux targets);
             the model then returns (logits, *aux outputs) and batches are
             (images, labels, *aux targets) (see `lungcancer.train.aux`).
+        low_res: resize the inputs of the run's early steps (see `LowResPhase`); a lesion
+            mask target needs no resizing, as it is pooled to the feature map's grid.
 
     Returns:
         `progress`, completed or (after a stop request) partial.
@@ -160,6 +192,9 @@ def train_one_epoch(
     for images, labels, *aux_targets in loader:
         started = time.perf_counter()
         x = policy.prepare_input(images)
+        if low_res is not None:
+            # Resized on the device; prepare_input again restores the memory format.
+            x = policy.prepare_input(low_res.resize(x, schedule.step_count))
         y = labels.to(policy.device, non_blocking=True)
         schedule.apply()
         with policy.autocast():
