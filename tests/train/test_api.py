@@ -344,25 +344,25 @@ def test_progressive_resizing_trains_early_steps_small_and_validates_at_full_siz
 
     monkeypatch.setattr(api, "create_model", recording_model)
     # 3 steps an epoch, 9 in all; a third of them (3) at 16 px instead of the data's 32.
-    straight = run_fit(tmp_path / "straight", epochs=3, low_res_px=16, low_res_fraction=1 / 3)
+    phase: dict[str, object] = {"low_res_px": 16, "low_res_fraction": 1 / 3, "ema_decay": 0.99}
+    straight = run_fit(tmp_path / "straight", epochs=3, **phase)
     trained = [side for training, side in seen if training]
     assert trained == [16] * 3 + [32] * 6
     assert {side for training, side in seen if not training} == {32}
     log = (tmp_path / "straight" / "train.log").read_text()
     assert "optimizer steps 1-3 of 9 on inputs resized to 16 px" in log
+    # The weight average restarts at the first full-size step: it holds the last 6 only.
+    assert load_checkpoint(straight.last_checkpoint)["ema"]["updates"] == 6
     # The phase follows the run's step count, so a Ctrl-C inside it resumes exactly: item 5
     # is in the first batch, so the run stops after step 1 of the phase's 3.
     interrupted = run_fit(
         tmp_path / "run",
         InterruptingDataset(24, seed=1, at=5),
         epochs=3,
-        low_res_px=16,
-        low_res_fraction=1 / 3,
+        **phase,
     )
     assert interrupted.interrupted
-    resumed = run_fit(
-        tmp_path / "run", epochs=3, low_res_px=16, low_res_fraction=1 / 3, resume=True
-    )
+    resumed = run_fit(tmp_path / "run", epochs=3, resume=True, **phase)
     assert resumed.stopped == "completed"
     assert_same_weights(straight.last_checkpoint, resumed.last_checkpoint)
 

@@ -367,6 +367,10 @@ def fit(
 
                 def after_step(batch: int, advance: Callable[[int], None] = advance) -> None:
                     if ema is not None:
+                        if low_res is not None and schedule.step_count == low_res.until_step + 1:
+                            # The first full-size step: average only weights (and batch-norm
+                            # statistics) fitted at the size that is validated and deployed.
+                            ema.restart()
                         ema.update(model)
                     advance(batch)
 

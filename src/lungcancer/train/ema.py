@@ -57,6 +57,11 @@ class WeightEma:
         self.updates += 1
         ema_step(self.module, model, ramped_decay(self.decay, self.updates))
 
+    def restart(self) -> None:
+        """Start the average afresh from the model's next weights (the ramp begins again), e.g.
+        when the training inputs change size and the older weights no longer fit."""
+        self.updates = 0
+
     def state(self) -> dict[str, Any]:
         """What a checkpoint needs to resume the average exactly."""
         return {"decay": self.decay, "updates": self.updates}
