@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 
@@ -147,12 +148,15 @@ def test_low_res_phase_resizes_only_the_early_steps_with_antialiasing() -> None:
 
 def test_the_low_res_phase_follows_the_run_step_count_across_epochs() -> None:
     seen: list[tuple[int, ...]] = []
-    model = create_model("cnn", num_classes=2)
+    model = create_model("cnn", in_chans=3, num_classes=2)
     model.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[2:])))
     optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.0, backbone_lr_scale=1.0)
     schedule = WarmupCosine(optimizer, base_lr=1e-3, warmup_steps=0, total_steps=8)
-    loader = make_loader(BlobDataset(16), batch_size=4, sampler=None, workers=0, seed=0)
-    policy = resolve_policy("bf16", "cpu", threads=1)  # channels_last: kept after resizing
+    data = BlobDataset(16)
+    data.images = data.images.repeat(1, 3, 1, 1)  # 3 channels: the layout check is not vacuous
+    loader = make_loader(data, batch_size=4, sampler=None, workers=0, seed=0)
+    # fp32 in channels_last (any CPU): the layout the bf16 policy uses must survive resizing.
+    policy = dataclasses.replace(resolve_policy("fp32", "cpu", threads=1), channels_last=True)
     model.register_forward_pre_hook(
         lambda _m, args: (
             None
