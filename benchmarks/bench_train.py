@@ -326,6 +326,15 @@ def with_slab(recipe: dict[str, Any], slices: int) -> dict[str, Any]:
     return {**recipe, "data": data, "model": {**recipe["model"], "in_chans": channels}}
 
 
+def _train_samples(data_dir: str, data: dict[str, Any]) -> int:
+    """The size of the training split a recipe's `data` section makes of `data_dir` (a
+    manifest read and split, no image decoding)."""
+    from lungcancer.data import prepare_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return len(prepare_data(DataConfig(source=data_dir, **data), tmp).splits["train"])
+
+
 def with_train_extra(
     recipe: dict[str, Any], data_dir: str, extras: list[str]
 ) -> tuple[dict[str, Any], float]:
@@ -336,16 +345,10 @@ def with_train_extra(
     the epochs ends mid-epoch): the extra data buys variety, not compute. Returns the recipe
     and F.
     """
-    from lungcancer.data import prepare_data
-
     if not extras:
         return recipe, 1.0
     data = {**recipe["data"], "train_extra": tuple(extras)}
-    with tempfile.TemporaryDirectory() as tmp:
-        sizes = [
-            len(prepare_data(DataConfig(source=data_dir, **d), tmp).splits["train"])
-            for d in (recipe["data"], data)
-        ]
+    sizes = [_train_samples(data_dir, d) for d in (recipe["data"], data)]
     factor = sizes[1] / sizes[0]
     epochs = recipe["train"]["epochs"]
     train = {
@@ -371,12 +374,8 @@ def with_low_res(recipe: dict[str, Any], data_dir: str) -> tuple[dict[str, Any],
     """A recipe whose early steps train at LOW_RES_PX, with as many more steps as the cheaper
     ones pay for (LOW_RES_STEP_COST): the same CPU budget. Returns the recipe and the steps it
     had before."""
-    from lungcancer.data import prepare_data
-
     train = recipe["train"]
-    with tempfile.TemporaryDirectory() as tmp:
-        data_cfg = DataConfig(source=data_dir, **recipe["data"])
-        per_epoch = len(prepare_data(data_cfg, tmp).splits["train"]) // train["batch_size"]
+    per_epoch = _train_samples(data_dir, recipe["data"]) // train["batch_size"]
     before = train.get("max_steps") or train["epochs"] * per_epoch
     cost = LOW_RES_FRACTION * LOW_RES_STEP_COST + (1.0 - LOW_RES_FRACTION)
     steps = round(before / cost)
