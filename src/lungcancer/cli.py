@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 
     from lungcancer.data.audit import AuditReport, ImageHashes
     from lungcancer.data.index import DatasetIndex
+
+_Number = TypeVar("_Number", int, float)
 
 app = typer.Typer(
     name="lungcancer",
@@ -833,8 +836,16 @@ def train_command(
         help="Progressive resizing: the first --low-res-fraction of the steps train on inputs "
         "resized to this many pixels across (0 = off).",
     ),
+    low_res_crop_px: str | None = typer.Option(
+        None,
+        "--low-res-crop-px",
+        help="Instead of resizing, crop those steps' inputs to their centre at the same pixel "
+        "size: rows,columns (e.g. 80,112 of a 128 px lung-centred input).",
+    ),
     low_res_fraction: float | None = typer.Option(
-        None, "--low-res-fraction", help="Share of the optimizer steps at --low-res-px."
+        None,
+        "--low-res-fraction",
+        help="Share of the optimizer steps at --low-res-px or --low-res-crop-px.",
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (of the head)."),
@@ -887,6 +898,7 @@ def train_command(
         epochs=epochs,
         max_steps=max_steps,
         low_res_px=low_res_px,
+        low_res_crop_px=_int_list(low_res_crop_px, "--low-res-crop-px"),
         low_res_fraction=low_res_fraction,
         batch_size=batch_size,
         lr=lr,
@@ -982,15 +994,27 @@ def predict_command(
 
 def _float_list(text: str | None, flag: str) -> tuple[float, ...] | None:
     """Parse "0,3,6" into floats; a bad value is a ConfigError naming the flag."""
+    return _number_list(text, flag, float, "e.g. 0,3,6,12")
+
+
+def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
+    """Parse "80,112" into integers; a bad value is a ConfigError naming the flag."""
+    return _number_list(text, flag, int, "e.g. 80,112")
+
+
+def _number_list(
+    text: str | None, flag: str, cast: Callable[[str], _Number], example: str
+) -> tuple[_Number, ...] | None:
     from lungcancer.errors import ConfigError
 
     if text is None:
         return None
     try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
+        return tuple(cast(part) for part in text.split(",") if part.strip())
     except ValueError as exc:
+        kind = "whole numbers" if cast is int else "numbers"
         raise ConfigError(
-            f"{flag} must be comma-separated numbers", expected="e.g. 0,3,6,12", found=text
+            f"{flag} must be comma-separated {kind}", expected=example, found=text
         ) from exc
 
 

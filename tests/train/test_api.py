@@ -372,9 +372,15 @@ def test_progressive_resizing_trains_early_steps_small_and_validates_at_full_siz
     [
         ({"low_res_px": 128, "low_res_fraction": 0.5}, "smaller than the input"),
         ({"low_res_px": 16, "low_res_fraction": 0.5}, "no smaller than 32"),
-        ({"low_res_px": 96}, "both"),
-        ({"low_res_fraction": 0.5}, "both"),
-        ({"low_res_px": 96, "low_res_fraction": 1.5}, "both"),
+        ({"low_res_px": 96}, "or neither"),
+        ({"low_res_fraction": 0.5}, "or neither"),
+        ({"low_res_px": 96, "low_res_fraction": 1.5}, "or neither"),
+        ({"low_res_crop_px": (80, 112)}, "or neither"),
+        ({"low_res_crop_px": (80,), "low_res_fraction": 0.5}, "one size per spatial axis"),
+        ({"low_res_crop_px": (16, 112), "low_res_fraction": 0.5}, "at least 32"),
+        ({"low_res_crop_px": (80, 144), "low_res_fraction": 0.5}, "at most the input's 128"),
+        ({"low_res_crop_px": (128, 128), "low_res_fraction": 0.5}, "one of them smaller"),
+        ({"low_res_crop_px": (80, 112), "low_res_px": 96, "low_res_fraction": 0.5}, "not both"),
     ],
 )
 def test_progressive_resizing_settings_are_checked(low_res: dict[str, float], match: str) -> None:
@@ -386,3 +392,5 @@ def test_progressive_resizing_settings_are_checked(low_res: dict[str, float], ma
     _check_configs(
         DataConfig(image_size=128), ModelConfig(), TrainConfig(low_res_px=96, low_res_fraction=0.5)
     )
+    crop = TrainConfig(low_res_crop_px=(80, 112), low_res_fraction=0.5)
+    _check_configs(DataConfig(image_size=128), ModelConfig(), crop)

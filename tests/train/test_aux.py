@@ -245,3 +245,26 @@ def test_a_mask_loss_without_masks_is_refused(tmp_path: Path) -> None:
         run_fit(tmp_path / "b", BlobsWithFields(24, seed=1), aux_mask_weight=1.0)
     with pytest.raises(ConfigError, match="must not be negative"):
         run_fit(tmp_path / "c", BlobsWithMasks(24, seed=1), aux_mask_weight=-1.0)
+
+
+def test_a_crop_phase_crops_the_lesion_masks_with_the_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lungcancer.train.aux as aux
+
+    grids: list[tuple[tuple[int, ...], tuple[int, ...]]] = []  # (mask, mask logits) per step
+
+    def recording_mask_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        grids.append((tuple(masks.shape[2:]), tuple(logits.shape[2:])))
+        return mask_loss(logits, masks)
+
+    monkeypatch.setattr(aux, "mask_loss", recording_mask_loss)
+    data = BlobsWithMasks(24, seed=1)
+    # 3 steps an epoch, 9 in all; the first 3 on the central 16 x 24 of the 32 px inputs.
+    phase: dict[str, object] = {"low_res_crop_px": (16, 24), "low_res_fraction": 1 / 3}
+    run_fit(tmp_path / "run", data, BlobDataset(8, seed=2), epochs=3, aux_mask_weight=1.0, **phase)
+    assert [mask for mask, _ in grids] == [(16, 24)] * 3 + [(32, 32)] * 6
+    # The feature map shrinks with the crop, so each cell still covers the same pixels.
+    assert grids[0][1] != grids[-1][1]
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "optimizer steps 1-3 of 9 on inputs cropped to their central 16 x 24 px" in log

@@ -179,3 +179,21 @@ def test_progressive_resizing_flags_reach_the_config_checks(tmp_path: Path) -> N
     assert result.exit_code != 0
     assert "low_res_px must be smaller than the input" in str(result.exception)
     assert "expected: 32 <= low_res_px < 64" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("crop", "message"),
+    [
+        ("16,48", "low_res_crop_px must give one size per spatial axis, each at least 32"),
+        ("40,4x", "--low-res-crop-px must be comma-separated whole numbers"),
+    ],
+)
+def test_the_crop_phase_flag_is_parsed_and_checked(tmp_path: Path, crop: str, message: str) -> None:
+    data = write_png_dataset(tmp_path / "data", per_class=2)
+    args = [
+        "train", "--data", str(data), "--model", "cnn", "--image-size", "64",
+        "--out", str(tmp_path / "run"), "--low-res-crop-px", crop, "--low-res-fraction", "0.5",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert message in str(result.exception)

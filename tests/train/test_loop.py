@@ -146,6 +146,32 @@ def test_low_res_phase_resizes_only_the_early_steps_with_antialiasing() -> None:
     assert phase.resize(small, step=0) is small  # already at the size
 
 
+def test_a_crop_phase_keeps_the_pixel_size_and_crops_grid_targets_with_the_images() -> None:
+    phase = LowResPhase(px=0, until_step=2, crop_px=(16, 24))
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
+    mask = (images[:, :1] % 7 == 0).float()  # on the input's grid: cropped with it
+    mask[1] = float("nan")  # a sample without a mask stays unknown
+    columns = torch.randn(2, 4)  # per-sample targets: left alone
+    small, (mask_crop, kept) = phase.apply(images, [mask, columns], step=1)
+    # The central 16 x 24: rows 8-23, columns 4-27, pixel for pixel (no resampling).
+    assert torch.equal(small, images[:, :, 8:24, 4:28])
+    assert torch.equal(mask_crop[0], mask[0, :, 8:24, 4:28])
+    assert mask_crop.shape == (2, 1, 16, 24) and torch.isnan(mask_crop[1]).all()
+    assert kept is columns
+    full, (mask_full, _) = phase.apply(images, [mask, columns], step=2)
+    assert full is images and mask_full is mask  # full size from `until_step` on
+    # A size at or above the input's along an axis leaves that axis whole.
+    wide = LowResPhase(px=0, until_step=2, crop_px=(16, 40)).apply(images, [], step=0)[0]
+    assert torch.equal(wide, images[:, :, 8:24, :])
+    volumes = torch.zeros(1, 1, 8, 32, 32)
+    assert LowResPhase(0, 1, (4, 16, 16)).apply(volumes, [], step=0)[0].shape == (1, 1, 4, 16, 16)
+    with pytest.raises(ValueError, match="2-axis crop"):
+        phase.apply(volumes, [], step=0)
+    # Resizing leaves a grid target alone: the resized image still spans all of it.
+    resized, (same, _) = LowResPhase(px=16, until_step=2).apply(images, [mask, columns], step=0)
+    assert resized.shape == (2, 3, 16, 16) and same is mask
+
+
 def test_the_low_res_phase_follows_the_run_step_count_across_epochs() -> None:
     seen: list[tuple[int, ...]] = []
     model = create_model("cnn", in_chans=3, num_classes=2)

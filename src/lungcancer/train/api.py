@@ -519,12 +519,17 @@ def _check_configs(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfi
             found=str(cfg.low_res_px),
             hint="e.g. 96 for a 128 px input, or 0 to train every step at full size",
         )
-    if not 0.0 <= cfg.low_res_fraction <= 1.0 or bool(cfg.low_res_px) != bool(cfg.low_res_fraction):
+    _check_low_res_crop(cfg, data_cfg, full_px)
+    cheap = bool(cfg.low_res_px) or bool(cfg.low_res_crop_px)
+    if not 0.0 <= cfg.low_res_fraction <= 1.0 or cheap != bool(cfg.low_res_fraction):
         raise ConfigError(
-            "progressive resizing needs both train.low_res_px and train.low_res_fraction "
-            "(the share of the optimizer steps at the lower size), or neither",
-            expected="low_res_px > 0 with 0 < low_res_fraction <= 1, or both 0",
-            found=f"low_res_px={cfg.low_res_px}, low_res_fraction={cfg.low_res_fraction}",
+            "progressive resizing needs train.low_res_px (or train.low_res_crop_px) and "
+            "train.low_res_fraction (the share of the optimizer steps at the smaller size), "
+            "or neither",
+            expected="low_res_px > 0 or low_res_crop_px set, with 0 < low_res_fraction <= 1; "
+            "or all off",
+            found=f"low_res_px={cfg.low_res_px}, low_res_crop_px={list(cfg.low_res_crop_px)}, "
+            f"low_res_fraction={cfg.low_res_fraction}",
             hint="e.g. low_res_px: 96 with low_res_fraction: 0.6 for a 128 px input",
         )
     if not 0.0 <= cfg.ema_decay < 1.0:
@@ -535,14 +540,37 @@ def _check_configs(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfi
         )
 
 
+def _check_low_res_crop(cfg: TrainConfig, data_cfg: DataConfig, full_px: int) -> None:
+    """A crop phase needs one size per spatial axis, each within the input, one below it,
+    none below what the networks downsample to a cell, and no resize phase beside it."""
+    crop = cfg.low_res_crop_px
+    if not crop:
+        return
+    axes = data_cfg.spatial_dims
+    in_range = all(_MIN_LOW_RES_PX <= c <= full_px for c in crop)
+    if cfg.low_res_px or len(crop) != axes or not in_range or min(crop) == full_px:
+        raise ConfigError(
+            "train.low_res_crop_px must give one size per spatial axis, each at least "
+            f"{_MIN_LOW_RES_PX} px and at most the input's {full_px} px, one of them smaller, "
+            "and cannot be combined with train.low_res_px",
+            expected=f"{axes} sizes in [{_MIN_LOW_RES_PX}, {full_px}], e.g. "
+            f"{[80, 112] if axes == 2 else [48, 48, 48]}, and low_res_px 0",
+            found=f"low_res_crop_px={list(crop)}, low_res_px={cfg.low_res_px}",
+            hint="crop (same pixel size) or resize (low_res_px), not both",
+        )
+
+
 def _low_res_phase(cfg: TrainConfig, total_steps: int, run: RunFolder) -> LowResPhase | None:
-    """The progressive-resizing phase over the run's `total_steps` (None when off)."""
-    if not cfg.low_res_px:
+    """The cheap first phase (resized or cropped inputs) over the run's `total_steps` (None
+    when off)."""
+    if not (cfg.low_res_px or cfg.low_res_crop_px):
         return None
-    phase = LowResPhase(cfg.low_res_px, round(cfg.low_res_fraction * total_steps))
+    phase = LowResPhase(
+        cfg.low_res_px, round(cfg.low_res_fraction * total_steps), tuple(cfg.low_res_crop_px)
+    )
     run.log(
         f"progressive resizing: optimizer steps 1-{phase.until_step} of {total_steps} on "
-        f"inputs resized to {phase.px} px, the rest at full size"
+        f"{phase.describe()}, the rest at full size"
     )
     return phase
 

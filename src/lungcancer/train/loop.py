@@ -86,20 +86,61 @@ def class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class LowResPhase:
-    """Progressive resizing: optimizer steps before `until_step` train on smaller inputs.
+    """A cheap first phase: optimizer steps before `until_step` train on smaller inputs.
 
     The networks end in global pooling, so the same weights take any input size; the cheaper
     early steps buy more of them within a CPU budget, and the steps after `until_step` at the
     full size settle the weights (and batch-norm statistics) at the size that is validated and
-    deployed. Resizing is anti-aliased: bilinear with antialiasing in 2D, area averaging in 3D.
+    deployed. Two ways to make an input smaller:
+
+    - resize (`px`): anti-aliased, bilinear with antialiasing in 2D, area averaging in 3D.
+      Every structure then looks smaller by px / size, so sizes in mm (a T threshold) shift.
+    - crop (`crop_px`): the centre of the input at the same pixel size, so nothing changes
+      scale; only the margin is left out (on a lung-centred input, the body wall and the air
+      around it). Targets on the input's grid (a lesion mask) are cropped with it.
 
     Attributes:
-        px: side length of the resized input, in pixels (voxels in 3D).
+        px: side length of the resized input, in pixels (voxels in 3D); 0 when cropping.
         until_step: the first optimizer step (0-based, counted over the run) at full size.
+        crop_px: the centre crop's size per spatial axis ((rows, columns) in 2D), or ().
     """
 
     px: int
     until_step: int
+    crop_px: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        """The phase's input in words, for the run log."""
+        if self.crop_px:
+            return f"inputs cropped to their central {' x '.join(map(str, self.crop_px))} px"
+        return f"inputs resized to {self.px} px"
+
+    def apply(
+        self, images: torch.Tensor, targets: Sequence[torch.Tensor], step: int
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`images` (B, C, *spatial) made smaller while `step` is in the phase, and `targets`
+        on the same grid (same spatial shape) cropped with them; other targets unchanged.
+
+        Resizing leaves the targets alone: a lesion mask is pooled to the feature map's grid
+        anyway, and the resized image still spans the whole of it.
+        """
+        targets = list(targets)
+        if step >= self.until_step:
+            return images, targets
+        if not self.crop_px:
+            return self.resize(images, step), targets
+        grid = tuple(images.shape[2:])
+        if len(self.crop_px) != len(grid):
+            raise ValueError(f"a {len(self.crop_px)}-axis crop for inputs of shape {grid}")
+        index = tuple(
+            slice((n - c) // 2, (n - c) // 2 + c) if c < n else slice(None)
+            for n, c in zip(grid, self.crop_px, strict=True)
+        )
+        crop = (slice(None), slice(None), *index)
+        cropped = [
+            t[crop] if t.ndim == images.ndim and tuple(t.shape[2:]) == grid else t for t in targets
+        ]
+        return images[crop], cropped
 
     def resize(self, images: torch.Tensor, step: int) -> torch.Tensor:
         """`images` (B, C, *spatial) resized to `px` across while `step` is in the phase."""
@@ -179,8 +220,9 @@ def train_one_epoch(
         aux_loss_fn: with auxiliary targets, the weighted loss on (aux outputs, aux targets);
             the model then returns (logits, *aux outputs) and batches are
             (images, labels, *aux targets) (see `lungcancer.train.aux`).
-        low_res: resize the inputs of the run's early steps (see `LowResPhase`); a lesion
-            mask target needs no resizing, as it is pooled to the feature map's grid.
+        low_res: resize or crop the inputs of the run's early steps (see `LowResPhase`); a
+            lesion mask target is cropped with them, and needs no resizing, as it is pooled to
+            the feature map's grid.
 
     Returns:
         `progress`, completed or (after a stop request) partial.
@@ -193,8 +235,9 @@ def train_one_epoch(
         started = time.perf_counter()
         x = policy.prepare_input(images)
         if low_res is not None:
-            # Resized on the device; prepare_input again restores the memory format.
-            x = policy.prepare_input(low_res.resize(x, schedule.step_count))
+            # Made smaller on the device; prepare_input again restores the memory format.
+            x, aux_targets = low_res.apply(x, aux_targets, schedule.step_count)
+            x = policy.prepare_input(x)
         y = labels.to(policy.device, non_blocking=True)
         schedule.apply()
         with policy.autocast():
