@@ -394,3 +394,9 @@ def test_progressive_resizing_settings_are_checked(low_res: dict[str, float], ma
     )
     crop = TrainConfig(low_res_crop_px=(80, 112), low_res_fraction=0.5)
     _check_configs(DataConfig(image_size=128), ModelConfig(), crop)
+    # In 3D a crop has three sizes, within the patch.
+    volumes = DataConfig(spatial_dims=3, patch_size_3d=64)
+    cube = TrainConfig(low_res_crop_px=(48, 48, 48), low_res_fraction=0.5)
+    _check_configs(volumes, ModelConfig(spatial_dims=3), cube)
+    with pytest.raises(ConfigError, match=r"expected: 3 sizes in \[32, 64\]"):
+        _check_configs(volumes, ModelConfig(spatial_dims=3), crop)
