@@ -22,6 +22,12 @@ Usage:
    Targets: DenseNet121 AUC >= 0.95 and F1 >= 0.85 within 15 CPU-minutes; the CNN within 0.05
    of it in a fifth of the time.
 
+4. With --phase-cost DATA_DIR: the CPU cost of one DenseNet121 training step of the accuracy
+   recipe through the real loop (loading and augmenting the batch, the auxiliary and mask
+   losses, the optimizer and weight-average updates) at full size, resized to LOW_RES_PX and
+   cropped to CROP_PX, interleaved in one process; prints each as a ratio to the full step.
+   The step counts of --low-res and --low-res-crop rest on these ratios.
+
 Timings on a shared machine are noisy; the ratios (measured back to back) are what to compare.
 """
 
@@ -399,6 +405,90 @@ def with_low_res(
     return {**recipe, "train": {**train, **low_res}}, before
 
 
+def phase_cost(data_dir: str, *, steps: int, rounds: int) -> dict[str, float]:
+    """Best CPU seconds per DenseNet121 recipe step (full, resized, cropped), interleaved."""
+    from lungcancer.data import ClassificationDataset, SampleCache, prepare_data
+    from lungcancer.train.api import WithAux
+    from lungcancer.train.aux import aux_training
+    from lungcancer.train.ema import WeightEma
+    from lungcancer.train.loop import (
+        EpochProgress,
+        EpochSampler,
+        LowResPhase,
+        make_loader,
+        train_one_epoch,
+    )
+    from lungcancer.train.schedule import WarmupCosine, build_optimizer
+
+    recipe = RECIPES["densenet121"]
+    data_cfg = DataConfig(source=data_dir, **recipe["data"])
+    cfg = TrainConfig(**recipe["train"])
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = prepare_data(data_cfg, tmp)
+    train_set = ClassificationDataset(
+        prepared.index,
+        prepared.splits["train"],
+        data_cfg,
+        train=True,
+        cache=SampleCache(data_cfg.cache_dir),
+        masks=True,
+    )
+    policy = resolve_policy("auto", "cpu", threads=1)
+    policy.apply_threads()
+    torch.manual_seed(0)
+    net = create_model("densenet121", num_classes=len(prepared.class_names), **recipe["model"])
+    model = policy.prepare_model(net, 2)
+    ema = WeightEma(model, cfg.ema_decay)
+    aux = aux_training(cfg, train_set, model, None, policy.device)
+    assert aux is not None
+    optimizer = build_optimizer(
+        model, lr=cfg.lr, weight_decay=cfg.weight_decay, backbone_lr_scale=1.0
+    )
+    optimizer.add_param_group({"params": list(aux.head.parameters()), "lr_scale": 1.0})
+    schedule = WarmupCosine(optimizer, base_lr=cfg.lr, warmup_steps=0, total_steps=10**6)
+    sampler = EpochSampler(train_set.labels, balance="sampler", seed=0)
+    loader = make_loader(aux.dataset, batch_size=32, sampler=sampler, workers=0, seed=0)
+    phases = {
+        "full size": None,
+        f"resized to {LOW_RES_PX} px": LowResPhase(LOW_RES_PX, 10**9),
+        f"cropped to {CROP_PX[0]} x {CROP_PX[1]} px": LowResPhase(0, 10**9, CROP_PX),
+    }
+    epoch = 0
+
+    def seconds_per_step(phase: LowResPhase | None, n: int) -> float:
+        nonlocal epoch
+        sampler.set_epoch(epoch)
+        epoch += 1
+        progress = EpochProgress()
+        started = time.process_time()
+        train_one_epoch(
+            WithAux(model, aux.head),
+            loader,
+            optimizer,
+            schedule,
+            nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+            policy,
+            progress=progress,
+            grad_clip=cfg.grad_clip,
+            on_batch=lambda _batch: ema.update(model),
+            should_stop=lambda: progress.steps >= n,
+            aux_loss_fn=aux.loss,
+            low_res=phase,
+        )
+        return (time.process_time() - started) / n
+
+    for phase in phases.values():
+        seconds_per_step(phase, 2)  # warm-up: oneDNN picks kernels per input shape
+    best = dict.fromkeys(phases, math.inf)
+    for _ in range(rounds):
+        for name, phase in phases.items():
+            best[name] = min(best[name], seconds_per_step(phase, steps))
+    for name, seconds in best.items():
+        ratio = seconds / best["full size"]
+        print(f"  a step {name:24s} {seconds:6.3f} CPU s | {ratio:.3f}x the full-size step")
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
@@ -436,6 +526,12 @@ def main() -> None:
         help=f"--accuracy: DenseNet121's first {CROP_FRACTION:.0%} of the steps on the central "
         f"{CROP_PX[0]} x {CROP_PX[1]} px at the same pixel size (instead of --low-res), with "
         "the steps that saves",
+    )
+    parser.add_argument(
+        "--phase-cost",
+        metavar="DATA_DIR",
+        help="the CPU cost of a resized and a cropped DenseNet121 recipe step against a "
+        "full-size one, through the real training loop on a LungSim set",
     )
     args = parser.parse_args()
     if args.low_res and args.low_res_crop:
@@ -483,6 +579,10 @@ def main() -> None:
                 )
             wanted[name] = recipe
         accuracy(args.accuracy, Path(args.out), wanted, args.threads)
+    if args.phase_cost:
+        steps, rounds = (4, 2) if args.quick else (8, 3)
+        print(f"4. DenseNet121 recipe step costs on {args.phase_cost} (best of {rounds} rounds)")
+        phase_cost(args.phase_cost, steps=steps, rounds=rounds)
 
 
 if __name__ == "__main__":
