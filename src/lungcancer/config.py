@@ -141,8 +141,9 @@ class TrainConfig:
     low_res_fraction: float = 0.0
     # Instead of resizing, the same phase can crop: the central (rows, columns) of each input
     # ((depth, rows, columns) in 3D) at the same pixel size, so no size in mm changes. On a
-    # 128 px lung-centred input at 2.8 mm, (80, 112) keeps both lungs and costs about two
-    # thirds of a full step. Set this or `low_res_px`, with `low_res_fraction`.
+    # 128 px lung-centred input at 2.8 mm, (80, 112) spans both lungs (LungSim's widest to
+    # within a millimetre) and costs about two thirds of a full step. Set this or `low_res_px`,
+    # with `low_res_fraction`.
     low_res_crop_px: tuple[int, ...] = ()
     resume: bool = False
     # CPU threads; 0 = one per physical core (fewer helps when other jobs share the CPU).
