@@ -412,7 +412,7 @@ def with_low_res(
 def phase_cost(data_dir: str, *, steps: int, rounds: int) -> dict[str, float]:
     """Best CPU seconds per DenseNet121 recipe step (full, resized, cropped), interleaved."""
     from lungcancer.data import ClassificationDataset, SampleCache, prepare_data
-    from lungcancer.train.api import WithAux
+    from lungcancer.train.api import WithAux, training_optimizer
     from lungcancer.train.aux import aux_training
     from lungcancer.train.ema import WeightEma
     from lungcancer.train.loop import (
@@ -422,7 +422,7 @@ def phase_cost(data_dir: str, *, steps: int, rounds: int) -> dict[str, float]:
         make_loader,
         train_one_epoch,
     )
-    from lungcancer.train.schedule import WarmupCosine, build_optimizer
+    from lungcancer.train.schedule import WarmupCosine
 
     recipe = RECIPES["densenet121"]
     data_cfg = DataConfig(source=data_dir, **recipe["data"])
@@ -445,10 +445,9 @@ def phase_cost(data_dir: str, *, steps: int, rounds: int) -> dict[str, float]:
     ema = WeightEma(model, cfg.ema_decay)
     aux = aux_training(cfg, train_set, model, None, policy.device)
     assert aux is not None
-    optimizer = build_optimizer(
-        model, lr=cfg.lr, weight_decay=cfg.weight_decay, backbone_lr_scale=1.0
-    )
-    optimizer.add_param_group({"params": list(aux.head.parameters()), "lr_scale": 1.0})
+    optimizer = training_optimizer(model, aux, cfg, backbone_lr_scale=1.0)
+    trained = WithAux(model, aux.head)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     schedule = WarmupCosine(optimizer, base_lr=cfg.lr, warmup_steps=0, total_steps=10**6)
     sampler = EpochSampler(train_set.labels, balance="sampler", seed=0)
     loader = make_loader(aux.dataset, batch_size=32, sampler=sampler, workers=0, seed=0)
@@ -466,11 +465,11 @@ def phase_cost(data_dir: str, *, steps: int, rounds: int) -> dict[str, float]:
         progress = EpochProgress()
         started = time.process_time()
         train_one_epoch(
-            WithAux(model, aux.head),
+            trained,
             loader,
             optimizer,
             schedule,
-            nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+            loss_fn,
             policy,
             progress=progress,
             grad_clip=cfg.grad_clip,

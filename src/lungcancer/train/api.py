@@ -263,19 +263,7 @@ def fit(
 
     # The lower backbone rate is a transfer-learning device: from scratch every layer is new.
     scale = cfg.backbone_lr_scale if spec.model_cfg.pretrained else 1.0
-    optimizer = build_optimizer(
-        model, lr=cfg.lr, weight_decay=cfg.weight_decay, backbone_lr_scale=scale
-    )
-    if aux is not None:
-        optimizer.add_param_group(
-            {
-                "params": list(aux.head.parameters()),
-                "name": "aux",
-                "weight_decay": cfg.weight_decay,
-                "lr_scale": 1.0,
-                "lr": cfg.lr,
-            }
-        )
+    optimizer = training_optimizer(model, aux, cfg, backbone_lr_scale=scale)
     # Under DDP each process steps through its shard; the batch size is per process.
     per_process = context.shard_size(len(train_labels)) if context else len(train_labels)
     drop_last = per_process > cfg.batch_size  # a 1-image batch breaks batch norm
@@ -457,6 +445,27 @@ def fit(
         stopped=stopped,
         class_names=spec.class_names,
     )
+
+
+def training_optimizer(
+    model: Classifier, aux: AuxTraining | None, cfg: TrainConfig, *, backbone_lr_scale: float
+) -> torch.optim.Optimizer:
+    """AdamW over the classifier (`build_optimizer`) and, when there is one, the auxiliary head
+    at the head's full rate."""
+    optimizer = build_optimizer(
+        model, lr=cfg.lr, weight_decay=cfg.weight_decay, backbone_lr_scale=backbone_lr_scale
+    )
+    if aux is not None:
+        optimizer.add_param_group(
+            {
+                "params": list(aux.head.parameters()),
+                "name": "aux",
+                "weight_decay": cfg.weight_decay,
+                "lr_scale": 1.0,
+                "lr": cfg.lr,
+            }
+        )
+    return optimizer
 
 
 def _whole_epoch(progress: EpochProgress, context: DistributedContext | None) -> EpochProgress:
