@@ -40,7 +40,7 @@ import torch
 from lungcancer.config import DataConfig, GanConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from lungcancer.progression import loop
 from lungcancer.progression.pairs import PatchSet
-from lungcancer.train.precision import physical_cores
+from lungcancer.train.precision import cpu_supports_bf16, physical_cores
 
 
 def _synthetic_patches(cfg: GanConfig, n: int = 64) -> PatchSet:
@@ -106,6 +106,8 @@ def speed(threads: int, steps: int, rounds: int) -> None:
     print(f"  fp32 naive:          {fp32:.3f} s/step")
     print(f"  bf16+channels_last:  {bf16:.3f} s/step")
     print(f"  speed-up: {fp32 / bf16:.2f}x")
+    if not cpu_supports_bf16():
+        print("  (bf16 is emulated on this CPU: the precision policy trains the GAN in fp32 here)")
 
 
 class _Clock:

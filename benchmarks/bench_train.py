@@ -7,8 +7,9 @@ Usage:
 
 1. Training throughput (images/s) of DenseNet121 and the custom CNN at 128x128, batch 32: the
    naive fp32 contiguous baseline against the precision policy (bf16 autocast + channels_last
-   on CPUs with native BF16), same model and batch, measured in one run; prints the ratio
-   (target >= 2x). The two modes alternate so background load hits both alike.
+   on CPUs with native BF16, fp32 channels_last elsewhere), same model and batch, measured in
+   one run; prints the median of the paired rounds' ratios (target >= 2x). The two modes
+   alternate so background load hits both alike.
 2. DenseNet121 on one 512x512 DICOM slice, from file to probabilities: read + preprocess +
    forward through `predict_files`, warm (target <= 0.5 s on 2 cores).
    Also: training augmentation of one (2, 128, 128) sample, the project's tensor `Augmenter`
@@ -27,6 +28,9 @@ Usage:
    losses, the optimizer and weight-average updates) at full size, resized to LOW_RES_PX and
    cropped to CROP_PX, interleaved in one process; prints each as a ratio to the full step.
    The step counts of --low-res and --low-res-crop rest on these ratios.
+5. With --layouts: each classifier (2D batch 32 at 128 px, 3D batch 4 at 64^3) trained in fp32
+   channels_last and in bf16 autocast + channels_last (native or emulated), as ratios to fp32
+   contiguous: what the precision policy's choice for this CPU rests on.
 
 Timings on a shared machine are noisy; the ratios (measured back to back) are what to compare.
 """
@@ -48,7 +52,7 @@ from torch import nn
 from lungcancer.config import DataConfig, ModelConfig, TrainConfig, WindowConfig, to_dict
 from lungcancer.models import create_model
 from lungcancer.train.checkpoint import FORMAT, VERSION, save_checkpoint
-from lungcancer.train.precision import PrecisionPolicy, resolve_policy
+from lungcancer.train.precision import PrecisionPolicy, cpu_supports_bf16, resolve_policy
 
 
 def _steps_per_second(
@@ -67,10 +71,37 @@ def _steps_per_second(
     return steps / (time.perf_counter() - started)
 
 
+def _paired_rates(
+    models: dict[str, tuple[nn.Module, PrecisionPolicy]],
+    batch: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int,
+    rounds: int,
+) -> dict[str, list[float]]:
+    """Training steps per second of each (model, policy), `rounds` times, the modes back to
+    back within each round: on a shared machine the load drifts between rounds much more than
+    within one, so ratios taken round by round cancel most of it."""
+    for model, policy in models.values():
+        _steps_per_second(model, policy, batch, labels, 2)  # warm-up: oneDNN picks kernels
+    rates: dict[str, list[float]] = {mode: [] for mode in models}
+    for _ in range(rounds):
+        for mode, (model, policy) in models.items():
+            rates[mode].append(_steps_per_second(model, policy, batch, labels, steps))
+    return rates
+
+
+def _median_ratio(fast: list[float], slow: list[float]) -> tuple[float, str]:
+    """The median of the paired ratios and their range, as printed."""
+    ratios = [f / s for f, s in zip(fast, slow, strict=True)]
+    return statistics.median(ratios), f"{min(ratios):.2f}-{max(ratios):.2f}"
+
+
 def throughput(
     name: str, *, batch_size: int, size: int, steps: int, rounds: int, threads: int
 ) -> float:
-    """Print fp32-contiguous vs policy images/s for one model; returns the ratio."""
+    """Print fp32-contiguous vs policy images/s for one model; returns the ratio (the median
+    of the paired rounds' ratios; the rates printed are the best of the rounds)."""
     policy = resolve_policy("auto", "cpu", threads=threads)
     policy.apply_threads()
     naive = resolve_policy("fp32", "cpu", threads=threads)
@@ -81,19 +112,53 @@ def throughput(
     for mode, p in (("fp32", naive), ("policy", policy)):
         torch.manual_seed(0)
         models[mode] = (p.prepare_model(create_model(name, num_classes=2), 2), p)
-        _steps_per_second(*models[mode], batch, labels, 2)  # warm-up: oneDNN picks kernels
-    best = {"fp32": 0.0, "policy": 0.0}
-    for _ in range(rounds):
-        for mode, (model, p) in models.items():
-            best[mode] = max(best[mode], _steps_per_second(model, p, batch, labels, steps))
-    fp32_ips, policy_ips = best["fp32"] * batch_size, best["policy"] * batch_size
-    ratio = policy_ips / fp32_ips
+    rates = _paired_rates(models, batch, labels, steps=steps, rounds=rounds)
+    ratio, spread = _median_ratio(rates["policy"], rates["fp32"])
+    fp32_ips, policy_ips = max(rates["fp32"]) * batch_size, max(rates["policy"]) * batch_size
     print(
         f"  {name:12s} fp32 contiguous {fp32_ips:7.1f} img/s | {policy.name} "
         f"{'channels_last' if policy.channels_last else 'contiguous'} {policy_ips:7.1f} img/s "
-        f"| ratio {ratio:.2f}x"
+        f"| ratio {ratio:.2f}x (median of {rounds} paired rounds, range {spread})"
     )
     return ratio
+
+
+# The inputs of the layout comparison: the throughput batch in 2D, a 3D batch that fits memory.
+LAYOUT_INPUTS = {2: (32, 1, 128, 128), 3: (4, 1, 64, 64, 64)}
+
+
+def layouts(*, rounds: int, threads: int) -> None:
+    """Training speed of each classifier, 2D and 3D, in fp32 channels_last and in bf16 autocast
+    + channels_last, as ratios to fp32 contiguous: the evidence behind the precision policy's
+    choice on this CPU (bf16 is emulated on a CPU without native BF16, which the policy then
+    refuses; fp32 kernels may or may not run faster in channels_last)."""
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    bf16 = "native" if cpu_supports_bf16() else "emulated"
+    modes = {
+        "fp32 contiguous": PrecisionPolicy(device, "fp32", False, False, threads, ""),
+        "fp32 channels_last": PrecisionPolicy(device, "fp32", True, False, threads, ""),
+        f"bf16 ({bf16}) channels_last": PrecisionPolicy(device, "bf16", True, False, threads, ""),
+    }
+    for dims, shape in LAYOUT_INPUTS.items():
+        batch = torch.rand(*shape)
+        labels = torch.randint(0, 2, (shape[0],))
+        for name in ("cnn", "densenet121", "resnet50"):
+            models = {}
+            for mode, p in modes.items():
+                torch.manual_seed(0)
+                net = create_model(name, num_classes=2, spatial_dims=dims)
+                models[mode] = (p.prepare_model(net, dims), p)
+            rates = _paired_rates(models, batch, labels, steps=1, rounds=rounds)
+            base = rates["fp32 contiguous"]
+            cells = []
+            for mode in list(modes)[1:]:
+                ratio, spread = _median_ratio(rates[mode], base)
+                cells.append(f"{mode} {ratio:.2f}x ({spread})")
+            print(
+                f"  {name:12s} {dims}D batch {shape[0]}: fp32 contiguous "
+                f"{max(base) * shape[0]:6.1f} img/s | " + " | ".join(cells)
+            )
 
 
 def _write_dicom_slice(path: Path, size: int = 512) -> Path:
@@ -531,6 +596,12 @@ def main() -> None:
         "the steps that saves",
     )
     parser.add_argument(
+        "--layouts",
+        action="store_true",
+        help="also: each classifier's training speed (2D and 3D) in fp32 channels_last and bf16 "
+        "against fp32 contiguous, the evidence for the precision policy on this CPU",
+    )
+    parser.add_argument(
         "--phase-cost",
         metavar="DATA_DIR",
         help="the CPU cost of a resized and a cropped DenseNet121 recipe step against a "
@@ -542,8 +613,8 @@ def main() -> None:
     policy = resolve_policy("auto", "cpu", threads=args.threads)
     print(f"policy: {policy.describe()}; torch {torch.__version__}")
     if not args.skip_speed:
-        steps, rounds = (2, 2) if args.quick else (4, 3)
-        print("1. training throughput, 128x128, batch 32 (best of rounds, alternating modes)")
+        steps, rounds = (1, 3) if args.quick else (2, 7)
+        print("1. training throughput, 128x128, batch 32 (paired rounds, alternating modes)")
         for name in ("densenet121", "cnn"):
             throughput(
                 name, batch_size=32, size=128, steps=steps, rounds=rounds, threads=policy.threads
@@ -582,6 +653,10 @@ def main() -> None:
                 )
             wanted[name] = recipe
         accuracy(args.accuracy, Path(args.out), wanted, args.threads)
+    if args.layouts:
+        rounds = 3 if args.quick else 7
+        print(f"5. training speed by layout and precision vs fp32 contiguous ({rounds} rounds)")
+        layouts(rounds=rounds, threads=policy.threads)
     if args.phase_cost:
         steps, rounds = (4, 2) if args.quick else (8, 3)
         print(f"4. DenseNet121 recipe step costs on {args.phase_cost} (best of {rounds} rounds)")

@@ -14,7 +14,7 @@ from lungcancer.train.precision import physical_cores, resolve_policy
     ("native_bf16", "requested", "name", "channels_last", "reason"),
     [
         (True, "auto", "bf16", True, "native BF16"),
-        (False, "auto", "fp32", False, "no native BF16"),
+        (False, "auto", "fp32", True, "no native BF16"),
         (True, "bf16", "bf16", True, "requested"),
         (True, "fp32", "fp32", False, "fp32 was requested"),
     ],
@@ -75,11 +75,17 @@ def test_threads_default_to_physical_cores() -> None:
     assert resolve_policy("fp32", "cpu", threads=3).threads == 3
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
 @pytest.mark.parametrize(("shape", "spatial_dims"), [((2, 1, 8, 8), 2), ((2, 1, 4, 8, 8), 3)])
 def test_channels_last_layout_for_inputs_and_models(
-    monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...], spatial_dims: int
+    monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...], spatial_dims: int, native_bf16: bool
 ) -> None:
-    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    # With or without BF16 the automatic policy trains in channels_last (fp32 kernels run
+    # faster in it too); an explicit fp32 request stays contiguous (the reference layout).
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: native_bf16)
+    plain = resolve_policy("fp32", "cpu")
+    assert plain.memory_format(len(shape)) == torch.contiguous_format
+    assert not plain.channels_last
     policy = resolve_policy("auto", "cpu")
     fmt = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
     assert policy.prepare_input(torch.zeros(shape)).is_contiguous(memory_format=fmt)
