@@ -653,14 +653,14 @@ def main() -> None:
                 )
             wanted[name] = recipe
         accuracy(args.accuracy, Path(args.out), wanted, args.threads)
-    if args.layouts:
-        rounds = 3 if args.quick else 7
-        print(f"5. training speed by layout and precision vs fp32 contiguous ({rounds} rounds)")
-        layouts(rounds=rounds, threads=policy.threads)
     if args.phase_cost:
         steps, rounds = (4, 2) if args.quick else (8, 3)
         print(f"4. DenseNet121 recipe step costs on {args.phase_cost} (best of {rounds} rounds)")
         phase_cost(args.phase_cost, steps=steps, rounds=rounds)
+    if args.layouts:
+        rounds = 3 if args.quick else 7
+        print(f"5. training speed by layout and precision vs fp32 contiguous ({rounds} rounds)")
+        layouts(rounds=rounds, threads=policy.threads)
 
 
 if __name__ == "__main__":

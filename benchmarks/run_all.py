@@ -83,7 +83,8 @@ def parse_cache(text: str) -> list[Row]:
 
 
 def parse_train(text: str) -> list[Row]:
-    """bench_train: training img/s of the policy over naive fp32, per model."""
+    """bench_train: training img/s of the policy over naive fp32, per model; with --layouts,
+    each layout and precision over fp32 contiguous, per model and dimension."""
     rows = []
     for match in _find(
         r"^\s+(\S+)\s+fp32 contiguous\s+([\d.]+) img/s \| (\S+) (\S+)\s+([\d.]+) img/s "
@@ -99,6 +100,20 @@ def parse_train(text: str) -> list[Row]:
                 f"{fast} vs {fp32} img/s",
             )
         )
+    for match in _find(
+        r"^\s+(\S+)\s+(\d)D batch (\d+): fp32 contiguous\s+[\d.]+ img/s \| (.+)$", text
+    ):
+        name, dims, batch, cells = match.groups()
+        for cell in _find(r"([^|]+?) ([\d.]+)x \(([\d.]+-[\d.]+)\)", cells):
+            mode, ratio, spread = cell.groups()
+            rows.append(
+                Row(
+                    "training",
+                    f"img/s {mode.strip()} / fp32 contiguous, {name} {dims}D batch {batch}",
+                    f"{ratio}x",
+                    f"paired rounds ranged {spread}",
+                )
+            )
     return rows
 
 
@@ -265,7 +280,7 @@ BENCHES = (
     Bench(
         "cache", "bench_cache.py", ("--pngs", "100", "--slices", "150"), ("--quick",), parse_cache
     ),
-    Bench("train", "bench_train.py", (), ("--quick",), parse_train),
+    Bench("train", "bench_train.py", ("--layouts",), ("--quick",), parse_train),
     Bench("inference", "bench_inference.py", ("--repeats", "3"), ("--quick",), parse_inference),
     Bench("export", "bench_export.py", ("--repeats", "16"), ("--quick",), parse_export),
     Bench(

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,17 +14,12 @@ from lungcancer.progression.checkpoint import read_gan_checkpoint
 WORKER = Path(__file__).parent / "gan_ddp_worker.py"
 
 
-def test_two_gloo_ranks_average_gradients_and_only_rank_0_writes(tmp_path: Path) -> None:
+def test_two_gloo_ranks_average_gradients_and_only_rank_0_writes(
+    tmp_path: Path, torchrun: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
     report = tmp_path / "report"
     report.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(WORKER), str(tmp_path / "run"), str(report),
-    ]  # fmt: skip
-    launched = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    torchrun(str(WORKER), str(tmp_path / "run"), str(report))
     ranks = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["steps"] == ranks[1]["steps"] == 4
     # Different data on each rank...

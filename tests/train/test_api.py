@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -15,8 +16,10 @@ from train_builders import BlobDataset, make_spec
 
 from lungcancer.errors import CheckpointError, ConfigError, TrainingError
 from lungcancer.models import create_model
+from lungcancer.train import api as train_api
 from lungcancer.train.api import TrainResult, fit
 from lungcancer.train.checkpoint import HISTORY_FIELDS, RunFolder, load_checkpoint
+from lungcancer.train.schedule import WarmupCosine
 
 
 def run_fit(
@@ -181,6 +184,59 @@ def test_early_stopping_and_time_budget(tmp_path: Path) -> None:
     budget = run_fit(tmp_path / "budget", epochs=5, max_minutes=1e-6)
     assert budget.stopped == "time_budget"
     assert len(budget.history) == 1
+
+
+def _four_minutes_an_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # fit reads the budget's clock when the session starts and after each epoch.
+    ticks = itertools.count(0.0, 240.0)
+    monkeypatch.setattr(train_api, "_clock", lambda: next(ticks))
+
+
+def test_a_time_budget_too_short_for_the_epochs_ends_the_cosine_with_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _four_minutes_an_epoch(monkeypatch)
+    result = run_fit(tmp_path / "run", epochs=6, max_minutes=10)
+    # After epoch 1 (4 minutes), 10 minutes hold 2 epochs: the run plans 2 and ends after them.
+    assert result.stopped == "time_budget"
+    assert len(result.history) == 2
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "4.0 minutes an epoch, so 2 of 6 epochs fit in 10" in log
+    assert "epoch 2/2:" in log
+    # The cosine was re-planned over those 2 epochs (3 steps each, the first warming up).
+    planned = WarmupCosine(
+        torch.optim.SGD([torch.zeros(1)], lr=1.0), base_lr=3e-3, warmup_steps=3, total_steps=6
+    )
+    unplanned = WarmupCosine(
+        torch.optim.SGD([torch.zeros(1)], lr=1.0), base_lr=3e-3, warmup_steps=3, total_steps=18
+    )
+    assert result.history[1]["lr"] == pytest.approx(planned.lr_at(5))
+    assert result.history[1]["lr"] < unplanned.lr_at(5) / 3
+
+
+def test_a_time_budget_that_holds_every_epoch_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = run_fit(tmp_path / "plain", epochs=3)
+    _four_minutes_an_epoch(monkeypatch)
+    budget = run_fit(tmp_path / "budget", epochs=3, max_minutes=100)
+    assert budget.stopped == "completed"
+    assert [r["val_loss"] for r in budget.history] == [r["val_loss"] for r in plain.history]
+    assert "epochs fit in" not in (tmp_path / "budget" / "train.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("minutes", "timed", "done", "expected"),
+    [
+        (4.0, 1, 1, 2),  # 6 minutes left hold one more 4-minute epoch
+        (12.0, 3, 3, 3),  # the budget is spent: no more, but never fewer than done
+        (0.0, 1, 1, 6),  # no time measured yet: keep the plan
+        (1.0, 1, 1, 6),  # room for more than planned: never more than planned
+        (8.0, 1, 3, 3),  # after a resume only this session's epochs set the pace
+    ],
+)
+def test_epochs_within_budget(minutes: float, timed: int, done: int, expected: int) -> None:
+    assert train_api.epochs_within_budget(10.0, minutes, timed, done, 6) == expected
 
 
 def test_a_class_missing_from_validation_warns_and_still_scores(tmp_path: Path) -> None:

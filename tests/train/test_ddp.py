@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,10 @@ def _without_timing(rows: list[dict]) -> list[dict]:
 
 @pytest.mark.parametrize("mode", ["plain", "aux"])
 def test_two_processes_match_one_process_with_the_same_global_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    torchrun: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
     # "aux": the classifier and the auxiliary head train as one DDP module.
     monkeypatch.setitem(registry._REGISTRY, PROBE, build_probe)
@@ -41,14 +43,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
 
     report = tmp_path / "report"
     report.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(WORKER), str(tmp_path / "ddp"), str(report), "4", mode,
-    ]  # fmt: skip
-    launched = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    torchrun(str(WORKER), str(tmp_path / "ddp"), str(report), "4", mode)
 
     ranks = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
@@ -122,7 +117,9 @@ def test_cpu_threads_are_shared_among_the_processes_of_a_machine() -> None:
     assert threads_per_process(0, 16, None) == 16
 
 
-def test_lungcancer_train_runs_unchanged_under_torchrun(tmp_path: Path) -> None:
+def test_lungcancer_train_runs_unchanged_under_torchrun(
+    tmp_path: Path, torchrun: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
     data = write_png_dataset(tmp_path / "data", per_class=8, size=32)
     config = tmp_path / "run.yaml"
     config.write_text(
@@ -133,15 +130,11 @@ def test_lungcancer_train_runs_unchanged_under_torchrun(tmp_path: Path) -> None:
             }
         )
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["LUNGCANCER_PHI_SALT"] = "test-salt"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    launched = torchrun(
         "-m", "lungcancer.cli", "train", "--config", str(config), "--data", str(data),
         "--model", "cnn", "--out", str(tmp_path / "run"),
-    ]  # fmt: skip
-    launched = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+        env={"LUNGCANCER_PHI_SALT": "test-salt"},
+    )  # fmt: skip
     run = tmp_path / "run"
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
     log = (run / "train.log").read_text()

@@ -69,6 +69,10 @@ from lungcancer.train.schedule import WarmupCosine, build_optimizer
 _MIN_LOW_RES_PX = 32
 
 
+# The time budget's clock (a module attribute, so tests can run it fast).
+_clock = time.monotonic
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What a training run produced.
@@ -317,7 +321,9 @@ def fit(
         run.log(aux.describe())
 
     stopped = "completed"
-    session_start = time.monotonic()
+    session_start = _clock()
+    # The epochs the run means to train: cfg.epochs, fewer once the time budget cannot hold them.
+    planned_epochs = cfg.epochs
     val_loader = make_loader(
         val_set,
         batch_size=cfg.batch_size * 2,
@@ -351,7 +357,8 @@ def fit(
                 seed=seed,
                 drop_last=drop_last,
             )
-            with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", _epoch_size(sampler)) as advance:
+            bar = f"epoch {epoch + 1}/{planned_epochs}"
+            with progress_bar(bar, _epoch_size(sampler)) as advance:
 
                 def after_step(batch: int, advance: Callable[[int], None] = advance) -> None:
                     if ema is not None:
@@ -412,7 +419,7 @@ def fit(
             if improved:
                 run.save_checkpoint("best.pt", ckpt)
             run.write_history(history)
-            run.log(_epoch_line(row, cfg.epochs, improved))
+            run.log(_epoch_line(row, planned_epochs, improved))
             if context:
                 context.barrier()  # every rank sees this epoch's files before going on
             progress = EpochProgress()
@@ -424,11 +431,29 @@ def fit(
                 stopped = "early_stopping"
                 run.log(f"early stopping: no better validation AUC for {cfg.patience} epochs")
                 break
-            minutes = (time.monotonic() - session_start) / 60
+            minutes = (_clock() - session_start) / 60
+            if context:  # clocks differ; every rank must plan and stop alike
+                minutes = context.sum([minutes])[0] / context.world_size
             over = bool(cfg.max_minutes) and minutes >= cfg.max_minutes
-            if context:
-                over = context.any_rank(over)  # clocks differ; all ranks must stop together
-            if over and epoch + 1 < cfg.epochs:
+            if over and epoch + 1 < planned_epochs:
+                stopped = "time_budget"
+                run.log(f"time budget: {minutes:.1f} of {cfg.max_minutes:g} minutes used")
+                break
+            if cfg.max_minutes and epoch + 1 < planned_epochs:
+                fits = epochs_within_budget(
+                    cfg.max_minutes, minutes, epoch + 1 - start_epoch, epoch + 1, planned_epochs
+                )
+                if fits < planned_epochs:
+                    # End the cosine where the budget ends the run, rather than cut the run
+                    # off at a high learning rate with the weights still moving.
+                    planned_epochs = fits
+                    schedule.total_steps = min(schedule.total_steps, fits * steps_per_epoch)
+                    run.log(
+                        f"time budget: {minutes / (epoch + 1 - start_epoch):.1f} minutes an "
+                        f"epoch, so {fits} of {cfg.epochs} epochs fit in {cfg.max_minutes:g}; "
+                        f"the learning rate now decays to its floor by the end of epoch {fits}"
+                    )
+            if planned_epochs < cfg.epochs and epoch + 1 >= planned_epochs:
                 stopped = "time_budget"
                 run.log(f"time budget: {minutes:.1f} of {cfg.max_minutes:g} minutes used")
                 break
@@ -445,6 +470,19 @@ def fit(
         stopped=stopped,
         class_names=spec.class_names,
     )
+
+
+def epochs_within_budget(
+    max_minutes: float, minutes: float, epochs_timed: int, epochs_done: int, planned: int
+) -> int:
+    """The run's epoch count that a time budget holds: the epochs done, plus as many more as
+    the minutes left hold at this session's pace (`minutes` over `epochs_timed` epochs,
+    validation included); never more than `planned`."""
+    per_epoch = minutes / max(1, epochs_timed)
+    if per_epoch <= 0:
+        return planned
+    more = math.floor(max(0.0, max_minutes - minutes) / per_epoch)
+    return max(epochs_done, min(planned, epochs_done + more))
 
 
 def training_optimizer(
