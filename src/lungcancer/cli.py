@@ -857,7 +857,9 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed (not the split's)."),
     max_minutes: float | None = typer.Option(
-        None, "--max-minutes", help="Stop after the epoch that crosses this many minutes."
+        None,
+        "--max-minutes",
+        help="Time budget: plan only the epochs that fit (the cosine ends with them).",
     ),
     image_size: int | None = typer.Option(None, "--image-size", help="Input side in pixels."),
     freeze_epochs: int | None = typer.Option(

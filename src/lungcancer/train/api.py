@@ -435,11 +435,7 @@ def fit(
             if context:  # clocks differ; every rank must plan and stop alike
                 minutes = context.sum([minutes])[0] / context.world_size
             over = bool(cfg.max_minutes) and minutes >= cfg.max_minutes
-            if over and epoch + 1 < planned_epochs:
-                stopped = "time_budget"
-                run.log(f"time budget: {minutes:.1f} of {cfg.max_minutes:g} minutes used")
-                break
-            if cfg.max_minutes and epoch + 1 < planned_epochs:
+            if cfg.max_minutes and not over and epoch + 1 < planned_epochs:
                 fits = epochs_within_budget(
                     cfg.max_minutes, minutes, epoch + 1 - start_epoch, epoch + 1, planned_epochs
                 )
@@ -453,7 +449,7 @@ def fit(
                         f"epoch, so {fits} of {cfg.epochs} epochs fit in {cfg.max_minutes:g}; "
                         f"the learning rate now decays to its floor by the end of epoch {fits}"
                     )
-            if planned_epochs < cfg.epochs and epoch + 1 >= planned_epochs:
+            if epoch + 1 < cfg.epochs and (over or epoch + 1 >= planned_epochs):
                 stopped = "time_budget"
                 run.log(f"time budget: {minutes:.1f} of {cfg.max_minutes:g} minutes used")
                 break
