@@ -4,8 +4,9 @@ Usage:
     python benchmarks/bench_inference.py            # densenet121, 512x512 slices, 300-slice series
     python benchmarks/bench_inference.py --quick    # cnn, 60-slice series, fewer repeats
 
-Three timings, each in fp32 and under the toolkit's policy (bf16 autocast + channels_last on
-CPUs with native BF16), from one untrained checkpoint (weights do not change the timing):
+Three timings, each in plain fp32 (contiguous) and under the toolkit's policy (bf16 autocast +
+channels_last on CPUs with native BF16, fp32 channels_last on others), from one untrained
+checkpoint (weights do not change the timing):
 - slice: one 512x512 DICOM file to probabilities, `predict_files` (read, preprocess, forward);
 - volume: a DICOM series folder to per-scan probabilities, `predict_files` as `lungcancer
   predict` runs it (read the series, sample slices, forward, average);
@@ -66,7 +67,10 @@ def main(argv: list[str] | None = None) -> None:
         write_series(series, args.slices, 512, 512)
         checkpoint = _untrained_checkpoint(root / "model.pt", args.model, args.image_size)
         models = {p: load_classifier(checkpoint, precision=p) for p in ("fp32", "auto")}
-        policy_name = models["auto"].policy.name
+        # One token, layout included: without native BF16 both sides compute in fp32 and differ
+        # only in layout (contiguous against channels_last).
+        chosen = models["auto"].policy
+        policy_name = chosen.name + ("+channels_last" if chosen.channels_last else "")
         arrays = [array for _, array in _all_slices(series, models["fp32"])]
 
         def scan(clf: object) -> None:
