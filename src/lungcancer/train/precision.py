@@ -3,9 +3,9 @@
 CPU: bf16 autocast + channels_last when the CPU has native BF16 (AVX512-BF16 or AMX), where it
 trains about 2.4x faster than fp32 (benchmarks/bench_train.py). Otherwise fp32, because emulated
 bf16 is slower (0.4-0.6x fp32 on an AVX-512 CPU without BF16), still in channels_last: oneDNN's
-fp32 convolutions run faster in it too (there, 1.18-1.26x contiguous fp32 for the three 2D
-classifiers, 1.02-1.12x in 3D). An explicit "fp32" request keeps the plain contiguous layout,
-the reference that speed-ups are measured against.
+fp32 convolutions run faster in it too (there, 1.16-1.30x contiguous fp32 for the three 2D
+classifiers, 1.01-1.09x in 3D: `bench_train.py --layouts`). An explicit "fp32" request keeps the
+plain contiguous layout, the reference that speed-ups are measured against.
 CUDA: autocast in bf16 where the GPU supports it, else fp16 with a GradScaler (fp16's narrow
 range underflows small gradients without loss scaling).
 Threads: one per physical core; hyper-threads share a core's matrix units and only add
