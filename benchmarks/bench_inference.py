@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         # One token, layout included: without native BF16 both sides compute in fp32 and differ
         # only in layout (contiguous against channels_last).
         chosen = models["auto"].policy
-        policy_name = chosen.name + ("+channels_last" if chosen.channels_last else "")
+        policy_name = f"{chosen.name}+{chosen.layout}" if chosen.channels_last else chosen.name
         arrays = [array for _, array in _all_slices(series, models["fp32"])]
 
         def scan(clf: object) -> None:

@@ -52,6 +52,7 @@ from torch import nn
 from lungcancer.config import DataConfig, ModelConfig, TrainConfig, WindowConfig, to_dict
 from lungcancer.models import create_model
 from lungcancer.train.checkpoint import FORMAT, VERSION, save_checkpoint
+from lungcancer.train.loop import LowResPhase
 from lungcancer.train.precision import PrecisionPolicy, cpu_supports_bf16, resolve_policy
 
 
@@ -117,7 +118,7 @@ def throughput(
     fp32_ips, policy_ips = max(rates["fp32"]) * batch_size, max(rates["policy"]) * batch_size
     print(
         f"  {name:12s} fp32 contiguous {fp32_ips:7.1f} img/s | {policy.name} "
-        f"{'channels_last' if policy.channels_last else 'contiguous'} {policy_ips:7.1f} img/s "
+        f"{policy.layout} {policy_ips:7.1f} img/s "
         f"| ratio {ratio:.2f}x (median of {rounds} paired rounds, range {spread})"
     )
     return ratio
@@ -483,7 +484,6 @@ def phase_cost(data_dir: str, *, steps: int, rounds: int) -> dict[str, float]:
     from lungcancer.train.loop import (
         EpochProgress,
         EpochSampler,
-        LowResPhase,
         make_loader,
         train_one_epoch,
     )
@@ -516,11 +516,9 @@ def phase_cost(data_dir: str, *, steps: int, rounds: int) -> dict[str, float]:
     schedule = WarmupCosine(optimizer, base_lr=cfg.lr, warmup_steps=0, total_steps=10**6)
     sampler = EpochSampler(train_set.labels, balance="sampler", seed=0)
     loader = make_loader(aux.dataset, batch_size=32, sampler=sampler, workers=0, seed=0)
-    phases = {
-        "full size": None,
-        f"resized to {LOW_RES_PX} px": LowResPhase(LOW_RES_PX, 10**9),
-        f"cropped to {CROP_PX[0]} x {CROP_PX[1]} px": LowResPhase(0, 10**9, CROP_PX),
-    }
+    smaller = (LowResPhase(LOW_RES_PX, 10**9), LowResPhase(0, 10**9, CROP_PX))
+    phases: dict[str, LowResPhase | None] = {"full size": None}
+    phases |= {phase.describe(): phase for phase in smaller}
     epoch = 0
 
     def seconds_per_step(phase: LowResPhase | None, n: int) -> float:
@@ -553,7 +551,7 @@ def phase_cost(data_dir: str, *, steps: int, rounds: int) -> dict[str, float]:
             best[name] = min(best[name], seconds_per_step(phase, steps))
     for name, seconds in best.items():
         ratio = seconds / best["full size"]
-        print(f"  a step {name:24s} {seconds:6.3f} CPU s | {ratio:.3f}x the full-size step")
+        print(f"  a step, {name:44s} {seconds:6.3f} CPU s | {ratio:.3f}x the full-size step")
     return best
 
 
@@ -641,15 +639,11 @@ def main() -> None:
             if (args.low_res or args.low_res_crop) and name == "densenet121":
                 recipe, before = with_low_res(recipe, args.accuracy, crop=args.low_res_crop)
                 train = recipe["train"]
-                smaller = (
-                    f"on the central {CROP_PX[0]} x {CROP_PX[1]} px"
-                    if args.low_res_crop
-                    else f"at {LOW_RES_PX} px"
-                )
+                phase = LowResPhase(train.get("low_res_px", 0), 0, train.get("low_res_crop_px", ()))
                 print(
                     f"  {name}: the first {train['low_res_fraction']:.0%} of "
-                    f"{train['max_steps']} steps {smaller}, the CPU time of {before} steps at "
-                    "128 px"
+                    f"{train['max_steps']} steps with {phase.describe()}, the CPU time of "
+                    f"{before} steps at 128 px"
                 )
             wanted[name] = recipe
         accuracy(args.accuracy, Path(args.out), wanted, args.threads)

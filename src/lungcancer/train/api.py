@@ -436,8 +436,9 @@ def fit(
                 minutes = context.sum([minutes])[0] / context.world_size
             over = bool(cfg.max_minutes) and minutes >= cfg.max_minutes
             if cfg.max_minutes and not over and epoch + 1 < planned_epochs:
+                timed = epoch + 1 - start_epoch  # epochs of this session, which set the pace
                 fits = epochs_within_budget(
-                    cfg.max_minutes, minutes, epoch + 1 - start_epoch, epoch + 1, planned_epochs
+                    cfg.max_minutes, minutes, timed, epoch + 1, planned_epochs
                 )
                 if fits < planned_epochs:
                     # End the cosine where the budget ends the run, rather than cut the run
@@ -445,7 +446,7 @@ def fit(
                     planned_epochs = fits
                     schedule.total_steps = min(schedule.total_steps, fits * steps_per_epoch)
                     run.log(
-                        f"time budget: {minutes / (epoch + 1 - start_epoch):.1f} minutes an "
+                        f"time budget: {minutes / timed:.1f} minutes an "
                         f"epoch, so {fits} of {cfg.epochs} epochs fit in {cfg.max_minutes:g}; "
                         f"the learning rate now decays to its floor by the end of epoch {fits}"
                     )

@@ -60,6 +60,11 @@ class PrecisionPolicy:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    @property
+    def layout(self) -> str:
+        """The memory layout in one word, for logs and benchmark labels."""
+        return "channels_last" if self.channels_last else "contiguous"
+
     def memory_format(self, ndim: int) -> torch.memory_format:
         """The memory format for a tensor of `ndim` dims (4: 2D images, 5: 3D volumes)."""
         if not self.channels_last:
@@ -89,9 +94,8 @@ class PrecisionPolicy:
 
     def describe(self) -> str:
         """One line for the run log."""
-        layout = "channels_last" if self.channels_last else "contiguous"
         threads = f", {self.threads} threads" if self.device.type == "cpu" else ""
-        return f"precision {self.name} on {self.device} ({layout}{threads}): {self.reason}"
+        return f"precision {self.name} on {self.device} ({self.layout}{threads}): {self.reason}"
 
 
 def cpu_supports_bf16() -> bool:
