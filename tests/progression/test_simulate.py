@@ -50,6 +50,8 @@ def test_simulation_writes_strip_gif_timeline_and_plot(
     assert document["frames"][2]["diameter_mm"] == pytest.approx(expected[2], abs=1e-3)
     assert any("N and M held" in note for note in document["notes"])
     assert len(list((tmp_path / "frames").glob("*.nrrd"))) == 3
+    # Only a 3D GAN renders whole volumes (test_gan3d.py).
+    assert result.volumes_hu == () and "volumes" not in result.files
     # An untrained generator returns its geometric prior: the lesion grows to the timeline's
     # diameter and the anatomy away from it is the input's.
     far = ~disc_mask((48, 48), (23.5, 23.5), 2 * expected[-1], (1.0, 1.0))

@@ -268,6 +268,14 @@ def evaluate_gan(
     return GanEvalResult(metrics=document, table=table, n_pairs=len(pairs), files=files)
 
 
+def lesion_slice(view: LesionView, frame_hu: np.ndarray) -> np.ndarray:
+    """The 2D frame the classifier scores: a 3D frame's axial slice through the view's lesion
+    centre (as `simulate` shows a 3D GAN's frames), a 2D frame as it is."""
+    if frame_hu.ndim == 2:
+        return frame_hu
+    return frame_hu[round(view.center[0])]
+
+
 def _spread_frames(
     pairs: Sequence[tuple[LesionView, LesionView]], frames: dict[str, list[np.ndarray]]
 ) -> tuple[dict[str, list[np.ndarray]], int, int]:
@@ -323,6 +331,9 @@ def _classifier_metrics(
 ) -> dict[str, Any]:
     """Stage fidelity and FID/KID: rendered patches pasted into the month-0 slice.
 
+    A 3D GAN's patches are pasted into the month-0 volume, and the classifier (2D) scores the
+    axial slice through the lesion centre of each frame and of the true future (`lesion_slice`).
+
     With `spread`, the GAN's and geometric growth's frames also get the nodes and M1a findings
     of the true future drawn beside the tumour (`progression.spread`); their lesion-only
     frames are scored too, as "<method>_lesion_only". "No change" stays the copied input.
@@ -336,13 +347,20 @@ def _classifier_metrics(
     frames: dict[str, list[np.ndarray]] = {}
     for method, outs in rendered.items():
         frames[method] = [
-            view_grid(src, gan.patch_size, float(patches.spacing_mm[i])).paste_residual(
-                src.image_hu, gan.window.to_hu(outs[i, 0]) - source_hu[i]
+            lesion_slice(
+                src,
+                view_grid(src, gan.patch_size, float(patches.spacing_mm[i])).paste_residual(
+                    src.image_hu, gan.window.to_hu(outs[i, 0]) - source_hu[i]
+                ),
             )
             for i, (src, _) in enumerate(pairs)
         ]
     spread_info: dict[str, Any] = {"drawn": False}
-    if spread and gan.config.spatial_dims == 2:
+    if spread and gan.config.spatial_dims == 3:
+        # `progression.spread` draws on slices; a 3D frame's findings would have to be drawn
+        # through the volume, which it does not do.
+        spread_info["why_not"] = "spread is drawn on 2D frames only; this GAN is 3D"
+    elif spread:
         with_spread, drawn, unplaced = _spread_frames(
             pairs, {m: frames[m] for m in ("gan", "geometric_growth")}
         )
@@ -357,7 +375,7 @@ def _classifier_metrics(
             "on the tumour grown to the future's diameter (progression.spread); "
             "'<method>_lesion_only' rows are the same frames without",
         }
-    real = [tgt.image_hu for _, tgt in pairs]
+    real = [lesion_slice(tgt, tgt.image_hu) for _, tgt in pairs]
     targets = []
     for _, tgt in pairs:
         name = class_for_stage(tgt.stage, scorer.class_names)

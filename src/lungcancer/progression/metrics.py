@@ -7,9 +7,9 @@ the true future itself as a check of the ruler):
    lung around it (a "half maximum" rule, clipped to -750..-300 HU): about -400 HU for a solid
    nodule, -700 HU for a part-solid one, -740 HU for ground glass. It comes from the *input*,
    so every method of a pair is cut at the same level.
-2. ROI: a disc around the patch centre of radius 0.75 x the larger of the input and target
-   diameters + 3 mm, so a lesion that grows as predicted is inside it and distant vessels are
-   not.
+2. ROI: a disc (a ball for 3D patches) around the patch centre of radius 0.75 x the larger
+   of the input and target diameters + 3 mm, so a lesion that grows as predicted is inside it
+   and distant vessels are not.
 3. Background: pixels that were already above the threshold in the input outside its
    (2-pixel dilated) lesion (chest wall, mediastinum, vessels) are left out, of the segmentation
    and of the true mask alike: where a tumour abuts the chest wall, intensity cannot tell them
@@ -72,11 +72,13 @@ class LesionScores:
     identity_ssim: float
 
 
-def roi_disc(patch_size: int, patch_spacing_mm: float, radius_mm: float) -> np.ndarray:
-    """Boolean disc of `radius_mm` around the centre of a square patch."""
+def roi_disc(
+    patch_size: int, patch_spacing_mm: float, radius_mm: float, ndim: int = 2
+) -> np.ndarray:
+    """Boolean disc (2D) or ball (3D) of `radius_mm` around the centre of a square patch."""
     axis = (np.arange(patch_size) - (patch_size - 1) / 2) * patch_spacing_mm
-    yy, xx = np.meshgrid(axis, axis, indexing="ij")
-    return np.asarray(yy**2 + xx**2 <= radius_mm**2)
+    mesh = np.meshgrid(*[axis] * ndim, indexing="ij")
+    return np.asarray(sum(m**2 for m in mesh) <= radius_mm**2)
 
 
 def roi_radius_mm(source_diameter_mm: float, target_diameter_mm: float) -> float:
@@ -120,10 +122,10 @@ def segment_lesion(
     threshold_hu: float,
     background: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The lesion in a 2D patch: above-threshold voxels in the ROI, component at the centre.
+    """The lesion in a patch: above-threshold voxels in the ROI, component at the centre.
 
     Args:
-        patch_hu: (y, x) patch in HU, lesion at the centre.
+        patch_hu: (y, x) or (z, y, x) patch in HU, lesion at the centre.
         roi: boolean ROI of the same shape.
         threshold_hu: lesion threshold.
         background: pixels never counted as lesion (see `background_tissue`).
@@ -137,14 +139,14 @@ def segment_lesion(
     labels, count = ndimage.label(candidate)
     if count == 0:
         return np.zeros_like(candidate)
-    cy, cx = (np.asarray(patch_hu.shape) - 1) / 2
-    at_centre = labels[round(cy), round(cx)]
+    centre = (np.asarray(patch_hu.shape) - 1) / 2
+    at_centre = labels[tuple(round(float(c)) for c in centre)]
     if at_centre:
         return np.asarray(labels == at_centre)
     # Nearest component to the centre (a cavitating lesion can be hollow at its centre).
-    ys, xs = np.nonzero(labels)
-    nearest = np.argmin((ys - cy) ** 2 + (xs - cx) ** 2)
-    return np.asarray(labels == labels[ys[nearest], xs[nearest]])
+    voxels = np.argwhere(labels)
+    nearest = voxels[np.argmin(((voxels - centre) ** 2).sum(axis=1))]
+    return np.asarray(labels == labels[tuple(nearest)])
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -190,7 +192,7 @@ def score_patch(
     window_low_hu: float,
     window_high_hu: float,
 ) -> LesionScores:
-    """All lesion-fidelity scores of one rendered 2D patch.
+    """All lesion-fidelity scores of one rendered patch, 2D or 3D (a ball for the ROI).
 
     Args:
         rendered_unit: rendered patch (window units).
@@ -207,15 +209,16 @@ def score_patch(
     Returns:
         The scores.
     """
-    size = rendered_unit.shape[-1]
-    roi = roi_disc(size, patch_spacing_mm, roi_radius_mm(source_diameter_mm, target_diameter_mm))
+    size, ndim = rendered_unit.shape[-1], rendered_unit.ndim
+    radius = roi_radius_mm(source_diameter_mm, target_diameter_mm)
+    roi = roi_disc(size, patch_spacing_mm, radius, ndim)
     span = 0.5 * (window_high_hu - window_low_hu)
     rendered_hu = (rendered_unit + 1.0) * span + window_low_hu
     source_hu = (source_unit + 1.0) * span + window_low_hu
     threshold = lesion_threshold_hu(source_hu, source_mask)
     background = background_tissue(source_hu, source_mask, threshold)
     target_hu = (target_unit + 1.0) * span + window_low_hu
-    spacing = (patch_spacing_mm, patch_spacing_mm)
+    spacing = (patch_spacing_mm,) * ndim
     lesion = segment_lesion(rendered_hu, roi, threshold, background)
     reference = segment_lesion(target_hu, roi, threshold, background)
     diameter = greatest_diameter_mm(lesion, spacing)

@@ -61,6 +61,8 @@ class SimulationResult:
     Attributes:
         timeline: one frame description per month (with probabilities when scored).
         frames_hu: the full slice through the lesion at each month, in HU.
+        volumes_hu: a 3D GAN's whole rendered volume at each month, in HU (empty for a 2D
+            GAN). Spread findings are drawn on `frames_hu` only.
         lesion: baseline lesion position and size.
         vdt_days: volume-doubling time used.
         histology: growth-model histology key.
@@ -77,6 +79,7 @@ class SimulationResult:
     notes: tuple[str, ...]
     class_names: tuple[str, ...] = ()
     files: dict[str, Path] = field(default_factory=dict)
+    volumes_hu: tuple[np.ndarray, ...] = ()
 
 
 def parse_months(text: str) -> tuple[float, ...]:
@@ -233,10 +236,14 @@ def render_frames(
     notes: list[str],
     mask: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """Render every frame from the baseline image and paste it back; returns the lesion slices.
+    """Render every frame from the baseline image and paste it back.
 
     `mask` is the lesion mask on the scan's grid (z-y-x); without one it is found from the
     point and diameter (`lesion_mask_from_point`).
+
+    Returns:
+        One image per frame: the slice through the lesion for a 2D GAN, the whole volume for
+        a 3D GAN.
     """
     dims = gan.config.spatial_dims
     z = round(lesion.center_zyx[0])
@@ -315,7 +322,7 @@ def render_frames(
         else:
             residual_hu = gan.window.to_hu(out) - gan.window.to_hu(patch)
             pasted = grid.paste_residual(image, residual_hu)
-        frames.append(pasted[z] if dims == 3 else pasted)
+        frames.append(pasted)
     return frames
 
 
@@ -469,11 +476,21 @@ def simulate(
     baseline = growth_timeline(lesion.diameter_mm, [0.0], vdt_days, *held)[0]
     check_no_regression(timeline, current_stage or baseline.stage, allow_regression)
     _check_stages(loaded, timeline)
-    frames = render_frames(loaded, scan, lesion, timeline, notes, mask_array)
+    rendered = render_frames(loaded, scan, lesion, timeline, notes, mask_array)
+    volumes: tuple[np.ndarray, ...] = ()
+    frames = rendered
+    if loaded.config.spatial_dims == 3:
+        volumes = tuple(rendered)
+        frames = [volume[round(lesion.center_zyx[0])] for volume in volumes]
     if any((f.n, f.m) != (baseline.n, baseline.m) for f in timeline):
         frames = _draw_spread(
             frames, scan, lesion, timeline, baseline, m1a_kind, spread_seed, notes, mask_array
         )
+        if volumes:
+            notes.append(
+                "the nodes and M1a findings are drawn on the slice through the lesion only; "
+                "the 3D volumes show the GAN's lesion without them"
+            )
     class_names: tuple[str, ...] = ()
     if classifier is not None:
         from lungcancer.progression.scoring import FrameScorer
@@ -494,6 +511,7 @@ def simulate(
         histology=histology_key,
         notes=tuple(dict.fromkeys(notes)),
         class_names=class_names,
+        volumes_hu=volumes,
     )
     if out_dir is None:
         return result
@@ -521,7 +539,8 @@ def write_outputs(
     scan: Scan,
     classifier: str | Path | None,
 ) -> dict[str, Path]:
-    """Strip PNG, GIF, timeline JSON and plot, and one NRRD per frame; returns the paths."""
+    """Strip PNG, GIF, timeline JSON and plot, one NRRD per frame (the slice through the
+    lesion) and, for a 3D GAN, one NRRD per rendered volume; returns the paths."""
     from lungcancer.io import write_volume
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -556,6 +575,18 @@ def write_outputs(
         )
         write_volume(frame_scan, path)
     files["frames"] = out_dir / "frames"
+    for volume, tf in zip(result.volumes_hu, result.timeline, strict=False):
+        # zip stops at once for a 2D GAN (no volumes); a 3D GAN has one per frame.
+        path = out_dir / "volumes" / f"month_{tf.months:g}.nrrd"
+        path.parent.mkdir(exist_ok=True)
+        volume_scan = Scan(
+            array=np.asarray(volume, np.float32),
+            spacing_mm=scan.spacing_mm,
+            origin_xyz_mm=scan.origin_xyz_mm,
+            direction_xyz=scan.direction_xyz,
+        )
+        write_volume(volume_scan, path)
+        files["volumes"] = path.parent
     document = {
         "gan": gan.path,
         "input": scan.source,

@@ -1,0 +1,166 @@
+"""The 3D progression GAN (`gan.spatial_dims: 3`): the ruler in 3D, `evaluate_gan` on LungSim
+volumes, and `simulate` writing the rendered volumes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gan_builders import LESION_HU, LUNG_HU, write_untrained_classifier
+
+from lungcancer.config import DataConfig
+from lungcancer.io import read_image
+from lungcancer.progression.fidelity import evaluate_gan
+from lungcancer.progression.metrics import roi_disc, score_patch, segment_lesion
+from lungcancer.progression.patches import HUWindow, disc_mask
+from lungcancer.progression.simulate import simulate
+from lungcancer.progression.training import patient_splits, train_gan
+
+WINDOW = HUWindow()
+SPLIT = DataConfig(test_fraction=0.35, val_fraction=0.15, seed=0)
+
+
+def _ball(diameter_mm: float, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A ball lesion at the centre of a noisy lung-like cube (1 mm voxels); (HU, mask)."""
+    rng = np.random.default_rng(seed)
+    image = LUNG_HU + 20.0 * rng.standard_normal((size,) * 3).astype(np.float32)
+    centre = ((size - 1) / 2,) * 3
+    mask = disc_mask((size,) * 3, centre, diameter_mm, (1.0, 1.0, 1.0))
+    image[mask] = LESION_HU
+    return image, mask
+
+
+def test_the_roi_of_a_3d_patch_is_a_ball() -> None:
+    ball = roi_disc(33, 1.0, 10.0, ndim=3)
+    assert ball.shape == (33, 33, 33)
+    # A ball of radius 10 voxels holds about 4/3 pi r^3 of them; a disc stacked 33 deep would
+    # hold 33 pi r^2 (over 2.4 times as many).
+    assert ball.sum() == pytest.approx(4 / 3 * np.pi * 10**3, rel=0.03)
+    assert ball[16, 16, 16] and not ball[0, 16, 16] and ball[6, 16, 16]
+    np.testing.assert_array_equal(ball[16], roi_disc(33, 1.0, 10.0))
+
+
+def test_the_ruler_scores_3d_lesions_like_2d_ones() -> None:
+    before, before_mask = _ball(10.0)
+    after, after_mask = _ball(20.0, seed=1)
+    source, target = WINDOW.to_unit(before), WINDOW.to_unit(after)
+    common = {
+        "source_diameter_mm": 10.0,
+        "target_diameter_mm": 20.0,
+        "patch_spacing_mm": 1.0,
+        "window_low_hu": WINDOW.low_hu,
+        "window_high_hu": WINDOW.high_hu,
+    }
+    perfect = score_patch(target, source, target, after_mask, before_mask, **common)
+    assert perfect.dice_same_ruler == 1.0 and perfect.diameter_error_same_ruler_mm == 0.0
+    assert perfect.dice > 0.95 and perfect.diameter_error_mm < 1.5
+    unchanged = score_patch(source, source, target, after_mask, before_mask, **common)
+    assert unchanged.identity_ssim == pytest.approx(1.0)
+    assert unchanged.diameter_error_mm == pytest.approx(10.0, abs=1.5)
+    # A 10 mm ball inside a 20 mm one: (1/2)^3 of the volume, Dice 2 x 1/8 / (1 + 1/8).
+    assert unchanged.dice == pytest.approx(2 * 0.125 / 1.125, abs=0.05)
+
+
+def test_a_hollow_3d_lesion_is_found_off_centre() -> None:
+    shell, _ = _ball(16.0)
+    shell[disc_mask(shell.shape, (15.5, 15.5, 15.5), 8.0, (1.0, 1.0, 1.0))] = LUNG_HU
+    found = segment_lesion(shell, roi_disc(32, 1.0, 12.0, ndim=3), -400.0)
+    assert found.any() and not found[16, 16, 16]
+    assert found.sum() == (shell > -400.0).sum()
+
+
+@pytest.fixture(scope="module")
+def lungsim_volumes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny longitudinal LungSim set of volumes (12 patients, months 0 and 12, 64x64x16)."""
+    from lungcancer.synth.api import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("lungsim3d")
+    cfg = SynthConfig(
+        patients=12,
+        timepoints_months=(0.0, 12.0),
+        size=64,
+        dims=3,
+        depth=16,
+        slice_thickness_mm=3.0,
+        previews=False,
+    )
+    generate(cfg, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def gan3d(lungsim_volumes: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from gan_builders import tiny_config
+
+    cfg = dataclasses.replace(
+        tiny_config(),
+        spatial_dims=3,
+        patch_size=16,
+        levels=2,
+        batch_size=2,
+        steps=2,
+        data=str(lungsim_volumes),
+        out_dir=str(tmp_path_factory.mktemp("gan3d")),
+    )
+    return train_gan(cfg, SPLIT, progress=False).checkpoint
+
+
+def test_evaluate_scores_a_3d_gan_on_held_out_volumes(
+    lungsim_volumes: Path, gan3d: Path, tmp_path: Path
+) -> None:
+    classifier = write_untrained_classifier(tmp_path / "classifier.pt")
+    result = evaluate_gan(
+        gan3d,
+        lungsim_volumes,
+        classifier=classifier,
+        months=12.0,
+        data_cfg=SPLIT,
+        out_dir=tmp_path / "eval",
+    )
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    test_patients = set(patient_splits(lungsim_volumes, SPLIT)["test"])
+    assert 1 <= result.n_pairs <= len(test_patients)
+    methods = metrics["methods"]
+    assert methods["true_future"]["dice_same_ruler"] == 1.0
+    assert methods["no_change"]["identity_ssim"] == pytest.approx(1.0)
+    # Every malignant LungSim lesion grows by month 12: copying the input misses the growth.
+    assert methods["no_change"]["diameter_mae_mm"] > methods["geometric_growth"]["diameter_mae_mm"]
+    assert 0.0 < methods["gan"]["dice"] <= 1.0
+    # The 2D classifier scores the slice through each frame's lesion; spread is 2D only.
+    assert set(metrics["stage_fidelity"]) == {"gan", "no_change", "geometric_growth", "true_future"}
+    assert metrics["spread"]["drawn"] is False and "3D" in metrics["spread"]["why_not"]
+    assert (tmp_path / "eval" / "examples.png").exists()
+
+
+def test_simulate_with_a_3d_gan_writes_the_rendered_volumes(
+    lungsim_volumes: Path, gan3d: Path, tmp_path: Path
+) -> None:
+    manifest = (lungsim_volumes / "manifest.csv").read_text().splitlines()
+    header = manifest[0].split(",")
+    rows = [dict(zip(header, line.split(","), strict=False)) for line in manifest[1:]]
+    row = next(r for r in rows if r["stage"] in ("I", "II") and r["time_point"] == "0.0")
+    image, mask = lungsim_volumes / row["path"], lungsim_volumes / row["mask_path"]
+    result = simulate(gan3d, image, mask=mask, months=(0.0, 6.0, 12.0), out_dir=tmp_path / "sim")
+    scan = read_image(image)
+    z = round(result.lesion.center_zyx[0])
+    assert len(result.volumes_hu) == 3
+    for volume, frame in zip(result.volumes_hu, result.frames_hu, strict=True):
+        assert volume.shape == scan.shape
+        np.testing.assert_array_equal(frame, volume[z])
+    np.testing.assert_array_equal(result.volumes_hu[0], scan.array)
+    # The rendered change is local: slices far above and below the lesion are the input's.
+    changed = np.nonzero(np.abs(result.volumes_hu[2] - scan.array).max(axis=(1, 2)) > 0)[0]
+    assert changed.size and z in changed
+    written = read_image(result.files["volumes"] / "month_12.nrrd")
+    assert written.shape == scan.shape and written.spacing_mm == pytest.approx(scan.spacing_mm)
+    assert written.origin_xyz_mm == pytest.approx(scan.origin_xyz_mm)
+    np.testing.assert_allclose(written.array, result.volumes_hu[2], atol=1e-3)
+    # The slices through the lesion are written as before, one per month.
+    assert sorted(p.name for p in (tmp_path / "sim" / "frames").iterdir()) == [
+        "month_0.nrrd",
+        "month_12.nrrd",
+        "month_6.nrrd",
+    ]
