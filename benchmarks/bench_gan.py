@@ -20,6 +20,8 @@ Usage:
    `--split val` scores the validation patients instead (into --work/evaluation_val): choose
    settings there, then report the test split once. `--gan KEY=VALUE` overrides a GanConfig
    field of the GAN trained in --work (a GAN already there is reused as it is).
+   `--dims 3`: the same with LungSim volumes (192 x 192 x 48, 2 mm slices) and a 3D GAN on
+   32^3 cubes; the 2D judge is trained on, and scores, the slice through each lesion.
 
 CPU minutes are process CPU time over the machine's physical cores: on a machine shared with
 other jobs they estimate what the run takes on an idle one; wall minutes are reported beside.
@@ -33,6 +35,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -130,6 +133,7 @@ def full(
     steps: int | None,
     split: str = "test",
     overrides: tuple[str, ...] = (),
+    dims: int = 2,
 ) -> None:
     """Generate LungSim, train the judge classifier and the default GAN, evaluate at 12 months."""
     from lungcancer.progression.fidelity import evaluate_gan
@@ -143,9 +147,13 @@ def full(
     phases: dict[str, tuple[float, float]] = {}
     if not (data / "manifest.csv").is_file():
         clock = _Clock()
+        # Volumes are smaller in-plane: 192 x 192 x 48 is 1.8 M voxels, 27 times a 256 slice.
+        shape: dict[str, Any] = {"size": 256}
+        if dims == 3:
+            shape = {"size": 192, "depth": 48, "slice_thickness_mm": 2.0}
         generate(
-            SynthConfig(patients=patients, timepoints_months=(0.0, 3.0, 6.0, 12.0), size=256,
-                        off_centre_slices=0, previews=False),
+            SynthConfig(patients=patients, timepoints_months=(0.0, 3.0, 6.0, 12.0), dims=dims,
+                        off_centre_slices=0, previews=False, **shape),
             data,
         )  # fmt: skip
         phases["LungSim"] = clock.minutes()
@@ -162,6 +170,8 @@ def full(
         )  # fmt: skip
         phases["classifier"] = clock.minutes()
     gan_cfg = GanConfig(data=str(data), out_dir=str(work / "gan"), threads=threads)
+    if dims == 3:
+        gan_cfg = dataclasses.replace(gan_cfg, spatial_dims=3, patch_size=32)
     if steps is not None:
         gan_cfg = dataclasses.replace(gan_cfg, steps=steps)
     if overrides:
@@ -200,6 +210,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="LungSim + classifier + GAN + evaluate")
     parser.add_argument("--work", type=Path, default=Path("runs/bench_gan"))
     parser.add_argument("--patients", type=int, default=160)
+    parser.add_argument("--dims", type=int, choices=(2, 3), default=2, help="3: volumes, 3D GAN")
     parser.add_argument("--threads", type=int, default=physical_cores())
     parser.add_argument("--classifier-epochs", type=int, default=30)
     parser.add_argument("--gan-steps", type=int, default=None, help="override the default steps")
@@ -223,6 +234,7 @@ def main() -> None:
             args.gan_steps,
             args.split,
             tuple(args.gan),
+            args.dims,
         )
 
 
