@@ -534,6 +534,9 @@ def gan_evaluate_command(
             console.print(f"{name}: {'yes' if check else 'NO'}")
     if "stage_fidelity" not in result.metrics:
         console.print("stage fidelity, FID and KID need --classifier", highlight=False)
+    why_not = (result.metrics.get("spread") or {}).get("why_not")
+    if why_not:
+        console.print(f"note: no nodes or M1a findings drawn: {why_not}", highlight=False)
     for kind, path in result.files.items():
         console.print(f"{kind}: {path}", highlight=False)
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gan_builders import LESION_HU, LUNG_HU, write_untrained_classifier
+from typer.testing import CliRunner
 
+from lungcancer.cli import app
 from lungcancer.config import DataConfig
 from lungcancer.io import read_image
 from lungcancer.progression.fidelity import evaluate_gan
@@ -133,6 +135,13 @@ def test_evaluate_scores_a_3d_gan_on_held_out_volumes(
     assert set(metrics["stage_fidelity"]) == {"gan", "no_change", "geometric_growth", "true_future"}
     assert metrics["spread"]["drawn"] is False and "3D" in metrics["spread"]["why_not"]
     assert (tmp_path / "eval" / "examples.png").exists()
+    # The CLI says why the frames carry no spread (it is on by default).
+    config = tmp_path / "split.yaml"
+    config.write_text("data:\n  test_fraction: 0.35\n  val_fraction: 0.15\n  seed: 0\n")
+    args = ["gan", "evaluate", str(gan3d), "--data", str(lungsim_volumes), "--config", str(config)]
+    shown = CliRunner().invoke(app, [*args, "--classifier", str(classifier)])
+    assert shown.exit_code == 0, shown.output
+    assert "no nodes or M1a findings drawn" in shown.output and "3D" in shown.output
 
 
 def test_simulate_with_a_3d_gan_writes_the_rendered_volumes(
