@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 
 from lungcancer.cli import app
 from lungcancer.config import DataConfig
+from lungcancer.errors import DatasetError
 from lungcancer.io import read_image
 from lungcancer.progression.fidelity import evaluate_gan
 from lungcancer.progression.metrics import roi_disc, score_patch, segment_lesion
+from lungcancer.progression.pairs import lesion_views_from_index
 from lungcancer.progression.patches import HUWindow, disc_mask
 from lungcancer.progression.simulate import simulate
 from lungcancer.progression.training import patient_splits, train_gan
@@ -108,6 +110,17 @@ def gan3d(lungsim_volumes: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         out_dir=str(tmp_path_factory.mktemp("gan3d")),
     )
     return train_gan(cfg, SPLIT, progress=False).checkpoint
+
+
+def test_a_3d_gan_refuses_slices(tmp_path: Path) -> None:
+    from lungcancer.synth.api import SynthConfig, generate
+
+    slices = tmp_path / "slices"
+    generate(SynthConfig(patients=4, size=64, off_centre_slices=0, previews=False), slices)
+    with pytest.raises(DatasetError, match="3D GAN needs volumes") as refused:
+        lesion_views_from_index(slices, ("I", "II", "III", "IV"), spatial_dims=3)
+    assert "spatial_dims: 2" in str(refused.value)
+    assert lesion_views_from_index(slices, ("I", "II", "III", "IV"), spatial_dims=2)
 
 
 def test_evaluate_scores_a_3d_gan_on_held_out_volumes(

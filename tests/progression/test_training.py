@@ -146,6 +146,31 @@ def test_configs_that_cannot_train_are_refused_with_the_key(tiny_gan_cfg: GanCon
         check_gan_config(dataclasses.replace(tiny_gan_cfg, augment=("brightness",)))
     with pytest.raises(ConfigError, match=r"gan\.mode"):
         check_gan_config(dataclasses.replace(tiny_gan_cfg, mode="cyclegan"))
+    with pytest.raises(ConfigError, match="discriminator's depth") as refused:
+        check_gan_config(dataclasses.replace(tiny_gan_cfg, patch_size=16, d_layers=3))
+    assert "at least 24" in str(refused.value) and "d_layers to 2" in str(refused.value)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_every_patch_and_discriminator_depth_the_check_accepts_runs(
+    tiny_gan_cfg: GanConfig, spatial_dims: int
+) -> None:
+    from lungcancer.progression.checkpoint import build_discriminator
+
+    for d_layers in (1, 2, 3):
+        for patch in (16, 24, 32):
+            cfg = dataclasses.replace(
+                tiny_gan_cfg, patch_size=patch, d_layers=d_layers, levels=2,
+                spatial_dims=spatial_dims,
+            )  # fmt: skip
+            try:
+                check_gan_config(cfg)
+            except ConfigError:
+                assert patch < 3 * 2**d_layers
+                continue
+            pair = torch.zeros((1, 2) + (patch,) * spatial_dims)
+            logits, _ = build_discriminator(cfg)(pair, torch.zeros(1, dtype=torch.long))
+            assert logits.shape[2:] and torch.isfinite(logits).all()
 
 
 def test_the_size_terms_read_a_ground_glass_lesion_like_the_ruler(tiny_gan_cfg: GanConfig) -> None:

@@ -305,6 +305,14 @@ def _view_from_arrays(
     z = int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
     spacing: tuple[float, ...]
     if spatial_dims == 3:
+        if volume_hu.shape[0] < 2:
+            raise DatasetError(
+                "a 3D GAN needs volumes, and this image is a single slice",
+                path=source,
+                expected="CT volumes with lesion masks (e.g. lungcancer synth --dims 3)",
+                found=f"an image of shape {tuple(volume_hu.shape)} (z, y, x)",
+                hint="train a 2D GAN on slices (gan.spatial_dims: 2), or use volume data",
+            )
         image, m, spacing, center = volume_hu, mask, spacing_zyx_mm, mask_center(mask)
     else:
         image, m, spacing = volume_hu[z], mask[z], spacing_zyx_mm[1:]

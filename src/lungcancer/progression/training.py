@@ -41,6 +41,18 @@ def check_gan_config(cfg: GanConfig) -> None:
             found=str(cfg.patch_size),
             hint="use 32 or 64 (3D) or 64 or 128 (2D)",
         )
+    # MONAI's PatchDiscriminator halves the patch d_layers times, then two 4x4 convolutions
+    # of stride 1 each take a pixel off: at least one pixel must be left.
+    smallest = 3 * 2**cfg.d_layers
+    if cfg.patch_size < smallest:
+        raise ConfigError(
+            "gan.patch_size is too small for the discriminator's depth",
+            expected=f"a patch of at least {smallest} (3 x 2**d_layers) with gan.d_layers = "
+            f"{cfg.d_layers}",
+            found=str(cfg.patch_size),
+            hint=f"raise gan.patch_size, or lower gan.d_layers to "
+            f"{max(1, (cfg.patch_size // 3).bit_length() - 1)}",
+        )
     if not cfg.window_high_hu > cfg.window_low_hu:
         raise ConfigError(
             "the HU window is empty",
