@@ -408,6 +408,10 @@ def simulate(
 ) -> SimulationResult:
     """Simulate a tumour's progression on one CT slice or volume.
 
+    A 2D GAN renders the slice through the lesion (of a volume: the slice where its mask is
+    largest); a 3D GAN renders the volume around it, and the frames are that slice of each
+    rendered volume (`SimulationResult.volumes_hu` keeps the volumes).
+
     Args:
         gan: GAN checkpoint (or a loaded one).
         image: CT slice or volume (any format `read_image` reads), or a `Scan`.
@@ -433,7 +437,7 @@ def simulate(
         out_dir: where to write strip, GIF, timeline JSON and plot (None: write nothing).
 
     Returns:
-        The timeline, the frames and the written files.
+        The timeline, the frames (and a 3D GAN's volumes) and the written files.
     """
     from lungcancer.io import read_image, read_mask
 
