@@ -415,8 +415,8 @@ def simulate(
     Args:
         gan: GAN checkpoint (or a loaded one).
         image: CT slice or volume (any format `read_image` reads), or a `Scan`.
-        mask: lesion mask (file on the image's grid, or a z-y-x array); volumes use the slice
-            through the lesion centre.
+        mask: lesion mask (file on the image's grid, or a z-y-x array): where the lesion is,
+            and for a 2D GAN which slice of a volume is rendered (see above).
         point_zyx: lesion centre in voxels when there is no mask.
         diameter_mm: lesion diameter (needed with a point; overrides the mask's measurement).
         classifier: classifier checkpoint that scores every frame.
