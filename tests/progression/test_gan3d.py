@@ -3,6 +3,7 @@ volumes, and `simulate` writing the rendered volumes."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -160,9 +161,8 @@ def test_evaluate_scores_a_3d_gan_on_held_out_volumes(
 def test_simulate_with_a_3d_gan_writes_the_rendered_volumes(
     lungsim_volumes: Path, gan3d: Path, tmp_path: Path
 ) -> None:
-    manifest = (lungsim_volumes / "manifest.csv").read_text().splitlines()
-    header = manifest[0].split(",")
-    rows = [dict(zip(header, line.split(","), strict=False)) for line in manifest[1:]]
+    with open(lungsim_volumes / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     row = next(r for r in rows if r["stage"] in ("I", "II") and r["time_point"] == "0.0")
     image, mask = lungsim_volumes / row["path"], lungsim_volumes / row["mask_path"]
     result = simulate(gan3d, image, mask=mask, months=(0.0, 6.0, 12.0), out_dir=tmp_path / "sim")

@@ -536,6 +536,29 @@ def _crop(
     return frame[out[0], out[1]]
 
 
+def _write_months(
+    folder: Path,
+    arrays: Sequence[np.ndarray],
+    timeline: Sequence[TimelineFrame],
+    scan: Scan,
+    first_voxel_zyx: tuple[float, float, float],
+) -> None:
+    """One NRRD per month (z-y-x arrays in HU) with the input's spacing and orientation, placed
+    where `first_voxel_zyx` of the input lies; no metadata is carried over."""
+    from lungcancer.io import write_volume
+
+    folder.mkdir(exist_ok=True)
+    origin = scan.voxel_to_world(first_voxel_zyx)
+    for array, frame in zip(arrays, timeline, strict=True):
+        image = Scan(
+            array=np.asarray(array, np.float32),
+            spacing_mm=scan.spacing_mm,
+            origin_xyz_mm=origin,
+            direction_xyz=scan.direction_xyz,
+        )
+        write_volume(image, folder / f"month_{frame.months:g}.nrrd")
+
+
 def write_outputs(
     result: SimulationResult,
     out_dir: Path,
@@ -545,8 +568,6 @@ def write_outputs(
 ) -> dict[str, Path]:
     """Strip PNG, GIF, timeline JSON and plot, one NRRD per frame (the slice through the
     lesion) and, for a 3D GAN, one NRRD per rendered volume; returns the paths."""
-    from lungcancer.io import write_volume
-
     out_dir.mkdir(parents=True, exist_ok=True)
     spacing_yx = (scan.spacing_mm[1], scan.spacing_mm[2])
     largest = max(f.diameter_mm for f in result.timeline)
@@ -567,30 +588,12 @@ def write_outputs(
     save_gif(files["gif"], crops, result.timeline)
     save_timeline_plot(files["plot"], result.timeline, result.class_names)
     z = round(result.lesion.center_zyx[0])
-    origin = scan.voxel_to_world((float(z), 0.0, 0.0))
-    for frame, tf in zip(result.frames_hu, result.timeline, strict=True):
-        path = out_dir / "frames" / f"month_{tf.months:g}.nrrd"
-        path.parent.mkdir(exist_ok=True)
-        frame_scan = Scan(
-            array=np.asarray(frame, np.float32)[None],
-            spacing_mm=scan.spacing_mm,
-            origin_xyz_mm=origin,
-            direction_xyz=scan.direction_xyz,
-        )
-        write_volume(frame_scan, path)
     files["frames"] = out_dir / "frames"
-    for volume, tf in zip(result.volumes_hu, result.timeline, strict=False):
-        # zip stops at once for a 2D GAN (no volumes); a 3D GAN has one per frame.
-        path = out_dir / "volumes" / f"month_{tf.months:g}.nrrd"
-        path.parent.mkdir(exist_ok=True)
-        volume_scan = Scan(
-            array=np.asarray(volume, np.float32),
-            spacing_mm=scan.spacing_mm,
-            origin_xyz_mm=scan.origin_xyz_mm,
-            direction_xyz=scan.direction_xyz,
-        )
-        write_volume(volume_scan, path)
-        files["volumes"] = path.parent
+    frames = [np.asarray(frame)[None] for frame in result.frames_hu]
+    _write_months(files["frames"], frames, result.timeline, scan, (float(z), 0.0, 0.0))
+    if result.volumes_hu:
+        files["volumes"] = out_dir / "volumes"
+        _write_months(files["volumes"], result.volumes_hu, result.timeline, scan, (0.0, 0.0, 0.0))
     document = {
         "gan": gan.path,
         "input": scan.source,
