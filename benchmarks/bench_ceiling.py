@@ -35,9 +35,10 @@ SPREAD = ("n", "m", "m1a_findings")
 
 
 def _measure(paths: tuple[str, str]) -> tuple[float, float, float]:
-    """Greatest diameter and area of the slice's largest lesion, and how many lesions."""
+    """Greatest diameter and area of the slice's largest lesion, and how many lesions
+    (`data.measure_lesions`, the toolkit's own definition of a lesion and its size)."""
+    from lungcancer.data import measure_lesions
     from lungcancer.io import read_image, read_mask
-    from lungcancer.progression.patches import greatest_diameter_mm
 
     image_path, mask_path = paths
     if not mask_path:
@@ -46,14 +47,9 @@ def _measure(paths: tuple[str, str]) -> tuple[float, float, float]:
     mask = read_mask(mask_path, like=scan)
     if not mask.any():
         return 0.0, 0.0, 0.0
-    from scipy import ndimage
-
-    labels, count = ndimage.label(mask[0] if mask.ndim == 3 else mask)
-    sizes = np.bincount(labels.ravel())[1:]
-    largest = labels == 1 + int(np.argmax(sizes))
-    spacing = scan.spacing_mm[-2:]
-    area = float(largest.sum()) * spacing[0] * spacing[1]
-    return greatest_diameter_mm(largest, spacing), area, float(count)
+    lesions = measure_lesions(mask, scan.spacing_mm, source=mask_path)
+    area_mm2 = lesions[0].voxel_count * scan.spacing_mm[1] * scan.spacing_mm[2]
+    return lesions[0].diameter_mm, area_mm2, float(len(lesions))
 
 
 def _rows(root: Path) -> list[dict[str, str]]:
