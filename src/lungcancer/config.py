@@ -112,6 +112,11 @@ class TrainConfig:
     # Validate, select and save an exponential moving average of the weights with this
     # per-step decay (0: off; 0.998 averages about the last 500 steps).
     ema_decay: float = 0.0
+    # Before each validation, recompute the judged network's batch-norm statistics from this
+    # many training batches, un-augmented and the same every epoch (0: off; see
+    # lungcancer.train.precise_bn). The momentum-averaged statistics lag the weights in short
+    # runs and do not belong to a weight average at all.
+    precise_bn_batches: int = 0
     # Manifest columns the network also learns to predict from its pooled features (multi-task;
     # see lungcancer.train.aux), e.g. [diameter_mm, t, n, m, invasion] on LungSim. Training
     # only: the saved classifier is the same network either way.

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lungcancer.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from lungcancer.data.transforms import input_channels
@@ -61,6 +61,12 @@ from lungcancer.train.loop import (
     gather_predictions,
     make_loader,
     train_one_epoch,
+)
+from lungcancer.train.precise_bn import (
+    batch_norm_layers,
+    calibration_indices,
+    calibration_loader,
+    recompute_batch_norm,
 )
 from lungcancer.train.precision import physical_cores, resolve_policy
 from lungcancer.train.schedule import WarmupCosine, build_optimizer
@@ -188,6 +194,10 @@ def _train_locked(
         val_set = ClassificationDataset(
             prepared.index, splits["val"], data_cfg, train=False, cache=cache
         )
+        # The training images as validation sees them (no augmentation), for precise BN.
+        calibration_set = ClassificationDataset(
+            prepared.index, splits["train"], data_cfg, train=False, cache=cache
+        )
         spec = RunSpec(
             model_name=model_cfg.name,
             model_args={
@@ -202,7 +212,7 @@ def _train_locked(
             model_cfg=model_cfg,
             train_cfg=train_cfg,
         )
-        return fit(spec, train_set, val_set, run)
+        return fit(spec, train_set, val_set, run, calibration_set=calibration_set)
 
 
 def fit(
@@ -212,6 +222,7 @@ def fit(
     run: RunFolder,
     *,
     sampler: Sampler[int] | None = None,
+    calibration_set: Dataset[tuple[torch.Tensor, int]] | None = None,
 ) -> TrainResult:
     """The epoch loop on ready datasets (any Dataset with a `labels` list works).
 
@@ -222,6 +233,8 @@ def fit(
         run: the run folder (locked by the caller).
         sampler: training sampler; by default an `EpochSampler` following `train_cfg.balance`.
             It must offer `set_epoch(epoch, skip)` for resuming.
+        calibration_set: the training samples without augmentation, index for index, for
+            `train_cfg.precise_bn_batches`; by default `train_set` itself (augmented).
 
     Returns:
         The run's result.
@@ -324,6 +337,12 @@ def fit(
     session_start = _clock()
     # The epochs the run means to train: cfg.epochs, fewer once the time budget cannot hold them.
     planned_epochs = cfg.epochs
+    calibration = _calibration_batches(cfg, train_labels, calibration_set or train_set, judged)
+    if calibration is not None:
+        run.log(
+            f"precise BN: batch-norm statistics recomputed from {len(calibration)} training "
+            f"batches of {cfg.batch_size} (no augmentation) before each validation"
+        )
     val_loader = make_loader(
         val_set,
         batch_size=cfg.batch_size * 2,
@@ -399,6 +418,8 @@ def fit(
                 break
 
             val_started = time.perf_counter()
+            if calibration is not None:
+                recompute_batch_norm(judged, calibration, policy, context=context)
             predictions = gather_predictions(evaluate_epoch(judged, val_loader, policy))
             metrics = epoch_metrics(predictions, spec.class_names)
             _warn_absent(metrics, run)
@@ -503,6 +524,27 @@ def training_optimizer(
     return optimizer
 
 
+def _calibration_batches(
+    cfg: TrainConfig,
+    labels: Sequence[int],
+    dataset: Dataset[tuple[torch.Tensor, int]],
+    model: nn.Module,
+) -> DataLoader[tuple[torch.Tensor, int]] | None:
+    """The fixed batches precise BN recomputes the statistics from, or None when it is off or
+    the model has no batch norm. One draw for the whole run (the training seed's), so every
+    epoch, a resumed run and every DDP process use the same images."""
+    if not cfg.precise_bn_batches or not batch_norm_layers(model):
+        return None
+    indices = calibration_indices(
+        labels,
+        batches=cfg.precise_bn_batches,
+        batch_size=cfg.batch_size,
+        balance=cfg.balance,
+        seed=cfg.seed,
+    )
+    return calibration_loader(dataset, indices, batch_size=cfg.batch_size)
+
+
 def _whole_epoch(progress: EpochProgress, context: DistributedContext | None) -> EpochProgress:
     """The epoch's training totals over all processes (this process's in a plain run)."""
     if context is None:
@@ -581,6 +623,12 @@ def _check_configs(data_cfg: DataConfig, model_cfg: ModelConfig, cfg: TrainConfi
             "train.ema_decay must be 0 (no weight average) or a decay below 1",
             expected="0 <= ema_decay < 1, e.g. 0.998",
             found=str(cfg.ema_decay),
+        )
+    if cfg.precise_bn_batches < 0:
+        raise ConfigError(
+            "train.precise_bn_batches is a number of training batches",
+            expected="0 (off) or more, e.g. 8",
+            found=str(cfg.precise_bn_batches),
         )
 
 
