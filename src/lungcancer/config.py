@@ -115,8 +115,8 @@ class TrainConfig:
     # Before each validation, recompute the judged network's batch-norm statistics from this
     # many training batches, un-augmented and the same every epoch (0: off; see
     # lungcancer.train.precise_bn). The momentum-averaged statistics lag the weights in short
-    # runs and do not belong to a weight average at all.
-    precise_bn_batches: int = 0
+    # runs and do not belong to a weight average at all. Costs about 3 training steps.
+    precise_bn_batches: int = 8
     # Manifest columns the network also learns to predict from its pooled features (multi-task;
     # see lungcancer.train.aux), e.g. [diameter_mm, t, n, m, invasion] on LungSim. Training
     # only: the saved classifier is the same network either way.

@@ -139,15 +139,18 @@ class InterruptingDataset(BlobDataset):
 
 
 def test_ctrl_c_saves_last_and_resume_continues_exactly(tmp_path: Path) -> None:
-    straight = run_fit(tmp_path / "straight", epochs=2)
+    # No precise BN: its reads of training items would move the dataset's read counter.
+    straight = run_fit(tmp_path / "straight", epochs=2, precise_bn_batches=0)
     # Item 30 is in the second epoch (24 items per epoch): stop after its batch.
-    interrupted = run_fit(tmp_path / "run", InterruptingDataset(24, seed=1, at=30), epochs=2)
+    interrupted = run_fit(
+        tmp_path / "run", InterruptingDataset(24, seed=1, at=30), epochs=2, precise_bn_batches=0
+    )
     assert interrupted.interrupted
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["epoch"] == 1
     assert ckpt["epoch_progress"]["steps"] == 1
     assert "continue with --resume" in (tmp_path / "run" / "train.log").read_text()
-    resumed = run_fit(tmp_path / "run", epochs=2, resume=True)
+    resumed = run_fit(tmp_path / "run", epochs=2, resume=True, precise_bn_batches=0)
     assert resumed.stopped == "completed"
     assert_same_weights(straight.last_checkpoint, resumed.last_checkpoint)
     assert resumed.history[-1]["train_loss"] == pytest.approx(straight.history[-1]["train_loss"])
@@ -163,9 +166,11 @@ def test_ctrl_c_during_validation_stops_before_the_next_epoch(tmp_path: Path) ->
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    # 24 items per epoch: the second epoch's images turn to NaN.
+    # 24 items per epoch: the second epoch's images turn to NaN (counted in reads, so no
+    # precise BN, which reads training items between the epochs).
+    nan_later = BlobDataset(24, seed=1, nan_from=24)
     with pytest.raises(TrainingError, match="loss became nan"):
-        run_fit(tmp_path / "run", BlobDataset(24, seed=1, nan_from=24), epochs=3)
+        run_fit(tmp_path / "run", nan_later, epochs=3, precise_bn_batches=0)
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["epoch"] == 1
     assert all(
