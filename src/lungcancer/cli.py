@@ -883,6 +883,12 @@ def train_command(
         "--aux-mask-weight",
         help="Weight of the lesion-mask auxiliary loss (needs mask_path; 0 = off).",
     ),
+    precise_bn_batches: int | None = typer.Option(
+        None,
+        "--precise-bn-batches",
+        help="Recompute batch-norm statistics from this many fixed training batches before "
+        "each validation (0 = off; default 8).",
+    ),
 ) -> None:
     """Train a classifier; flags override the YAML file's sections."""
     from lungcancer.config import DataConfig, ModelConfig, TrainConfig, load_section, override
@@ -918,6 +924,7 @@ def train_command(
         if aux_targets is None
         else tuple(c.strip() for c in aux_targets.split(",") if c.strip()),
         aux_mask_weight=aux_mask_weight,
+        precise_bn_batches=precise_bn_batches,
     )
     try:
         result = train(data_cfg, model_cfg, train_cfg)

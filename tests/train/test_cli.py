@@ -36,7 +36,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     args = [
         "train", "--config", str(config), "--data", str(data), "--model", "cnn",
         "--epochs", "1", "--image-size", "32", "--out", str(root / "run"), "--threads", "1",
-        "--max-steps", "1000",
+        "--max-steps", "1000", "--precise-bn-batches", "3",
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -54,6 +54,9 @@ def test_flags_override_the_yaml_sections(trained: tuple[Path, Path]) -> None:
     # --max-steps beyond what one epoch holds: recorded, and the epoch ends the run.
     assert saved["train"]["max_steps"] == 1000
     assert "the epochs end the run" in (run / "train.log").read_text()
+    # Precise BN from the flag, on the un-augmented training images `train` builds.
+    assert saved["train"]["precise_bn_batches"] == 3
+    assert "from 3 training batches of 4 (no augmentation)" in (run / "train.log").read_text()
     assert (run / "splits.json").is_file()
     assert load_checkpoint(run / "best.pt")["data_config"]["image_size"] == 32
 
