@@ -627,6 +627,43 @@ def simulate_command(
         console.print(f"{kind}: {path}", highlight=False)
 
 
+@app.command("calibrate")
+def calibrate_command(
+    target: str = typer.Argument(..., help="Run folder (uses best.pt) or checkpoint file."),
+    split: str = typer.Option("val", "--split", help="Split to fit on: val (or train)."),
+    class_bias: bool = typer.Option(
+        False,
+        "--class-bias/--temperature-only",
+        help="Also fit per-class decision biases for macro F1 (moves decisions; can overfit "
+        "a small split). Default: the temperature only, which changes no decision.",
+    ),
+    out: str | None = typer.Option(
+        None, "--out", help="Calibrated checkpoint (default RUN_DIR/calibrated.pt)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    data: str | None = typer.Option(None, "--data", help="Dataset path if it moved."),
+) -> None:
+    """Fit a temperature (and class biases) on the validation split; write a new checkpoint."""
+    from lungcancer.evaluate.posthoc import calibrate_run
+
+    result = calibrate_run(
+        target, split=split, class_bias=class_bias, out=out, device=device, data_source=data
+    )
+    fitted = result.calibration
+    console.print(f"{fitted.describe(result.class_names)}", highlight=False)
+    for key in ("nll", "ece", "accuracy", "macro_f1"):
+        console.print(
+            f"  {split} {key}: {fitted.before[key]:.4f} -> {fitted.after[key]:.4f}",
+            highlight=False,
+        )
+    console.print(
+        f"wrote {result.checkpoint}; the {split} figures above are fitted on those images "
+        f"(optimistic): score it on the test split with lungcancer evaluate "
+        f"{result.checkpoint} --out <folder>",
+        highlight=False,
+    )
+
+
 @app.command("evaluate")
 def evaluate_command(
     target: str = typer.Argument(..., help="Run folder (uses best.pt) or checkpoint file."),

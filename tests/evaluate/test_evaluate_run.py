@@ -215,3 +215,48 @@ def test_a_run_with_training_only_data_evaluates_without_it(
     # The training split does need it, and says which dataset is gone.
     with pytest.raises(DatasetError, match="more"):
         evaluate_run(run, split="train", out_dir=tmp_path / "eval2", n_boot=0)
+
+
+def test_calibrate_fits_on_val_writes_a_new_checkpoint_and_evaluate_says_so(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from lungcancer.cli import app
+    from lungcancer.evaluate.api import sha256_file
+    from lungcancer.evaluate.posthoc import ENTRY, calibrate_run
+    from lungcancer.train.checkpoint import load_checkpoint
+
+    source = run_dir / "best.pt"
+    before = sha256_file(source)
+    # Inside the run folder: evaluate finds the run's splits.json beside the checkpoint.
+    out = run_dir / "calibrated_by_test.pt"
+    shown = CliRunner().invoke(app, ["calibrate", str(run_dir), "--out", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "fitted on the val split" in shown.output and "no class bias" in shown.output
+    assert sha256_file(source) == before  # the source checkpoint is never changed
+    calibrated = load_checkpoint(out)
+    entry = calibrated[ENTRY]
+    val_keys = json.loads((run_dir / "splits.json").read_text())["splits"]["val"]
+    assert entry["split"] == "val" and entry["n_samples"] == len(val_keys)
+    assert entry["source"] == {"file": "best.pt", "sha256": before}
+    assert entry["after"]["nll"] <= entry["before"]["nll"] + 1e-9
+    layer = entry["layer"]
+    torch.testing.assert_close(
+        calibrated["state_dict"][f"{layer}.weight"],
+        (entry["original_weight"].double() / entry["temperature"]).float(),
+    )
+    # Evaluating the calibrated checkpoint on the test split records what it carries.
+    result = evaluate_run(out, n_boot=0, out_dir=tmp_path / "eval", localisation_samples=0)
+    info = json.loads(result.metrics_path.read_text())["run"]
+    assert info["post-hoc calibration"].startswith("temperature ")
+    assert "fitted on the val split" in info["post-hoc calibration"]
+    # A calibrated checkpoint is not calibrated again, and the test split never fits one.
+    with pytest.raises(LungCancerError, match="already calibrated"):
+        calibrate_run(out, out=tmp_path / "x.pt")
+    with pytest.raises(LungCancerError, match="test split"):
+        calibrate_run(run_dir, split="test")
+    with pytest.raises(LungCancerError, match="overwrite"):
+        calibrate_run(source, out=source)
+    assert not (run_dir / "calibrated.pt").exists()
+    out.unlink()  # the module's other tests share the run folder

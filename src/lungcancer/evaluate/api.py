@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from lungcancer.config import DataConfig
 from lungcancer.evaluate.bootstrap import DEFAULT_N_BOOT, bootstrap_metrics
 from lungcancer.evaluate.metrics import EvaluationError, compute_metrics, validate_predictions
 from lungcancer.evaluate.plots import read_history, write_evaluation_plots
@@ -312,6 +313,57 @@ def _train_minutes(run_dir: Path, checkpoint: Mapping[str, Any]) -> float | None
     return round(sum(valid) / 60.0, 2) if valid else None
 
 
+def split_dataset(
+    clf: Any, run_dir: Path, split: str, data_source: str | None = None
+) -> tuple[DataConfig, Any, Any, Path]:
+    """One split of a run's own data as the checkpoint preprocesses it, un-augmented.
+
+    Args:
+        clf: the loaded classifier (its data config and classes).
+        run_dir: the run folder (its splits.json names the split's samples).
+        split: "test", "val" or "train".
+        data_source: the dataset's location when it moved since training.
+
+    Returns:
+        (data config, prepared data, the split's ClassificationDataset, split file).
+
+    Raises:
+        EvaluationError: no split file, other classes in the data, or an empty split.
+    """
+    from lungcancer.data import ClassificationDataset, SampleCache, prepare_data
+
+    split_file = _run_split_file(run_dir, clf.data_config.split_file)
+    changes: dict[str, Any] = {"split_file": str(split_file)}
+    if split != "train":
+        # Training-only data adds nothing to val or test (it was audited against them when
+        # the run trained), so evaluating does not need it to still be on disk.
+        changes["train_extra"] = ()
+    if data_source is not None:
+        changes["source"] = data_source
+    cfg = dataclasses.replace(clf.data_config, **changes)
+    prepared = prepare_data(cfg, run_dir)
+    if tuple(prepared.class_names) != tuple(clf.class_names):
+        raise EvaluationError(
+            "the data's classes differ from the checkpoint's",
+            path=cfg.source,
+            expected=", ".join(clf.class_names),
+            found=", ".join(prepared.class_names),
+            hint="evaluate on the dataset (and class map) the model was trained on",
+        )
+    members = prepared.splits.get(split, [])
+    if not members:
+        raise EvaluationError(
+            f"the '{split}' split is empty",
+            path=split_file,
+            expected="a split with at least one sample",
+            found=", ".join(f"{k}: {len(v)}" for k, v in prepared.splits.items()),
+            hint="choose another --split",
+        )
+    cache = SampleCache(cfg.cache_dir) if cfg.cache_dir else None
+    dataset = ClassificationDataset(prepared.index, members, cfg, train=False, cache=cache)
+    return cfg, prepared, dataset, split_file
+
+
 def evaluate_run(
     run_dir_or_ckpt: str | Path,
     *,
@@ -353,41 +405,13 @@ def evaluate_run(
         CheckpointError: an unreadable or unsafe checkpoint.
         DatasetError: the dataset cannot be read or no longer fits the split file.
     """
-    from lungcancer.data import ClassificationDataset, SampleCache, prepare_data, sample_key
+    from lungcancer.data import sample_key
     from lungcancer.train.inference import load_classifier, predict_dataset
 
     specs = [GroupSpec.parse(text) for text in by]
     run_dir, ckpt_path = resolve_run(run_dir_or_ckpt)
     clf = load_classifier(ckpt_path, device=device)
-    split_file = _run_split_file(run_dir, clf.data_config.split_file)
-    changes: dict[str, Any] = {"split_file": str(split_file)}
-    if split != "train":
-        # Training-only data adds nothing to val or test (it was audited against them when
-        # the run trained), so evaluating does not need it to still be on disk.
-        changes["train_extra"] = ()
-    if data_source is not None:
-        changes["source"] = data_source
-    cfg = dataclasses.replace(clf.data_config, **changes)
-    prepared = prepare_data(cfg, run_dir)
-    if tuple(prepared.class_names) != tuple(clf.class_names):
-        raise EvaluationError(
-            "the data's classes differ from the checkpoint's",
-            path=cfg.source,
-            expected=", ".join(clf.class_names),
-            found=", ".join(prepared.class_names),
-            hint="evaluate on the dataset (and class map) the model was trained on",
-        )
-    members = prepared.splits.get(split, [])
-    if not members:
-        raise EvaluationError(
-            f"the '{split}' split is empty",
-            path=split_file,
-            expected="a split with at least one sample",
-            found=", ".join(f"{k}: {len(v)}" for k, v in prepared.splits.items()),
-            hint="choose another --split",
-        )
-    cache = SampleCache(cfg.cache_dir) if cfg.cache_dir else None
-    dataset = ClassificationDataset(prepared.index, members, cfg, train=False, cache=cache)
+    cfg, prepared, dataset, split_file = split_dataset(clf, run_dir, split, data_source)
     # Checked before the forward pass: a misspelt column should not cost a whole prediction.
     subgroups = [(spec, _column_values(dataset.samples, spec, cfg.source)) for spec in specs]
     probs = predict_dataset(clf, dataset, batch_size=batch_size)
@@ -419,6 +443,15 @@ def evaluate_run(
         "git hash": str(clf.checkpoint.get("git_hash", ""))[:12],
         "inference": f"{clf.policy.device} {clf.policy.name}",
     }
+    posthoc = clf.checkpoint.get("posthoc_calibration")
+    if posthoc:
+        # Decisions and probabilities are the calibrated model's: say so beside the figures.
+        biased = any(posthoc["class_bias"])
+        run_info["post-hoc calibration"] = (
+            f"temperature {posthoc['temperature']:.3f}"
+            + (" + class biases" if biased else "")
+            + f", fitted on the {posthoc['split']} split ({posthoc['n_samples']} images)"
+        )
     return evaluate_predictions(
         np.asarray(dataset.labels, dtype=np.int64),
         probs,
