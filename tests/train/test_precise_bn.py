@@ -128,7 +128,11 @@ def test_a_run_validates_and_saves_recomputed_statistics_and_trains_the_same(
     plain = run_fit(tmp_path / "plain", ema_decay=ema_decay)
     precise = run_fit(tmp_path / "precise", ema_decay=ema_decay, precise_bn_batches=2)
     log = (tmp_path / "precise" / "train.log").read_text()
-    assert "precise BN: batch-norm statistics recomputed from 2 training batches of 8" in log
+    # fit() was given no un-augmented copy of the training set, and the log says so.
+    assert (
+        "precise BN: batch-norm statistics recomputed from 2 training batches of 8 (as the "
+        "training set gives)" in log
+    )
     a = load_checkpoint(plain.last_checkpoint)
     b = load_checkpoint(precise.last_checkpoint)
     # Training is untouched: the raw weights (parameters, not statistics) are the same.

@@ -197,19 +197,21 @@ def fit_posthoc(
 
 
 def final_linear_name(model: nn.Module, num_classes: int, head_prefixes: Sequence[str]) -> str:
-    """The qualified name of the classifier's last linear layer (num_classes outputs, inside
-    the head)."""
+    """The qualified name of the classifier's last linear layer (num_classes outputs and a
+    bias, inside the head)."""
     names = [
         name
         for name, module in model.named_modules()
         if isinstance(module, nn.Linear)
         and module.out_features == num_classes
+        and module.bias is not None
         and any(f"{name}.".startswith(prefix) for prefix in head_prefixes)
     ]
     if not names:
         raise EvaluationError(
             "the model has no final linear layer to fold a calibration into",
-            expected=f"an nn.Linear with {num_classes} outputs under {list(head_prefixes)}",
+            expected=f"an nn.Linear with {num_classes} outputs and a bias under "
+            f"{list(head_prefixes)}",
             found=type(model).__name__,
         )
     return names[-1]

@@ -339,9 +339,10 @@ def fit(
     planned_epochs = cfg.epochs
     calibration = _calibration_batches(cfg, train_labels, calibration_set or train_set, judged)
     if calibration is not None:
+        images = "no augmentation" if calibration_set is not None else "as the training set gives"
         run.log(
             f"precise BN: batch-norm statistics recomputed from {len(calibration)} training "
-            f"batches of {cfg.batch_size} (no augmentation) before each validation"
+            f"batches of {cfg.batch_size} ({images}) before each validation"
         )
     val_loader = make_loader(
         val_set,
