@@ -102,7 +102,9 @@ def test_the_calibration_folds_exactly_into_the_last_linear_layer(name: str) -> 
     model.load_state_dict(ckpt["state_dict"])
     with torch.no_grad():
         folded = torch.log_softmax(model(x).double(), dim=1).numpy()
-    np.testing.assert_allclose(folded, calibrated_log_probs(raw, 1.7, [0.3, 0, -0.3]), atol=1e-5)
+    # float32 weights: agreement to float32 rounding (a bias of 0.3 would be far outside it).
+    want = calibrated_log_probs(raw, 1.7, [0.3, 0, -0.3])
+    np.testing.assert_allclose(folded, want, rtol=1e-5, atol=1e-4)
     entry = ckpt[ENTRY]
     assert entry["temperature"] == 1.7 and entry["layer"] == layer
     assert entry["original_weight"].shape == ckpt["state_dict"][f"{layer}.weight"].shape
