@@ -8,8 +8,9 @@ settings, as `lungcancer train` made it) twice: as saved, and with every batch-n
 running statistics recomputed from the first `--samples` training slices (no augmentation, the
 weights untouched: "precise BN"). If the saved model calls every slice one class and the
 recomputed one does not, the running statistics lagged the weights (a few fast-changing epochs),
-and recomputing them before validation is the fix. Prints macro AUC, macro F1, accuracy and how
-many classes are predicted.
+and recomputing them before validation is the fix (the trainer's precise BN, on by default
+since it was built; checkpoints trained with `precise_bn_batches: 0` can still lag). Prints
+macro AUC, macro F1, accuracy and how many classes are predicted.
 """
 
 from __future__ import annotations
@@ -20,29 +21,15 @@ import tempfile
 import numpy as np
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
-from torch import nn
 
 from lungcancer.config import DataConfig, from_dict
 from lungcancer.data import ClassificationDataset, SampleCache, prepare_data
 from lungcancer.train.inference import load_classifier
+from lungcancer.train.precise_bn import recompute_batch_norm
 
 
 def _stack(dataset: ClassificationDataset, count: int) -> torch.Tensor:
     return torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
-
-
-@torch.no_grad()
-def recompute_bn(model: nn.Module, images: torch.Tensor, batch: int = 32) -> None:
-    """Replace every batch-norm layer's running mean and variance by their averages over
-    `images` (cumulative, momentum None), the weights unchanged; leaves the model in eval."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-        norm.train()
-    for start in range(0, len(images), batch):
-        model(images[start : start + batch])
-    model.eval()
 
 
 def main() -> None:
@@ -67,9 +54,12 @@ def main() -> None:
     images, labels = _stack(scored, len(scored)), np.asarray(scored.labels)
     training = _stack(split("train"), args.samples)
     for mode in ("as saved", f"BN from {len(training)} training slices"):
-        model = load_classifier(args.checkpoint, "cpu", precision="fp32").model.eval()
+        clf = load_classifier(args.checkpoint, "cpu", precision="fp32")
+        model = clf.model.eval()
         if mode != "as saved":
-            recompute_bn(model, training)
+            # What the trainer's precise BN does (train.precise_bn_batches), on these slices.
+            batches = [(training[s : s + 32],) for s in range(0, len(training), 32)]
+            recompute_batch_norm(model, batches, clf.policy)
         with torch.no_grad():
             logits = torch.cat([model(images[s : s + 64]) for s in range(0, len(images), 64)])
         probs = torch.softmax(logits.float(), dim=1).numpy()
