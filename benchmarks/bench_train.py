@@ -295,6 +295,18 @@ def augmentation_speed(samples: int, rounds: int) -> float:
     return ratio
 
 
+def recipe_configs(
+    name: str, recipe: dict[str, Any], data_dir: str, out_dir: Path, threads: int
+) -> tuple[DataConfig, ModelConfig, TrainConfig]:
+    """The data, model and train configs a recipe trains `name` with on `data_dir`: 128 px
+    inputs, the benchmark's split (`data.seed` 0), run folder `out_dir`."""
+    return (
+        DataConfig(source=data_dir, image_size=128, seed=0, **recipe.get("data", {})),
+        ModelConfig(name=name, **recipe.get("model", {})),
+        TrainConfig(out_dir=str(out_dir), threads=threads, **recipe["train"]),
+    )
+
+
 def accuracy(
     data_dir: str, out_dir: Path, recipes: dict[str, dict[str, Any]], threads: int
 ) -> None:
@@ -306,9 +318,9 @@ def accuracy(
 
     results = {}
     for name, recipe in recipes.items():
-        data_cfg = DataConfig(source=data_dir, image_size=128, seed=0, **recipe.get("data", {}))
-        model_cfg = ModelConfig(name=name, **recipe.get("model", {}))
-        train_cfg = TrainConfig(out_dir=str(out_dir / name), threads=threads, **recipe["train"])
+        data_cfg, model_cfg, train_cfg = recipe_configs(
+            name, recipe, data_dir, out_dir / name, threads
+        )
         cpu_started, wall_started = time.process_time(), time.perf_counter()
         result = train(data_cfg, model_cfg, train_cfg)
         cpu_min = (time.process_time() - cpu_started) / 60

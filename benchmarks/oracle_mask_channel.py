@@ -49,22 +49,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
-    from bench_train import RECIPES, with_train_extra
-    from lungcancer.config import DataConfig, ModelConfig, TrainConfig
+    from bench_train import RECIPES, recipe_configs, with_train_extra
     from lungcancer.train.api import train
 
     recipe, factor = with_train_extra(RECIPES[args.model], args.data, args.train_extra)
-    data = recipe["data"]
     if not args.no_mask:
         _with_mask_channel()
         # One more window, so the data and model configs agree on three channels; the
         # dataset above replaces it with the mask.
-        data = {**data, "windows": (*data["windows"], data["windows"][0])}
-    data_cfg = DataConfig(source=args.data, image_size=128, seed=0, **data)
-    model_cfg = ModelConfig(
-        name=args.model, **{**recipe["model"], "in_chans": len(data_cfg.windows)}
+        windows = recipe["data"]["windows"]
+        recipe = {
+            **recipe,
+            "data": {**recipe["data"], "windows": (*windows, windows[0])},
+            "model": {**recipe["model"], "in_chans": len(windows) + 1},
+        }
+    data_cfg, model_cfg, train_cfg = recipe_configs(
+        args.model, recipe, args.data, args.out, args.threads
     )
-    train_cfg = TrainConfig(out_dir=str(args.out), threads=args.threads, **recipe["train"])
     started = time.process_time()
     result = train(data_cfg, model_cfg, train_cfg)
     best = result.history[result.best_epoch - 1] if result.history else None

@@ -146,14 +146,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from bench_train import RECIPES, with_train_extra
-    from lungcancer.config import DataConfig, ModelConfig, TrainConfig
+    from bench_train import RECIPES, recipe_configs, with_train_extra
     from lungcancer.data import SampleCache, prepare_data
     from lungcancer.train.api import train
 
     recipe, factor = with_train_extra(RECIPES["cnn"], args.data, args.train_extra)
-    data = recipe["data"]
-    two = DataConfig(source=args.data, image_size=128, seed=0, **data)
+    two, model_cfg, train_cfg = recipe_configs(
+        "cnn", recipe, args.data, args.out / "cnn", args.threads
+    )
     prepared = prepare_data(two, args.out / "finder")
     cache = SampleCache(two.cache_dir)
 
@@ -194,8 +194,7 @@ def main() -> None:
 
     torch_dataset.ClassificationDataset.__getitem__ = item  # type: ignore[method-assign]
     three = dataclasses.replace(two, windows=(*two.windows, two.windows[0]))
-    model_cfg = ModelConfig(name="cnn", **{**recipe["model"], "in_chans": 3})
-    train_cfg = TrainConfig(out_dir=str(args.out / "cnn"), threads=args.threads, **recipe["train"])
+    model_cfg = dataclasses.replace(model_cfg, in_chans=3)
     started = time.process_time()
     result = train(three, model_cfg, train_cfg)
     cls_cpu = (time.process_time() - started) / 60

@@ -51,19 +51,13 @@ def main() -> None:
     args = parser.parse_args()
     overrides = parse_overrides(args.overrides)
 
-    from bench_train import RECIPES, with_train_extra
-    from lungcancer.config import DataConfig, ModelConfig, TrainConfig
+    from bench_train import RECIPES, recipe_configs, with_train_extra
     from lungcancer.train.api import train
 
     recipe, factor = with_train_extra(RECIPES[args.model], args.data, args.train_extra)
-    data_cfg = DataConfig(
-        source=args.data, image_size=128, seed=0, **{**recipe["data"], **overrides["data"]}
-    )
-    model_cfg = ModelConfig(name=args.model, **{**recipe["model"], **overrides["model"]})
-    train_cfg = TrainConfig(
-        out_dir=str(args.out),
-        threads=args.threads,
-        **{**recipe["train"], **overrides["train"]},
+    recipe = {section: {**recipe[section], **overrides[section]} for section in SECTIONS}
+    data_cfg, model_cfg, train_cfg = recipe_configs(
+        args.model, recipe, args.data, args.out, args.threads
     )
     started = time.process_time()
     result = train(data_cfg, model_cfg, train_cfg)
