@@ -92,6 +92,12 @@ def test_dataset_items_labels_and_augmentation_only_when_training(tmp_path: Path
     assert any(not torch.equal(a, image) for a in augmented)
     again = ClassificationDataset(prepared.index, everything, cfg, train=True, cache=cache)
     assert all(torch.equal(a, again[0][0]) for a in augmented[:1])
+    # The training set seen without augmentation (precise BN's view): evaluation's items, and
+    # the training set's own augmentation stream goes on where it was.
+    plain = again.without_augmentation()
+    assert all(torch.equal(plain[i][0], evaluation[i][0]) for i in range(6))
+    assert not plain.train and again.train
+    assert torch.equal(again[0][0], augmented[1])  # the second draw, as if no view was taken
 
 
 def test_dataset_serves_masks_on_the_input_grid_cached_and_nan_without_a_file(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -123,6 +124,14 @@ class ClassificationDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def without_augmentation(self) -> ClassificationDataset:
+        """The same samples as validation sees them: no augmentation, this dataset's cache keys
+        (shared, not recomputed), its own augmentation state untouched."""
+        view = copy.copy(self)
+        view.train = view._augment = False
+        view._augmenter, view._stream = None, None
+        return view
 
     def reseed(self, seed: int) -> None:
         """Restart this process's augmentation stream at `seed`.

@@ -195,9 +195,7 @@ def _train_locked(
             prepared.index, splits["val"], data_cfg, train=False, cache=cache
         )
         # The training images as validation sees them (no augmentation), for precise BN.
-        calibration_set = ClassificationDataset(
-            prepared.index, splits["train"], data_cfg, train=False, cache=cache
-        )
+        calibration_set = train_set.without_augmentation()
         spec = RunSpec(
             model_name=model_cfg.name,
             model_args={
