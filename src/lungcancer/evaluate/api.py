@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,11 @@ from lungcancer.evaluate.plots import read_history, write_evaluation_plots
 from lungcancer.evaluate.report import SectionLike, subgroup_section, write_report
 from lungcancer.evaluate.subgroups import GroupSpec, subgroup_metrics
 from lungcancer.io.atomic import atomic_write_text
+
+if TYPE_CHECKING:  # imported lazily at run time: evaluating predictions needs no torch
+    from lungcancer.data import ClassificationDataset
+    from lungcancer.data.prepare import PreparedData
+    from lungcancer.train.inference import LoadedClassifier
 
 SCHEMA = "lungcancer.evaluate/1"
 
@@ -314,8 +319,8 @@ def _train_minutes(run_dir: Path, checkpoint: Mapping[str, Any]) -> float | None
 
 
 def split_dataset(
-    clf: Any, run_dir: Path, split: str, data_source: str | None = None
-) -> tuple[DataConfig, Any, Any, Path]:
+    clf: LoadedClassifier, run_dir: Path, split: str, data_source: str | None = None
+) -> tuple[DataConfig, PreparedData, ClassificationDataset, Path]:
     """One split of a run's own data as the checkpoint preprocesses it, un-augmented.
 
     Args:
