@@ -13,7 +13,7 @@ import dataclasses
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from lungcancer.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from lungcancer.data.transforms import input_channels
@@ -62,12 +62,7 @@ from lungcancer.train.loop import (
     make_loader,
     train_one_epoch,
 )
-from lungcancer.train.precise_bn import (
-    batch_norm_layers,
-    calibration_indices,
-    calibration_loader,
-    recompute_batch_norm,
-)
+from lungcancer.train.precise_bn import calibration_batches, recompute_batch_norm
 from lungcancer.train.precision import physical_cores, resolve_policy
 from lungcancer.train.schedule import WarmupCosine, build_optimizer
 
@@ -335,7 +330,7 @@ def fit(
     session_start = _clock()
     # The epochs the run means to train: cfg.epochs, fewer once the time budget cannot hold them.
     planned_epochs = cfg.epochs
-    calibration = _calibration_batches(cfg, train_labels, calibration_set or train_set, judged)
+    calibration = calibration_batches(cfg, train_labels, calibration_set or train_set, judged)
     if calibration is not None:
         images = "no augmentation" if calibration_set is not None else "as the training set gives"
         run.log(
@@ -521,27 +516,6 @@ def training_optimizer(
             }
         )
     return optimizer
-
-
-def _calibration_batches(
-    cfg: TrainConfig,
-    labels: Sequence[int],
-    dataset: Dataset[tuple[torch.Tensor, int]],
-    model: nn.Module,
-) -> DataLoader[tuple[torch.Tensor, int]] | None:
-    """The fixed batches precise BN recomputes the statistics from, or None when it is off or
-    the model has no batch norm. One draw for the whole run (the training seed's), so every
-    epoch, a resumed run and every DDP process use the same images."""
-    if not cfg.precise_bn_batches or not batch_norm_layers(model):
-        return None
-    indices = calibration_indices(
-        labels,
-        batches=cfg.precise_bn_batches,
-        batch_size=cfg.batch_size,
-        balance=cfg.balance,
-        seed=cfg.seed,
-    )
-    return calibration_loader(dataset, indices, batch_size=cfg.batch_size)
 
 
 def _whole_epoch(progress: EpochProgress, context: DistributedContext | None) -> EpochProgress:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from lungcancer.config import TrainConfig
 from lungcancer.train.distributed import DistributedContext
 from lungcancer.train.loop import EpochSampler
 from lungcancer.train.precision import PrecisionPolicy
@@ -64,6 +65,28 @@ def calibration_loader(
     return DataLoader(
         Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False, drop_last=True
     )
+
+
+def calibration_batches(
+    cfg: TrainConfig,
+    labels: Sequence[int],
+    dataset: Dataset[tuple[torch.Tensor, int]],
+    model: nn.Module,
+) -> DataLoader[tuple[torch.Tensor, int]] | None:
+    """The fixed batches a run recomputes the statistics from (`cfg.precise_bn_batches` of
+    `cfg.batch_size`), or None when precise BN is off or the model has no batch norm. One draw
+    for the whole run (the training seed's), so every epoch, a resumed run and every DDP
+    process use the same images."""
+    if not cfg.precise_bn_batches or not batch_norm_layers(model):
+        return None
+    indices = calibration_indices(
+        labels,
+        batches=cfg.precise_bn_batches,
+        batch_size=cfg.batch_size,
+        balance=cfg.balance,
+        seed=cfg.seed,
+    )
+    return calibration_loader(dataset, indices, batch_size=cfg.batch_size)
 
 
 @torch.no_grad()
