@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/bench_gan.py --speed                 # step time ratio (~2 min)
+    python benchmarks/bench_gan.py --loss-speed --dims 3   # loss implementation ratio (~3 min)
     python benchmarks/bench_gan.py --full --work runs/bench_gan [--threads 1]
     python benchmarks/bench_gan.py --full --work runs/bench_gan --split val --gan lambda_diameter=2
 
@@ -9,7 +10,11 @@ Usage:
    (64x64 patches, batch 8) in naive fp32 and in bf16 autocast + channels_last, the two modes
    alternating in one process so background load hits both alike; prints seconds per step and
    the ratio.
-2. --full: the issue-5 benchmark from scratch. Generates LungSim longitudinal data with
+2. --loss-speed: the same fp32 step (2D default config, or `--dims 3`: 32^3 cubes) with the
+   SSIM term and the mask dilations computed as now (separable 1D windows, one max-pool per
+   axis) and as before (MONAI's SSIMLoss with the full 2D/3D window, one cubic max-pool),
+   alternating; prints seconds per step and the ratio. Both compute the same values.
+3. --full: the issue-5 benchmark from scratch. Generates LungSim longitudinal data with
    `lungcancer.synth` (months 0, 3, 6, 12), trains the stage classifier that judges the frames
    (`lungcancer.train`, custom CNN, lung crop), trains the GAN with the *default* GanConfig,
    and runs `evaluate_gan` at 12 months on the held-out patients. Data, classifier and GAN
@@ -39,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from lungcancer.config import DataConfig, GanConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from lungcancer.progression import loop
@@ -47,12 +53,13 @@ from lungcancer.train.precision import cpu_supports_bf16, physical_cores
 
 
 def _synthetic_patches(cfg: GanConfig, n: int = 64) -> PatchSet:
-    """Random patches with a centred disc: the step time does not depend on the content."""
+    """Random patches with a centred disc (ball): the step time does not depend on the content."""
     rng = np.random.default_rng(0)
     p = cfg.patch_size
-    yy, xx = np.mgrid[:p, :p] - (p - 1) / 2
-    disc = (yy**2 + xx**2 <= (p / 6) ** 2).astype(np.float32)
-    source = (rng.normal(-0.8, 0.05, (n, 1, p, p)) + 0.9 * disc).astype(np.float32)
+    grid = np.mgrid[(slice(0, p),) * cfg.spatial_dims] - (p - 1) / 2
+    disc = ((grid**2).sum(axis=0) <= (p / 6) ** 2).astype(np.float32)
+    shape = (n, 1) + (p,) * cfg.spatial_dims
+    source = (rng.normal(-0.8, 0.05, shape) + 0.9 * disc).astype(np.float32)
     return PatchSet(
         source=source,
         target=source.copy(),
@@ -111,6 +118,53 @@ def speed(threads: int, steps: int, rounds: int) -> None:
     print(f"  speed-up: {fp32 / bf16:.2f}x")
     if not cpu_supports_bf16():
         print("  (bf16 is emulated on this CPU: the precision policy trains the GAN in fp32 here)")
+
+
+class _MonaiSSIM:
+    """The SSIM term as the GAN computed it before: MONAI's SSIMLoss (full 2D/3D window)."""
+
+    def __init__(self, cfg: GanConfig) -> None:
+        from monai.losses import SSIMLoss
+
+        win = 11 if cfg.patch_size >= 44 else 7
+        self.loss = SSIMLoss(spatial_dims=cfg.spatial_dims, data_range=2.0, win_size=win)
+
+    def __call__(self, fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(fake.float(), target.float())
+
+
+def _cubic_dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """The dilation as the GAN computed it before: one square/cubic max-pool."""
+    pool = F.max_pool2d if mask.ndim == 4 else F.max_pool3d
+    return pool(mask.float(), kernel_size=2 * pixels + 1, stride=1, padding=pixels)
+
+
+def loss_speed(dims: int, threads: int, steps: int, rounds: int) -> None:
+    """Seconds per fp32 GAN step: the separable SSIM window and per-axis dilation against the
+    full-window MONAI SSIMLoss and one cubic max-pool, alternating in one process."""
+    torch.set_num_threads(threads)
+    cfg = GanConfig()
+    if dims == 3:
+        cfg = dataclasses.replace(cfg, spatial_dims=3, patch_size=32)
+    patches = _synthetic_patches(cfg, n=32)
+    separable = loop._Trainer(cfg, torch.device("cpu"), bf16=False)
+    reference = loop._Trainer(cfg, torch.device("cpu"), bf16=False)
+    reference.ssim = _MonaiSSIM(cfg)  # type: ignore[assignment]
+    data = loop._as_tensors(patches, torch.device("cpu"), separable.window)
+    results: dict[str, list[float]] = {"reference": [], "separable": []}
+    fast_dilate = loop.dilate
+    for _ in range(rounds):
+        loop.dilate = _cubic_dilate  # type: ignore[assignment]
+        results["reference"].append(_step_seconds(reference, data, steps))
+        loop.dilate = fast_dilate
+        results["separable"].append(_step_seconds(separable, data, steps))
+    ref = statistics.median(results["reference"])
+    new = statistics.median(results["separable"])
+    print(f"GAN step, fp32, {dims}D (patch {cfg.patch_size}, batch {cfg.batch_size})")
+    print(f"  threads: {threads}")
+    print(f"  MONAI SSIMLoss + cubic max-pool:   {ref:.3f} s/step")
+    print(f"  separable SSIM + per-axis max-pool: {new:.3f} s/step")
+    print(f"  speed-up: {ref / new:.2f}x")
 
 
 class _Clock:
@@ -209,6 +263,9 @@ def full(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--speed", action="store_true", help="fp32 vs bf16 step time")
+    parser.add_argument(
+        "--loss-speed", action="store_true", help="separable vs full-window SSIM + dilation"
+    )
     parser.add_argument("--full", action="store_true", help="LungSim + classifier + GAN + evaluate")
     parser.add_argument("--work", type=Path, default=Path("runs/bench_gan"))
     parser.add_argument("--patients", type=int, default=160)
@@ -223,10 +280,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="steps per speed round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if not (args.speed or args.full):
-        parser.error("pass --speed and/or --full")
+    if not (args.speed or args.loss_speed or args.full):
+        parser.error("pass --speed, --loss-speed and/or --full")
     if args.speed:
         speed(args.threads, args.steps, args.rounds)
+    if args.loss_speed:
+        loss_speed(args.dims, args.threads, args.steps, args.rounds)
     if args.full:
         full(
             args.work,

@@ -133,3 +133,56 @@ def test_soft_dice_is_zero_on_the_target_and_grows_with_the_mismatch() -> None:
     shifted = torch.roll(target, 4, dims=-1)  # half of it overlaps
     assert float(losses.soft_dice_loss(target, target)) == pytest.approx(0.0, abs=1e-6)
     assert float(losses.soft_dice_loss(shifted, target)) == pytest.approx(0.5, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shape", "patch_size"),
+    [((3, 1, 64, 64), 64), ((2, 1, 40, 40), 40), ((2, 1, 20, 20, 20), 32), ((1, 2, 48, 48), 48)],
+)
+def test_separable_ssim_equals_monai_ssim_loss_in_value_and_gradient(
+    shape: tuple[int, ...], patch_size: int
+) -> None:
+    from monai.losses import SSIMLoss
+
+    torch.manual_seed(0)
+    target = torch.rand(shape) * 2 - 1
+    # A candidate that shares structure with the target, so SSIM is well away from 0 and 1.
+    start = (0.7 * target + 0.3 * (torch.rand(shape) * 2 - 1)).double().float()
+    dims = len(shape) - 2
+    reference = SSIMLoss(spatial_dims=dims, data_range=2.0, win_size=11 if patch_size >= 44 else 7)
+    ours_in = start.clone().requires_grad_(True)
+    ref_in = start.clone().requires_grad_(True)
+    ours = losses.SSIMTerm(dims, patch_size)(ours_in, target)
+    ref = reference(ref_in, target)
+    ours.backward()
+    ref.backward()
+    assert 0.1 < float(ref.detach()) < 0.9
+    assert float(ours.detach()) == pytest.approx(float(ref.detach()), abs=1e-6)
+    assert ours_in.grad is not None and ref_in.grad is not None
+    assert torch.allclose(ours_in.grad, ref_in.grad, atol=1e-6 * float(ref_in.grad.abs().max()))
+    assert float(losses.SSIMTerm(dims, patch_size)(target, target)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ssim_term_refuses_batches_of_another_shape_or_dimensionality() -> None:
+    term = losses.SSIMTerm(2, 64)
+    with pytest.raises(ValueError, match="2D"):
+        term(torch.zeros(1, 1, 16, 16, 16), torch.zeros(1, 1, 16, 16, 16))
+    with pytest.raises(ValueError, match="got"):
+        term(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 17))
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 9, 12), (2, 1, 7, 9, 8)])
+def test_separable_conv_equals_the_full_product_kernel(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(1)
+    images = torch.randn(shape)
+    kernel_1d = torch.tensor([0.1, 0.2, 0.4, 0.2, 0.1])
+    dims = len(shape) - 2
+    full = kernel_1d
+    for _ in range(dims - 1):
+        full = full[..., None] * kernel_1d
+    conv = torch.nn.functional.conv2d if dims == 2 else torch.nn.functional.conv3d
+    valid = conv(images, full.reshape(1, 1, *full.shape))
+    assert torch.allclose(losses.separable_conv(images, kernel_1d, False), valid, atol=1e-6)
+    padded = torch.nn.functional.pad(images, [2, 2] * dims, mode="replicate")
+    same = conv(padded, full.reshape(1, 1, *full.shape))
+    assert torch.allclose(losses.separable_conv(images, kernel_1d, True), same, atol=1e-6)

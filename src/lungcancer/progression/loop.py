@@ -37,7 +37,7 @@ from lungcancer.models.gan import (
     radial_grid,
 )
 from lungcancer.progression import losses
-from lungcancer.progression.baselines import grow_lesion
+from lungcancer.progression.baselines import dilate, grow_lesion
 from lungcancer.progression.checkpoint import (
     build_discriminator,
     build_generator,
@@ -201,11 +201,6 @@ def _item(value: torch.Tensor) -> float:
     return float(value.detach())
 
 
-def _dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    pool = F.max_pool2d if mask.ndim == 4 else F.max_pool3d
-    return pool(mask.float(), kernel_size=2 * pixels + 1, stride=1, padding=pixels)
-
-
 class _Trainer:
     """Holds the networks and optimizers; one method per phase of a step."""
 
@@ -361,7 +356,7 @@ class _Trainer:
         if cfg.mode == "paired":
             l1 = losses.gaussian_blur(fake - batch.real, BLUR_PX).abs().mean()
             ssim = self.ssim(fake, batch.real)
-            lesion_w = _dilate(torch.maximum(batch.source_mask, batch.target_mask), 2)
+            lesion_w = dilate(torch.maximum(batch.source_mask, batch.target_mask), 2)
             lesion = losses.masked_l1(fake, batch.target, lesion_w, BLUR_PX)
             loss = loss + cfg.lambda_l1 * l1 + cfg.lambda_ssim * ssim + cfg.lambda_lesion * lesion
             terms.update(l1=_item(l1), ssim=_item(ssim), lesion_l1=_item(lesion))
@@ -417,7 +412,7 @@ class _Trainer:
         is 1 - soft Dice against the true future's lesion mask (None unpaired: no mask).
         """
         threshold = batch.threshold_unit.reshape(-1, *([1] * (fake.ndim - 1)))
-        background = (batch.source > threshold) & (_dilate(batch.source_mask, 2) == 0)
+        background = (batch.source > threshold) & (dilate(batch.source_mask, 2) == 0)
         keep = roi * (~background).float()
         dice = None
         if self.cfg.mode == "paired":

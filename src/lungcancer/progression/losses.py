@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 import torch
-from monai.losses import SSIMLoss
 from scipy import ndimage
 from torch.nn import functional as F
 
@@ -222,25 +221,42 @@ def diameter_loss(
     return (greatest_diameter_px(mask) - target_diameter_px.float()).abs().mean()
 
 
+def separable_conv(
+    images: torch.Tensor, kernel_1d: torch.Tensor, replicate_edges: bool
+) -> torch.Tensor:
+    """Convolve every channel of (B, C, *spatial) images with one 1D kernel along each axis.
+
+    The product kernel in one pass of 1D convolutions: 3 x 7 taps instead of 7^3 for a 3D
+    Gaussian, and oneDNN's backward of a one-channel 7^3 convolution was 20% of a 3D GAN step.
+    `replicate_edges` pads each axis by the kernel's radius with the edge value (same size
+    out); otherwise the convolution is "valid" (each axis shrinks by len(kernel) - 1).
+    """
+    dims = images.ndim - 2
+    conv = F.conv2d if dims == 2 else F.conv3d
+    channels = images.shape[1]
+    taps = kernel_1d.numel()
+    kernel_1d = kernel_1d.to(device=images.device, dtype=images.dtype)
+    out = images
+    for axis in range(dims):
+        shape = [1, 1] + [1] * dims
+        shape[2 + axis] = taps
+        weight = kernel_1d.reshape(shape).expand(channels, *shape[1:])
+        if replicate_edges:
+            pad = [0, 0] * dims
+            pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = taps // 2
+            out = F.pad(out, pad, mode="replicate")
+        out = conv(out, weight, groups=channels)
+    return out
+
+
 def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
     """Separable Gaussian low-pass of (B, C, *spatial) images (2D or 3D), edges replicated."""
     if sigma_px <= 0:
         return images
     radius = max(1, int(3 * sigma_px + 0.5))
-    x = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (x / sigma_px) ** 2)
-    kernel = (kernel / kernel.sum()).to(images.dtype)
-    dims = images.ndim - 2
-    conv = F.conv2d if dims == 2 else F.conv3d
-    channels = images.shape[1]
-    out = images
-    for axis in range(dims):
-        shape = [channels, 1] + [1] * dims
-        shape[2 + axis] = kernel.numel()
-        pad = [0, 0] * dims
-        pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = radius
-        out = conv(F.pad(out, pad, mode="replicate"), kernel.reshape(shape), groups=channels)
-    return out
+    return separable_conv(images, kernel / kernel.sum(), replicate_edges=True)
 
 
 def masked_l1(
@@ -259,14 +275,48 @@ def masked_l1(
 
 
 class SSIMTerm:
-    """1 - SSIM on [-1, 1] images (MONAI's SSIM with data range 2), in fp32."""
+    """1 - SSIM on [-1, 1] images, in fp32: MONAI's `SSIMLoss`, computed with a separable window.
+
+    The definition is MONAI's (data range 2, Gaussian window of sigma 1.5 pixels, 11 taps, or 7
+    below 44-pixel patches; K1 0.01, K2 0.03; "valid" windows; the mean SSIM of each image,
+    averaged over the batch) and a test holds it to MONAI's value and gradient. MONAI convolves
+    the five local moments one by one with the full 2D or 3D window; here they are stacked as
+    channels and filtered once with three 1D passes, which cut a 3D GAN step by a fifth.
+    """
+
+    SIGMA_PX = 1.5
+    K1 = 0.01
+    K2 = 0.03
+    DATA_RANGE = 2.0
 
     def __init__(self, spatial_dims: int, patch_size: int) -> None:
-        win = 11 if patch_size >= 44 else 7
-        self.loss = SSIMLoss(spatial_dims=spatial_dims, data_range=2.0, win_size=win)
+        self.spatial_dims = spatial_dims
+        taps = 11 if patch_size >= 44 else 7
+        # MONAI's gaussian_1d: taps centred on 0, normalised to sum 1.
+        x = torch.arange((1 - taps) / 2, (1 + taps) / 2, 1.0)
+        kernel = torch.exp(-((x / self.SIGMA_PX) ** 2) / 2)
+        self.kernel = kernel / kernel.sum()
 
     def __call__(self, fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.loss(fake.float(), target.float())
+        x, y = fake.float(), target.float()
+        if x.ndim - 2 != self.spatial_dims or x.shape != y.shape:
+            raise ValueError(
+                f"SSIMTerm: expected two equal {self.spatial_dims}D batches, "
+                f"got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        channels = x.shape[1]
+        moments = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+        mu_x, mu_y, mu_xx, mu_yy, mu_xy = separable_conv(
+            moments, self.kernel, replicate_edges=False
+        ).split(channels, dim=1)
+        c1 = (self.K1 * self.DATA_RANGE) ** 2
+        c2 = (self.K2 * self.DATA_RANGE) ** 2
+        var_x = mu_xx - mu_x * mu_x
+        var_y = mu_yy - mu_y * mu_y
+        cov_xy = mu_xy - mu_x * mu_y
+        contrast = (2 * cov_xy + c2) / (var_x + var_y + c2)
+        ssim = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * contrast
+        return 1 - ssim.flatten(1).mean(dim=1).mean()
 
 
 def diff_augment(
