@@ -22,6 +22,8 @@ from lungcancer.progression.metrics import roi_disc, score_patch, segment_lesion
 from lungcancer.progression.pairs import lesion_views_from_index
 from lungcancer.progression.patches import HUWindow, disc_mask
 from lungcancer.progression.simulate import simulate
+from lungcancer.progression.spread import tumour_guard
+from lungcancer.progression.timeline import SimulationError
 from lungcancer.progression.training import patient_splits, train_gan
 
 WINDOW = HUWindow()
@@ -145,17 +147,26 @@ def test_evaluate_scores_a_3d_gan_on_held_out_volumes(
     # Every malignant LungSim lesion grows by month 12: copying the input misses the growth.
     assert methods["no_change"]["diameter_mae_mm"] > methods["geometric_growth"]["diameter_mae_mm"]
     assert 0.0 < methods["gan"]["dice"] <= 1.0
-    # The 2D classifier scores the slice through each frame's lesion; spread is 2D only.
-    assert set(metrics["stage_fidelity"]) == {"gan", "no_change", "geometric_growth", "true_future"}
-    assert metrics["spread"]["drawn"] is False and "3D" in metrics["spread"]["why_not"]
+    # The 2D classifier scores the slice through each frame's lesion; the nodes and M1a
+    # findings the true future adds are drawn on that slice, and the lesion-only frames kept.
+    assert set(metrics["stage_fidelity"]) == {
+        "gan",
+        "no_change",
+        "geometric_growth",
+        "true_future",
+        "gan_lesion_only",
+        "geometric_growth_lesion_only",
+    }
+    spread = metrics["spread"]
+    assert spread["drawn"] is True and "3D GAN" in spread["how"]
+    assert spread["pairs_with_spread"] + spread["pairs_without_two_lungs"] <= result.n_pairs
     assert (tmp_path / "eval" / "examples.png").exists()
-    # The CLI says why the frames carry no spread (it is on by default).
     config = tmp_path / "split.yaml"
     config.write_text("data:\n  test_fraction: 0.35\n  val_fraction: 0.15\n  seed: 0\n")
     args = ["gan", "evaluate", str(gan3d), "--data", str(lungsim_volumes), "--config", str(config)]
     shown = CliRunner().invoke(app, [*args, "--classifier", str(classifier)])
     assert shown.exit_code == 0, shown.output
-    assert "no nodes or M1a findings drawn" in shown.output and "3D" in shown.output
+    assert "no nodes or M1a findings drawn" not in shown.output
 
 
 def test_simulate_with_a_3d_gan_writes_the_rendered_volumes(
@@ -186,3 +197,41 @@ def test_simulate_with_a_3d_gan_writes_the_rendered_volumes(
         "month_12.nrrd",
         "month_6.nrrd",
     ]
+
+
+def test_simulate_with_a_3d_gan_draws_spread_through_the_volume(
+    lungsim_volumes: Path, gan3d: Path, tmp_path: Path
+) -> None:
+    with open(lungsim_volumes / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    row = next(r for r in rows if r["stage"] in ("I", "II") and r["time_point"] == "0.0")
+    image, mask = lungsim_volumes / row["path"], lungsim_volumes / row["mask_path"]
+    common = {"mask": mask, "months": (0.0, 12.0)}
+    # M1a held from month 0: the GAN renders month 12 at stage IV as with the schedule, and
+    # nothing is drawn (N and M never rise), so the two differ by the drawn findings alone.
+    plain = simulate(gan3d, image, **common, m="M1a")
+    spread = simulate(gan3d, image, **common, spread=((12.0, "M1a"),), m1a_kind="both")
+    assert plain.timeline[1].stage == "IV"
+    assert spread.timeline[1].m == "M1a" and spread.timeline[1].stage == "IV"
+    z = round(spread.lesion.center_zyx[0])
+    np.testing.assert_array_equal(spread.volumes_hu[0], plain.volumes_hu[0])
+    changed = np.abs(spread.volumes_hu[1] - plain.volumes_hu[1]) > 1e-3
+    slices = np.nonzero(changed.any(axis=(1, 2)))[0]
+    # Fluid on every slice below its top and a 8-18 mm nodule: more than the lesion's slice.
+    assert z in slices and slices.size >= 3
+    np.testing.assert_array_equal(spread.frames_hu[1], spread.volumes_hu[1][z])
+    assert any("through the volume" in n for n in spread.notes)
+    month_12 = next(n for n in spread.notes if n.startswith("from month 12: drew"))
+    assert "M1a effusion" in month_12 and "M1a nodule" in month_12
+    # Nothing is drawn over the tumour grown to month 12's size.
+    lesion = read_image(mask).array > 0
+    scale = spread.timeline[1].diameter_mm / spread.lesion.diameter_mm
+    spacing = read_image(image).spacing_mm
+    guard = tumour_guard(lesion, spread.lesion.center_zyx, scale, spacing)
+    assert guard.sum() > 0 and not (changed & guard).any()
+    # A volume whose slices do not run along the body is refused, with the reason.
+    sagittal = dataclasses.replace(
+        read_image(image), direction_xyz=(0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0)
+    )
+    with pytest.raises(SimulationError, match="axial volumes"):
+        simulate(gan3d, sagittal, mask=lesion, months=(0.0, 12.0), spread=((12.0, "M1a"),))

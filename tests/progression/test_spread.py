@@ -504,7 +504,9 @@ def test_overlapping_nodes_are_not_painted_twice() -> None:
         Node("N2", (32.0, 42.0), (13.0, 13.0), 0.0),
     )
     nodule = Node("M1a", (8.0, 8.0), (4.0, 4.0), 0.0)
-    plan = SpreadPlan(shape, (1.0, 1.0), nodes, empty > 0, empty, empty, nodule)
+    plan = SpreadPlan(
+        shape, (1.0, 1.0), nodes, empty > 0, empty, empty, nodule, (32.0, 32.0), 32.0, -1, 30.0
+    )
     out, _ = draw_spread(lung, plan, baseline=("N0", "M0"), target=("N2", "M0"))
     assert float(out.max()) <= NODE_HU + 1.0
 

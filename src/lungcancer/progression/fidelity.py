@@ -154,8 +154,9 @@ def evaluate_gan(
             (every patient of `data`: an external set the GAN never saw, e.g. `lungcancer synth
             --seed 1 --id-prefix ext`; patients the GAN trained on are refused by id).
         spread: draw the true future's new nodes and M1a findings outside the lesion on the
-            frames the classifier scores (`progression.spread`; 2D only), as `simulate
-            --spread` does. The lesion metrics never see them.
+            frames the classifier scores (`progression.spread`; for a 3D GAN, on the scored
+            slice through the lesion), as `simulate --spread` does. The lesion metrics never
+            see them.
 
     Returns:
         The metrics, the table and the written files.
@@ -298,14 +299,17 @@ def _spread_frames(
     for i, (src, tgt) in enumerate(pairs):
         if not (src.n and src.m and tgt.n and tgt.m) or (src.n, src.m) == (tgt.n, tgt.m):
             continue
-        spacing = (src.spacing_mm[0], src.spacing_mm[1])
-        center = (src.center[0], src.center[1])
+        # The frames are the slices the classifier scores (a volume's through the lesion),
+        # so the findings are drawn there, as `simulate` draws them on that slice of a volume.
+        spacing = (src.spacing_mm[-2], src.spacing_mm[-1])
+        center = (src.center[-2], src.center[-1])
         try:
-            plan = plan_spread(src.image_hu, spacing, center, i)
+            plan = plan_spread(lesion_slice(src, src.image_hu), spacing, center, i)
         except SimulationError:
             unplaced += 1
             continue
-        protect = tumour_guard(src.mask, center, tgt.diameter_mm / src.diameter_mm, spacing)
+        scale = tgt.diameter_mm / src.diameter_mm
+        protect = lesion_slice(src, tumour_guard(src.mask, src.center, scale, src.spacing_mm))
         kind = tgt.m1a_findings if tgt.m1a_findings in M1A_KINDS else "effusion"
         what: list[str] = []
         for method in out:
@@ -356,11 +360,7 @@ def _classifier_metrics(
             for i, (src, _) in enumerate(pairs)
         ]
     spread_info: dict[str, Any] = {"drawn": False}
-    if spread and gan.config.spatial_dims == 3:
-        # `progression.spread` draws on slices; a 3D frame's findings would have to be drawn
-        # through the volume, which it does not do.
-        spread_info["why_not"] = "spread is drawn on 2D frames only; this GAN is 3D"
-    elif spread:
+    if spread:
         with_spread, drawn, unplaced = _spread_frames(
             pairs, {m: frames[m] for m in ("gan", "geometric_growth")}
         )
@@ -372,7 +372,8 @@ def _classifier_metrics(
             "pairs_with_spread": drawn,
             "pairs_without_two_lungs": unplaced,
             "how": "nodes (N1-N3) and M1a findings the true future adds, drawn everywhere but "
-            "on the tumour grown to the future's diameter (progression.spread); "
+            "on the tumour grown to the future's diameter (progression.spread; a 3D GAN's "
+            "on the scored slice through the lesion); "
             "'<method>_lesion_only' rows are the same frames without",
         }
     real = [lesion_slice(tgt, tgt.image_hu) for _, tgt in pairs]

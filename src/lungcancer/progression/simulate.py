@@ -339,49 +339,105 @@ def _draw_spread(
 ) -> list[np.ndarray]:
     """Draw each frame's nodes and M1a findings beyond the baseline's, never over the tumour.
 
-    One plan serves every frame (`plan_spread` on the baseline slice), so a node that appears
-    at one month is the same node later. The tumour at each frame's size (its mask, or the one
-    found from the point, grown by `tumour_guard`) is left to the GAN.
+    `frames` are slices through the lesion (2D GAN) or whole volumes (3D GAN: drawn through
+    the volume, `draw_spread_volume`). One plan serves every frame (`plan_spread` on the
+    baseline slice), so a node that appears at one month is the same node later. The tumour at
+    each frame's size (its mask, or the one found from the point, grown by `tumour_guard`) is
+    left to the GAN.
     """
-    from lungcancer.progression.spread import draw_spread, plan_spread, tumour_guard
+    from lungcancer.progression.spread import (
+        draw_spread,
+        draw_spread_volume,
+        plan_spread,
+        plan_spread_volume,
+        tumour_guard,
+    )
 
-    spacing = (scan.spacing_mm[1], scan.spacing_mm[2])
-    center = (lesion.center_zyx[1], lesion.center_zyx[2])
-    z = round(lesion.center_zyx[0])
-    image = scan.array[z]
-    plan = plan_spread(image, spacing, center, seed)
-    if mask is not None:
-        lesion_slice = np.asarray(mask[z], bool)
+    volume = frames[0].ndim == 3
+    targets = [(f.n, f.m) for f in timeline]
+    # N levels reached at or before each frame stay drawn (N2 at 6 months, N3 at 12).
+    passed = [
+        tuple(sorted({f.n for f in timeline if f.months <= frame.months})) for frame in timeline
+    ]
+    scales = [frame.diameter_mm / lesion.diameter_mm for frame in timeline]
+    if volume:
+        spacing: tuple[float, ...] = scan.spacing_mm
+        center: tuple[float, ...] = lesion.center_zyx
+        image = scan.array
     else:
-        lesion_slice = lesion_mask_from_point(image, center, lesion.diameter_mm, spacing)
-    out: list[np.ndarray] = []
-    shown: set[str] = set()
-    for frame, pasted in zip(timeline, frames, strict=True):
-        scale = frame.diameter_mm / lesion.diameter_mm
-        protect = tumour_guard(lesion_slice, center, scale, spacing)
-        # N levels reached at or before this frame stay drawn (N2 at 6 months, N3 at 12).
-        passed = tuple(sorted({f.n for f in timeline if f.months <= frame.months}))
-        drawn, what = draw_spread(
-            pasted,
-            plan,
-            baseline=(baseline.n, baseline.m),
-            target=(frame.n, frame.m),
-            m1a_kind=m1a_kind,
-            protect=protect,
-            n_levels=passed,
+        spacing, center = scan.spacing_mm[1:], lesion.center_zyx[1:]
+        image = scan.array[round(lesion.center_zyx[0])]
+    if mask is not None:
+        lesion_mask = np.asarray(mask if volume else mask[round(lesion.center_zyx[0])], bool)
+    else:
+        lesion_mask = lesion_mask_from_point(image, center, lesion.diameter_mm, spacing)
+    guards = [tumour_guard(lesion_mask, center, scale, spacing) for scale in scales]
+    baseline_nm = (baseline.n, baseline.m)
+    if volume:
+        vplan = plan_spread_volume(
+            image, scan.spacing_mm, lesion.center_zyx, cranial=_cranial(scan), seed=seed
         )
+        out, whats = draw_spread_volume(
+            frames,
+            vplan,
+            baseline=baseline_nm,
+            targets=targets,
+            m1a_kind=m1a_kind,
+            protect=guards,
+            n_levels=passed,
+            source_hu=image,
+        )
+    else:
+        plan = plan_spread(image, (spacing[0], spacing[1]), (center[0], center[1]), seed)
+        out, whats = [], []
+        for pasted, target, guard, levels in zip(frames, targets, guards, passed, strict=True):
+            drawn, what = draw_spread(
+                pasted,
+                plan,
+                baseline=baseline_nm,
+                target=target,
+                m1a_kind=m1a_kind,
+                protect=guard,
+                n_levels=levels,
+            )
+            out.append(drawn)
+            whats.append(what)
+    shown: set[str] = set()
+    for frame, what in zip(timeline, whats, strict=True):
         new = [w for w in what if w not in shown]
         if new:
             notes.append(f"from month {frame.months:g}: drew {', '.join(new)}")
         shown.update(what)
-        out.append(drawn)
     notes.append(
         "nodes and M1a findings are drawn procedurally where the schedule raises N or M "
         "(lungcancer.progression.spread), not by the GAN"
     )
+    if volume:
+        notes.append(
+            "spread is drawn through the volume: nodes as ellipsoids, the effusion on every "
+            "slice below its top"
+        )
     if any(f.m in ("M1b", "M1c") for f in timeline):
         notes.append("M1b/M1c are metastases outside the chest slice: staged, not drawn")
     return out
+
+
+def _cranial(scan: Scan) -> int:
+    """+1 when the scan's slice index runs toward the head, -1 toward the feet.
+
+    The slice axis's world direction is the third column of the ITK direction matrix; its z
+    (LPS: superior) component says which way the body runs.
+    """
+    toward_head = scan.direction_xyz[8]
+    if abs(toward_head) < 0.5:
+        raise SimulationError(
+            "spread is drawn through axial volumes only",
+            path=scan.source or None,
+            expected="slices stacked along the body's long axis (axial CT)",
+            found=f"slice-axis direction {scan.direction_xyz[2::3]}",
+            hint="resample the volume to axial slices, or leave out --spread",
+        )
+    return 1 if toward_head > 0 else -1
 
 
 def simulate(
@@ -487,14 +543,22 @@ def simulate(
         volumes = tuple(rendered)
         frames = [volume[round(lesion.center_zyx[0])] for volume in volumes]
     if any((f.n, f.m) != (baseline.n, baseline.m) for f in timeline):
-        frames = _draw_spread(
-            frames, scan, lesion, timeline, baseline, m1a_kind, spread_seed, notes, mask_array
+        drawn = _draw_spread(
+            list(volumes or frames),
+            scan,
+            lesion,
+            timeline,
+            baseline,
+            m1a_kind,
+            spread_seed,
+            notes,
+            mask_array,
         )
         if volumes:
-            notes.append(
-                "the nodes and M1a findings are drawn on the slice through the lesion only; "
-                "the 3D volumes show the GAN's lesion without them"
-            )
+            volumes = tuple(drawn)
+            frames = [volume[round(lesion.center_zyx[0])] for volume in volumes]
+        else:
+            frames = drawn
     class_names: tuple[str, ...] = ()
     if classifier is not None:
         from lungcancer.progression.scoring import FrameScorer

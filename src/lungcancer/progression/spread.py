@@ -25,7 +25,9 @@ slice runs through the new finding and its edges carry a one-pixel partial-volum
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -70,7 +72,12 @@ class SpreadPlan:
         effusion_depth_mm: per-pixel fluid depth at full effusion (0 away from the back).
         wall_gap_mm: per-pixel depth below the chest wall inside that lung, along the radius (inf
             outside it).
-        nodule: the contralateral M1a nodule.
+        nodule: the contralateral M1a nodule (None on a slice of a volume it does not reach).
+        chest_centre_yx: the centre (pixels) the fluid's depth and angle are measured about.
+        midline_x: the mediastinum's mean column: which side a lung is on.
+        effusion_side: -1 when the fluid's lung lies at smaller columns than the midline, +1
+            at larger ones.
+        effusion_thickness_mm: the fluid's greatest depth, at the back.
     """
 
     shape: tuple[int, int]
@@ -79,7 +86,11 @@ class SpreadPlan:
     effusion_lung: np.ndarray
     effusion_depth_mm: np.ndarray
     wall_gap_mm: np.ndarray
-    nodule: Node
+    nodule: Node | None
+    chest_centre_yx: tuple[float, float]
+    midline_x: float
+    effusion_side: int
+    effusion_thickness_mm: float
 
 
 def _lungs(image_hu: np.ndarray) -> list[np.ndarray]:
@@ -200,13 +211,12 @@ def plan_spread(
             nodes.append(Node(level, site, semi, float(rng.uniform(0.0, np.pi))))
     # Effusion: fluid layers at the back of the tumour's lung (85%) or the other, deepest
     # posteriorly and thinning up the lateral wall.
-    effusion_lung = ipsi if rng.random() < 0.85 else contra
+    on_tumour_side = rng.random() < 0.85
+    effusion_lung = ipsi if on_tumour_side else contra
     rows, cols = np.nonzero(both)
-    y_mm, x_mm = (yy - rows.mean()) * dy, (xx - cols.mean()) * dx
-    rho, theta = np.hypot(y_mm, x_mm), np.arctan2(y_mm, x_mm)
-    wall_gap_mm = _radial_wall_gap_mm(effusion_lung, rho, theta)
-    back = np.clip((np.sin(theta) + 0.3) / 1.3, 0.0, 1.0) ** 1.5
-    depth_mm = float(rng.uniform(20.0, 50.0)) * back * effusion_lung
+    centre = (float(rows.mean()), float(cols.mean()))
+    thickness_mm = float(rng.uniform(20.0, 50.0))
+    depth_mm, wall_gap_mm = _effusion_depth_mm(effusion_lung, centre, (dy, dx), thickness_mm)
     # The M1a nodule: 8-18 mm, solid, well inside the other lung.
     diameter = float(rng.uniform(8.0, 18.0))
     room = ndimage.distance_transform_edt(contra, sampling=(dy, dx)) >= diameter / 2 + 3.0
@@ -217,10 +227,35 @@ def plan_spread(
         spacing_mm=(dy, dx),
         nodes=tuple(nodes),
         effusion_lung=effusion_lung,
-        effusion_depth_mm=depth_mm.astype(np.float32),
-        wall_gap_mm=wall_gap_mm.astype(np.float32),
+        effusion_depth_mm=depth_mm,
+        wall_gap_mm=wall_gap_mm,
         nodule=nodule,
+        chest_centre_yx=centre,
+        midline_x=mid_x,
+        effusion_side=int(ipsi_sign if on_tumour_side else -ipsi_sign),
+        effusion_thickness_mm=thickness_mm,
     )
+
+
+def _effusion_depth_mm(
+    lung: np.ndarray,
+    centre_yx: tuple[float, float],
+    spacing_mm: tuple[float, float],
+    thickness_mm: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fluid depth at full effusion and the depth below the wall, per pixel of `lung`.
+
+    Fluid layers at the back: full depth posteriorly (larger rows), thinning up the lateral
+    wall, as LungSim draws it; angles and depths are taken about `centre_yx`.
+    """
+    yy, xx = np.indices(lung.shape)
+    y_mm = (yy - centre_yx[0]) * spacing_mm[0]
+    x_mm = (xx - centre_yx[1]) * spacing_mm[1]
+    rho, theta = np.hypot(y_mm, x_mm), np.arctan2(y_mm, x_mm)
+    wall_gap_mm = _radial_wall_gap_mm(lung, rho, theta)
+    back = np.clip((np.sin(theta) + 0.3) / 1.3, 0.0, 1.0) ** 1.5
+    depth_mm = thickness_mm * back * lung
+    return depth_mm.astype(np.float32), wall_gap_mm.astype(np.float32)
 
 
 def _radial_wall_gap_mm(lung: np.ndarray, rho_mm: np.ndarray, theta: np.ndarray) -> np.ndarray:
@@ -245,27 +280,40 @@ def _radial_wall_gap_mm(lung: np.ndarray, rho_mm: np.ndarray, theta: np.ndarray)
 
 def tumour_guard(
     lesion_mask: np.ndarray,
-    center_yx: tuple[float, float],
+    center: tuple[float, ...],
     scale: float,
-    spacing_mm: tuple[float, float],
+    spacing_mm: tuple[float, ...],
     margin_mm: float = 3.0,
 ) -> np.ndarray:
     """Where the tumour is at a frame's size: its mask magnified about its centre by `scale`
     (target / current diameter, as the geometric prior grows it), plus `margin_mm`.
 
-    Spread is drawn everywhere else (the `protect` of `draw_spread`). The lesion ROI the GAN
-    owns would be too wide: for a 100 mm tumour it reaches 80 mm out and covers most of the
-    lung, where an effusion behind the tumour must still show.
+    Works on a slice (centre and spacing (y, x)) or a volume ((z, y, x)). Spread is drawn
+    everywhere else (the `protect` of `draw_spread`). The lesion ROI the GAN owns would be too
+    wide: for a 100 mm tumour it reaches 80 mm out and covers most of the lung, where an
+    effusion behind the tumour must still show. Only a box around the grown tumour is
+    computed: a volume's guard costs what its tumour's size costs.
     """
-    rows, cols = np.indices(lesion_mask.shape, dtype=np.float64)
+    mask = np.asarray(lesion_mask, np.float32)
+    guard = np.zeros(mask.shape, bool)
+    support = np.nonzero(mask > 0)
+    if support[0].size == 0:
+        return guard
     factor = 1.0 / max(scale, 1e-3)
-    source_rows = center_yx[0] + (rows - center_yx[0]) * factor
-    source_cols = center_yx[1] + (cols - center_yx[1]) * factor
-    grown = ndimage.map_coordinates(
-        lesion_mask.astype(np.float32), [source_rows, source_cols], order=1, cval=0.0
-    )
+    box = []
+    for axis, (idx, c, step) in enumerate(zip(support, center, spacing_mm, strict=True)):
+        reach = max(scale, 1.0) + 1 + margin_mm / step
+        low = math.floor(c + (idx.min() - c) * scale - reach)
+        high = math.ceil(c + (idx.max() - c) * scale + reach) + 1
+        box.append(slice(max(low, 0), min(high, mask.shape[axis])))
+    grid = np.indices([b.stop - b.start for b in box], dtype=np.float64)
+    coords = [c + (g + b.start - c) * factor for g, b, c in zip(grid, box, center, strict=True)]
+    grown = ndimage.map_coordinates(mask, coords, order=1, cval=0.0)
+    if not (grown >= 0.5).any():
+        return guard
     outside = ndimage.distance_transform_edt(grown < 0.5, sampling=spacing_mm)
-    return np.asarray(outside <= margin_mm)
+    guard[tuple(box)] = outside <= margin_mm
+    return guard
 
 
 def _ellipse_weight(plan: SpreadPlan, node: Node) -> np.ndarray:
@@ -368,7 +416,7 @@ def draw_spread(
             out, level = _paint(out, level, _soft(fluid) * keep, EFFUSION_HU)
             if fluid.any():
                 drawn.append(f"M1a effusion {float(depth[fluid].max()):.0f} mm deep")
-        if m1a_kind in ("nodule", "both"):
+        if m1a_kind in ("nodule", "both") and plan.nodule is not None:
             w = _ellipse_weight(plan, plan.nodule) * keep
             out, level = _paint(out, level, w, NODULE_HU)
             drawn.append(f"M1a nodule {2 * plan.nodule.semi_axes_mm[0]:.0f} mm")
@@ -384,3 +432,161 @@ def draw_spread(
         out, level = _paint(out, level, w, NODE_HU)
         drawn.append(f"{node.level} node {2 * node.semi_axes_mm[1]:.0f} mm")
     return out.astype(np.float32), drawn
+
+
+# LungSim's effusion thins out over the 40 mm below its top (`synth.findings.paint_findings`).
+_EFFUSION_TAPER_MM = 40.0
+
+
+@dataclass(frozen=True)
+class VolumeSpreadPlan:
+    """Where spread would show through a volume: the lesion slice's plan, extended in z.
+
+    Nodes are ellipsoids whose craniocaudal semi-axis is their short in-plane one; the M1a
+    nodule is a ball; the effusion layers at the back of its lung on every slice below its
+    top, full depth from 40 mm under the top down to the lung base, thinning to nothing over
+    those 40 mm, as LungSim draws it. On the lesion's slice this is `plan` itself.
+
+    Attributes:
+        plan: `plan_spread` of the axial slice through the lesion.
+        lesion_slice: that slice's index.
+        slice_mm: distance between slices.
+        cranial: +1 when the slice index grows toward the head, -1 toward the feet.
+        effusion_top_mm: height of the fluid's top above the lesion's slice.
+    """
+
+    plan: SpreadPlan
+    lesion_slice: int
+    slice_mm: float
+    cranial: int
+    effusion_top_mm: float
+
+
+def plan_spread_volume(
+    volume_hu: np.ndarray,
+    spacing_zyx_mm: tuple[float, float, float],
+    lesion_center_zyx: tuple[float, float, float],
+    *,
+    cranial: int,
+    seed: int = 0,
+) -> VolumeSpreadPlan:
+    """`plan_spread` on the slice through the lesion, and how far the fluid reaches upward.
+
+    The same seed gives the lesion's slice the plan `plan_spread` gives that slice alone, so a
+    volume's middle slice carries what a 2D simulation of it would.
+
+    Raises:
+        SimulationError: the volume is not 3D, or the lesion's slice lacks two lung fields.
+    """
+    volume = np.asarray(volume_hu, np.float32)
+    if volume.ndim != 3 or cranial not in (-1, 1):
+        raise SimulationError(
+            "spread through a volume needs axial slices stacked head to foot",
+            expected="a z-y-x volume whose slice axis runs along the body (cranial +1 or -1)",
+            found=f"shape {volume.shape}, cranial {cranial}",
+        )
+    k0 = min(max(round(lesion_center_zyx[0]), 0), volume.shape[0] - 1)
+    spacing_yx = (float(spacing_zyx_mm[1]), float(spacing_zyx_mm[2]))
+    center_yx = (float(lesion_center_zyx[1]), float(lesion_center_zyx[2]))
+    plan = plan_spread(volume[k0], spacing_yx, center_yx, seed)
+    # A second stream: the slice plan's draws stay those of `plan_spread` with this seed.
+    top_mm = float(np.random.default_rng([seed, 1]).uniform(40.0, 90.0))
+    return VolumeSpreadPlan(plan, k0, float(spacing_zyx_mm[0]), cranial, top_mm)
+
+
+def _node_at(node: Node | None, height_mm: float) -> Node | None:
+    """The section of an ellipsoidal node (or ball) `height_mm` above its centre, or None."""
+    if node is None:
+        return None
+    half_mm = node.semi_axes_mm[1]
+    if abs(height_mm) >= half_mm:
+        return None
+    f = math.sqrt(1.0 - (height_mm / half_mm) ** 2)
+    return replace(node, semi_axes_mm=(node.semi_axes_mm[0] * f, node.semi_axes_mm[1] * f))
+
+
+def slice_plan(vplan: VolumeSpreadPlan, image_hu: np.ndarray, index: int) -> SpreadPlan | None:
+    """The plan of slice `index` (its image `image_hu`), or None when nothing reaches it."""
+    base = vplan.plan
+    if index == vplan.lesion_slice:
+        return base
+    height_mm = (index - vplan.lesion_slice) * vplan.slice_mm * vplan.cranial
+    nodes = tuple(n for n in (_node_at(node, height_mm) for node in base.nodes) if n is not None)
+    nodule = _node_at(base.nodule, height_mm)
+    taper = np.clip((vplan.effusion_top_mm - height_mm) / _EFFUSION_TAPER_MM, 0.0, 1.0) ** 0.5
+    lung = np.zeros(base.shape, bool)
+    if taper > 0:
+        # The fluid's lung on this slice: the lung fields on its side of the midline.
+        for field in _lungs(np.asarray(image_hu, np.float32)):
+            if (float(np.nonzero(field)[1].mean()) - base.midline_x) * base.effusion_side > 0:
+                lung |= field
+    if not (nodes or nodule is not None or lung.any()):
+        return None
+    depth_mm, wall_gap_mm = _effusion_depth_mm(
+        lung, base.chest_centre_yx, base.spacing_mm, base.effusion_thickness_mm * float(taper)
+    )
+    return replace(
+        base,
+        nodes=nodes,
+        nodule=nodule,
+        effusion_lung=lung,
+        effusion_depth_mm=depth_mm,
+        wall_gap_mm=wall_gap_mm,
+    )
+
+
+def draw_spread_volume(
+    volumes_hu: Sequence[np.ndarray],
+    vplan: VolumeSpreadPlan,
+    *,
+    baseline: tuple[str, str],
+    targets: Sequence[tuple[str, str]],
+    m1a_kind: str = "effusion",
+    protect: Sequence[np.ndarray | None] | None = None,
+    n_levels: Sequence[tuple[str, ...]] | None = None,
+    source_hu: np.ndarray | None = None,
+) -> tuple[list[np.ndarray], list[list[str]]]:
+    """`draw_spread` through whole volumes: one frame per (volume, target), slice by slice.
+
+    Args:
+        volumes_hu: the frames (z-y-x, HU), all of one shape.
+        vplan: `plan_spread_volume` of the input volume.
+        baseline: the input's (N, M).
+        targets: each frame's (N, M).
+        m1a_kind: "effusion", "nodule" or "both".
+        protect: per frame, voxels never drawn over (`tumour_guard` of the volume), or None.
+        n_levels: per frame, earlier N levels whose nodes stay drawn (`draw_spread`).
+        source_hu: the volume whose lungs place the fluid on each slice (default: the first
+            frame); one volume for all frames, so every frame's fluid has the same outline.
+
+    Returns:
+        The drawn volumes, and per frame what was drawn (as `draw_spread` names it on the
+        lesion's slice, where every finding shows).
+    """
+    count = len(volumes_hu)
+    if len(targets) != count:
+        raise ValueError(f"{count} volumes but {len(targets)} targets")
+    guards = list(protect) if protect is not None else [None] * count
+    levels = list(n_levels) if n_levels is not None else [()] * count
+    anatomy = np.asarray(volumes_hu[0] if source_hu is None else source_hu, np.float32)
+    out = [np.array(v, np.float32, copy=True) for v in volumes_hu]
+    what: list[list[str]] = [[] for _ in range(count)]
+    for k in range(anatomy.shape[0]):
+        plan = slice_plan(vplan, anatomy[k], k)
+        if plan is None:
+            continue
+        for i, target in enumerate(targets):
+            guard = guards[i]
+            drawn, named = draw_spread(
+                out[i][k],
+                plan,
+                baseline=baseline,
+                target=target,
+                m1a_kind=m1a_kind,
+                protect=None if guard is None else guard[k],
+                n_levels=tuple(levels[i]),
+            )
+            out[i][k] = drawn
+            if k == vplan.lesion_slice:
+                what[i] = named
+    return out, what
