@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,16 @@ def _step_seconds(trainer: loop._Trainer, data: dict[str, torch.Tensor], steps: 
     return statistics.median(times[1:])
 
 
+def _alternating_medians(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Median of each run's seconds per step, the runs alternating round by round so that
+    background load on a shared machine hits them alike."""
+    results: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            results[name].append(run())
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
 def speed(threads: int, steps: int, rounds: int) -> None:
     """Seconds per GAN step, naive fp32 against bf16 + channels_last, alternating."""
     torch.set_num_threads(threads)
@@ -105,12 +117,11 @@ def speed(threads: int, steps: int, rounds: int) -> None:
         "bf16+channels_last": loop._Trainer(cfg, torch.device("cpu"), bf16=True),
     }
     data = loop._as_tensors(patches, torch.device("cpu"), trainers["fp32"].window)
-    results: dict[str, list[float]] = {name: [] for name in trainers}
-    for _ in range(rounds):
-        for name, trainer in trainers.items():
-            results[name].append(_step_seconds(trainer, data, steps))
-    fp32 = statistics.median(results["fp32"])
-    bf16 = statistics.median(results["bf16+channels_last"])
+    medians = _alternating_medians(
+        {name: functools.partial(_step_seconds, t, data, steps) for name, t in trainers.items()},
+        rounds,
+    )
+    fp32, bf16 = medians["fp32"], medians["bf16+channels_last"]
     print(f"GAN step, default config (patch {cfg.patch_size}, batch {cfg.batch_size})")
     print(f"  threads: {threads}")
     print(f"  fp32 naive:          {fp32:.3f} s/step")
@@ -151,15 +162,23 @@ def loss_speed(dims: int, threads: int, steps: int, rounds: int) -> None:
     reference = loop._Trainer(cfg, torch.device("cpu"), bf16=False)
     reference.ssim = _MonaiSSIM(cfg)  # type: ignore[assignment]
     data = loop._as_tensors(patches, torch.device("cpu"), separable.window)
-    results: dict[str, list[float]] = {"reference": [], "separable": []}
     fast_dilate = loop.dilate
-    for _ in range(rounds):
+
+    def with_reference_losses() -> float:
         loop.dilate = _cubic_dilate  # type: ignore[assignment]
-        results["reference"].append(_step_seconds(reference, data, steps))
-        loop.dilate = fast_dilate
-        results["separable"].append(_step_seconds(separable, data, steps))
-    ref = statistics.median(results["reference"])
-    new = statistics.median(results["separable"])
+        try:
+            return _step_seconds(reference, data, steps)
+        finally:
+            loop.dilate = fast_dilate
+
+    medians = _alternating_medians(
+        {
+            "reference": with_reference_losses,
+            "separable": functools.partial(_step_seconds, separable, data, steps),
+        },
+        rounds,
+    )
+    ref, new = medians["reference"], medians["separable"]
     print(f"GAN step, fp32, {dims}D (patch {cfg.patch_size}, batch {cfg.batch_size})")
     print(f"  threads: {threads}")
     print(f"  MONAI SSIMLoss + cubic max-pool:   {ref:.3f} s/step")

@@ -169,13 +169,18 @@ def test_evaluate_scores_a_3d_gan_on_held_out_volumes(
     assert "no nodes or M1a findings drawn" not in shown.output
 
 
+def _early_stage_volume(data: Path) -> tuple[Path, Path]:
+    """The month-0 volume and mask of the first stage I or II patient of a LungSim set."""
+    with open(data / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    row = next(r for r in rows if r["stage"] in ("I", "II") and r["time_point"] == "0.0")
+    return data / row["path"], data / row["mask_path"]
+
+
 def test_simulate_with_a_3d_gan_writes_the_rendered_volumes(
     lungsim_volumes: Path, gan3d: Path, tmp_path: Path
 ) -> None:
-    with open(lungsim_volumes / "manifest.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    row = next(r for r in rows if r["stage"] in ("I", "II") and r["time_point"] == "0.0")
-    image, mask = lungsim_volumes / row["path"], lungsim_volumes / row["mask_path"]
+    image, mask = _early_stage_volume(lungsim_volumes)
     result = simulate(gan3d, image, mask=mask, months=(0.0, 6.0, 12.0), out_dir=tmp_path / "sim")
     scan = read_image(image)
     z = round(result.lesion.center_zyx[0])
@@ -202,10 +207,7 @@ def test_simulate_with_a_3d_gan_writes_the_rendered_volumes(
 def test_simulate_with_a_3d_gan_draws_spread_through_the_volume(
     lungsim_volumes: Path, gan3d: Path, tmp_path: Path
 ) -> None:
-    with open(lungsim_volumes / "manifest.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    row = next(r for r in rows if r["stage"] in ("I", "II") and r["time_point"] == "0.0")
-    image, mask = lungsim_volumes / row["path"], lungsim_volumes / row["mask_path"]
+    image, mask = _early_stage_volume(lungsim_volumes)
     common = {"mask": mask, "months": (0.0, 12.0)}
     # M1a held from month 0: the GAN renders month 12 at stage IV as with the schedule, and
     # nothing is drawn (N and M never rise), so the two differ by the drawn findings alone.
