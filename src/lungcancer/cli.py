@@ -1200,13 +1200,27 @@ def main() -> None:
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code or 0)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        if _is_usage_error(exc):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         raise
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """An unknown flag, a missing argument, a bad value: click's, or typer's own copy of click.
+
+    Typer 0.2x vendors click as `typer._click`, whose exceptions derive from
+    `typer.TyperException`, not from `click.ClickException`; catching only the latter let
+    `--bogus` end in a traceback.
+    """
+    import click
+
+    kinds: tuple[type[Exception], ...] = (click.ClickException,)
+    vendored = getattr(typer, "TyperException", None)
+    if isinstance(vendored, type) and issubclass(vendored, Exception):
+        kinds += (vendored,)
+    return isinstance(exc, kinds) and hasattr(exc, "show") and hasattr(exc, "exit_code")
 
 
 if __name__ == "__main__":

@@ -200,3 +200,16 @@ def test_the_crop_phase_flag_is_parsed_and_checked(tmp_path: Path, crop: str, me
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0
     assert message in str(result.exception)
+
+
+@pytest.mark.parametrize("args", [["train", "--bogus"], ["gan", "evaluate", "--bogus"], ["nosuch"]])
+def test_an_unknown_flag_or_command_is_a_usage_message_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["lungcancer", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Usage:" in err and "Traceback" not in err
+    assert ("No such option: --bogus" in err) or ("No such command" in err)
