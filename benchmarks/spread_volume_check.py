@@ -7,8 +7,9 @@ For every malignant patient of a LungSim volume set with scans at month 0 and mo
 month-0 volume gets the findings its month-12 N and M add (`plan_spread_volume` +
 `draw_spread_volume`, the tumour grown to its month-12 diameter guarded, as `simulate`
 draws them). One measure then reads the drawn volume and the true month-12 volume: how many
-more millilitres are at fluid density (-20..+25 HU after a 3x3x3 median; pleural fluid is
-12 HU, soft tissue and nodes 35-50) than in the month-0 volume, outside the guarded tumour.
+more millilitres (and, on the lesion's slice, square millimetres) are at fluid density
+(-20..+25 HU after a 3x3x3 median; pleural fluid is 12 HU, soft tissue and nodes 35-50) than
+in the month-0 volume, outside the guarded tumour.
 A count, not a voxel-by-voxel difference: the patient lies differently at month 12, and a
 rigid shift moves tissue without changing how much of it is fluid. Pairs whose N and M do
 not change are the control (noise, and LungSim's own changes between visits). Nothing here is
@@ -34,10 +35,10 @@ FLUID_HU = (-20.0, 25.0)
 CONTROL = "N and M unchanged (control)"
 
 
-def _fluid_ml(volume: np.ndarray, outside: np.ndarray, voxel_ml: float) -> float:
+def _fluid(volume: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """Voxels at fluid density after a 3x3x3 median, outside the guarded tumour."""
     smooth = ndimage.median_filter(volume, size=3)
-    fluid = (smooth >= FLUID_HU[0]) & (smooth <= FLUID_HU[1]) & outside
-    return float(fluid.sum()) * voxel_ml
+    return (smooth >= FLUID_HU[0]) & (smooth <= FLUID_HU[1]) & outside
 
 
 def main() -> None:
@@ -50,7 +51,7 @@ def main() -> None:
     visits: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
     for row in rows:
         visits[row["patient_id"]][row["time_point"]] = row
-    groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    groups: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
     measured: list[str] = []  # one plan seed per patient, as `gan evaluate` seeds by pair
     for patient in sorted(visits):
         before, after = visits[patient].get("0.0"), visits[patient].get("12.0")
@@ -89,19 +90,25 @@ def main() -> None:
             )
         measured.append(patient)
         voxel_ml = float(np.prod(scan0.spacing_mm)) / 1000.0
-        base_ml = _fluid_ml(scan0.array, ~guard, voxel_ml)
+        k = round(center[0])
+        pixel_mm2 = scan0.spacing_mm[1] * scan0.spacing_mm[2]
+        base, true, ours = (_fluid(v, ~guard) for v in (scan0.array, scan12.array, drawn))
         groups[group].append(
             (
-                _fluid_ml(scan12.array, ~guard, voxel_ml) - base_ml,
-                _fluid_ml(drawn, ~guard, voxel_ml) - base_ml,
+                float(true.sum() - base.sum()) * voxel_ml,
+                float(ours.sum() - base.sum()) * voxel_ml,
+                float(true[k].sum() - base[k].sum()) * pixel_mm2,
+                float(ours[k].sum() - base[k].sum()) * pixel_mm2,
             )
         )
     print(f"{args.data}: new fluid-density volume, month 12 minus month 0 (mL), outside the tumour")
-    print(f"{'group':30s} {'pairs':>5s} {'true scans':>11s} {'drawn':>9s}")
+    print("(and on the lesion's own slice, mm2: what a 2D simulation of that slice draws)")
+    print(f"{'group':30s} {'pairs':>5s} {'true mL':>8s} {'drawn mL':>9s} {'true mm2':>9s} "
+          f"{'drawn mm2':>10s}")  # fmt: skip
     for group, values in sorted(groups.items()):
-        true_ml = statistics.mean(v[0] for v in values)
-        drawn_ml = statistics.mean(v[1] for v in values)
-        print(f"{group:30s} {len(values):5d} {true_ml:11.1f} {drawn_ml:9.1f}")
+        means = [statistics.mean(v[j] for v in values) for j in range(4)]
+        print(f"{group:30s} {len(values):5d} {means[0]:8.1f} {means[1]:9.1f} {means[2]:9.0f} "
+              f"{means[3]:10.0f}")  # fmt: skip
     control = groups.get(CONTROL, [])
     floor = statistics.mean(v[0] for v in control) if control else 0.0
     rng = np.random.default_rng(0)
