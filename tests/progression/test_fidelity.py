@@ -21,8 +21,9 @@ from lungcancer.cli import app
 from lungcancer.config import DataConfig, GanConfig
 from lungcancer.errors import ConfigError, DatasetError
 from lungcancer.progression.baselines import geometric_growth, no_change
-from lungcancer.progression.fidelity import evaluate_gan
+from lungcancer.progression.fidelity import evaluate_gan, paired_lesion_gains
 from lungcancer.progression.metrics import (
+    LesionScores,
     background_tissue,
     lesion_threshold_hu,
     roi_disc,
@@ -133,6 +134,18 @@ def test_evaluate_scores_gan_and_baselines_on_held_out_patients(
     assert set(metrics["stage_fidelity"]) >= {"gan", "no_change", "geometric_growth"}
     assert {"dice", "diameter_mae_mm", "identity_ssim", "stage_fidelity"} <= set(metrics["targets"])
     assert "| gan |" in (tmp_path / "eval" / "metrics.md").read_text()
+    # The lesion measures against geometric growth come with a paired interval and a verdict.
+    gains = metrics["gan_vs_geometric_growth"]
+    assert gains["n_pairs"] == result.n_pairs
+    gan, geo = metrics["methods"]["gan"], metrics["methods"]["geometric_growth"]
+    assert gains["dice_gain"] == pytest.approx(gan["dice"] - geo["dice"], abs=1e-9)
+    assert gains["diameter_error_reduction_mm"] == pytest.approx(
+        geo["diameter_mae_mm"] - gan["diameter_mae_mm"], abs=1e-9
+    )
+    assert metrics["targets"]["dice_beats_geometric_growth_ci95"] == (
+        gains["dice_gain_ci95"][0] > 0
+    )
+    assert "Dice gain" in (tmp_path / "eval" / "metrics.md").read_text()
     with pytest.raises(DatasetError, match="month 0 and month 7"):
         evaluate_gan(trained.checkpoint, lungsim, months=7.0, data_cfg=split)
     # Settings are chosen on the validation patients, never on the test patients.
@@ -229,3 +242,27 @@ def test_evaluate_all_scores_every_patient_of_an_external_set(
     # Every patient with months 0 and 12: more pairs than the test and val splits together.
     assert every.n_pairs > sum(p.n_pairs for p in parts)
     assert "all split" in every.table
+
+
+def _scores(dice: float, error_mm: float) -> LesionScores:
+    return LesionScores(0.9, 30.0, dice, 10.0, error_mm, error_mm, dice, error_mm, 1.0)
+
+
+def test_paired_lesion_gains_tell_a_steady_lead_from_noise() -> None:
+    rng = np.random.default_rng(0)
+    base = [_scores(0.90, 2.0) for _ in range(30)]
+    # Better on every pair, by a little: the interval sits above zero.
+    steady = [_scores(0.91, 1.5) for _ in range(30)]
+    gains = paired_lesion_gains(steady, base)
+    assert gains["dice_gain"] == pytest.approx(0.01)
+    assert gains["diameter_error_reduction_mm"] == pytest.approx(0.5)
+    assert gains["dice_gain_ci95"][0] > 0 and gains["diameter_error_reduction_mm_ci95"][0] > 0
+    assert gains["dice_gain_better_worse_pairs"] == [30, 0]
+    # The same mean lead carried by a few pairs among large swings: the interval holds zero.
+    swings = rng.choice([-0.2, 0.2], size=30)
+    noisy = [_scores(0.90 + 0.01 + d, 2.0) for d in swings - swings.mean()]
+    noisy_gains = paired_lesion_gains(noisy, base)
+    assert noisy_gains["dice_gain"] == pytest.approx(0.01)
+    low, high = noisy_gains["dice_gain_ci95"]
+    assert low < 0 < high
+    assert "dice_gain_ci95" not in paired_lesion_gains(steady, base, n_boot=0)
