@@ -231,6 +231,17 @@ def test_simulate_with_a_3d_gan_draws_spread_through_the_volume(
     spacing = read_image(image).spacing_mm
     guard = tumour_guard(lesion, spread.lesion.center_zyx, scale, spacing)
     assert guard.sum() > 0 and not (changed & guard).any()
+    # From a point and a diameter (no mask) the lesion is found in 3D and spread drawn too.
+    pointed = simulate(
+        gan3d,
+        image,
+        point_zyx=spread.lesion.center_zyx,
+        diameter_mm=spread.lesion.diameter_mm,
+        months=(0.0, 12.0),
+        spread=((12.0, "M1a"),),
+    )
+    assert pointed.volumes_hu[1].shape == spread.volumes_hu[1].shape
+    assert any(n.startswith("from month 12: drew M1a effusion") for n in pointed.notes)
     # A volume whose slices do not run along the body is refused, with the reason.
     sagittal = dataclasses.replace(
         read_image(image), direction_xyz=(0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0)
