@@ -35,6 +35,18 @@ FLUID_HU = (-20.0, 25.0)
 CONTROL = "N and M unchanged (control)"
 
 
+def _turned_mm2(
+    before: np.ndarray, after: np.ndarray, outside: np.ndarray, pixel_mm2: float
+) -> float:
+    """The 2D calibration's measure on one slice: lung (below -500 HU after a 3x3 median) that
+    is dense (above -150 HU) in `after`, outside the guarded tumour, in mm2. It counts the
+    fluid's partial-volume edge and the band of compressed lung where it is dense enough, and
+    pose shifts between visits add to it (the control measures how much)."""
+    lung = ndimage.median_filter(before, size=3) < -500.0
+    dense = ndimage.median_filter(after, size=3) > -150.0
+    return float((lung & dense & outside).sum()) * pixel_mm2
+
+
 def _fluid(volume: np.ndarray, outside: np.ndarray) -> np.ndarray:
     """Voxels at fluid density after a 3x3x3 median, outside the guarded tumour."""
     smooth = ndimage.median_filter(volume, size=3)
@@ -51,7 +63,7 @@ def main() -> None:
     visits: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
     for row in rows:
         visits[row["patient_id"]][row["time_point"]] = row
-    groups: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+    groups: dict[str, list[tuple[float, ...]]] = defaultdict(list)
     measured: list[str] = []  # one plan seed per patient, as `gan evaluate` seeds by pair
     for patient in sorted(visits):
         before, after = visits[patient].get("0.0"), visits[patient].get("12.0")
@@ -99,16 +111,19 @@ def main() -> None:
                 float(ours.sum() - base.sum()) * voxel_ml,
                 float(true[k].sum() - base[k].sum()) * pixel_mm2,
                 float(ours[k].sum() - base[k].sum()) * pixel_mm2,
+                _turned_mm2(scan0.array[k], scan12.array[k], ~guard[k], pixel_mm2),
+                _turned_mm2(scan0.array[k], drawn[k], ~guard[k], pixel_mm2),
             )
         )
     print(f"{args.data}: new fluid-density volume, month 12 minus month 0 (mL), outside the tumour")
-    print("(and on the lesion's own slice, mm2: what a 2D simulation of that slice draws)")
+    print("(and on the lesion's own slice, mm2: what a 2D simulation of that slice draws; then")
+    print(" the 2D calibration's turned-lung measure on that slice)")
     print(f"{'group':30s} {'pairs':>5s} {'true mL':>8s} {'drawn mL':>9s} {'true mm2':>9s} "
-          f"{'drawn mm2':>10s}")  # fmt: skip
+          f"{'drawn mm2':>10s} {'turned true':>12s} {'turned drawn':>13s}")  # fmt: skip
     for group, values in sorted(groups.items()):
-        means = [statistics.mean(v[j] for v in values) for j in range(4)]
+        means = [statistics.mean(v[j] for v in values) for j in range(6)]
         print(f"{group:30s} {len(values):5d} {means[0]:8.1f} {means[1]:9.1f} {means[2]:9.0f} "
-              f"{means[3]:10.0f}")  # fmt: skip
+              f"{means[3]:10.0f} {means[4]:12.0f} {means[5]:13.0f}")  # fmt: skip
     control = groups.get(CONTROL, [])
     floor = statistics.mean(v[0] for v in control) if control else 0.0
     rng = np.random.default_rng(0)
