@@ -104,7 +104,8 @@ def main() -> None:
         voxel_ml = float(np.prod(scan0.spacing_mm)) / 1000.0
         k = round(center[0])
         pixel_mm2 = scan0.spacing_mm[1] * scan0.spacing_mm[2]
-        base, true, ours = (_fluid(v, ~guard) for v in (scan0.array, scan12.array, drawn))
+        base, true = _fluid(scan0.array, ~guard), _fluid(scan12.array, ~guard)
+        ours = base if drawn is scan0.array else _fluid(drawn, ~guard)
         groups[group].append(
             (
                 float(true.sum() - base.sum()) * voxel_ml,

@@ -396,6 +396,10 @@ def draw_spread(
             )
     drawn: list[str] = []
     out = image.copy()
+    if tuple(target) == tuple(baseline):
+        # Nothing rises (earlier levels are at or below the target): skip the filters below,
+        # which a volume would otherwise run on every slice of an unchanged frame.
+        return out, drawn
     keep = np.ones(plan.shape, bool) if protect is None else ~protect
     # The local level under a painted pixel: a 3x3 median keeps edges, so a pixel next to an
     # air/tissue boundary keeps its own side's level and only its grain moves into the finding.
