@@ -9,7 +9,8 @@ Usage:
    naive fp32 contiguous baseline against the precision policy (bf16 autocast + channels_last
    on CPUs with native BF16, fp32 channels_last elsewhere), same model and batch, measured in
    one run; prints the median of the paired rounds' ratios (target >= 2x). The two modes
-   alternate so background load hits both alike.
+   alternate so background load hits both alike. `--device cuda`: the same on a GPU, where
+   the policy is AMP (bf16 where the GPU has it) + channels_last.
 2. DenseNet121 on one 512x512 DICOM slice, from file to probabilities: read + preprocess +
    forward through `predict_files`, warm (target <= 0.5 s on 2 cores).
    Also: training augmentation of one (2, 128, 128) sample, the project's tensor `Augmenter`
@@ -69,6 +70,8 @@ def _steps_per_second(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    if policy.device.type == "cuda":
+        torch.cuda.synchronize(policy.device)  # kernels run asynchronously: wait for the last
     return steps / (time.perf_counter() - started)
 
 
@@ -99,16 +102,23 @@ def _median_ratio(fast: list[float], slow: list[float]) -> tuple[float, str]:
 
 
 def throughput(
-    name: str, *, batch_size: int, size: int, steps: int, rounds: int, threads: int
+    name: str,
+    *,
+    batch_size: int,
+    size: int,
+    steps: int,
+    rounds: int,
+    threads: int,
+    device: str = "cpu",
 ) -> float:
-    """Print fp32-contiguous vs policy images/s for one model; returns the ratio (the median
-    of the paired rounds' ratios; the rates printed are the best of the rounds)."""
-    policy = resolve_policy("auto", "cpu", threads=threads)
+    """Print fp32-contiguous vs policy images/s for one model on `device`; returns the ratio
+    (the median of the paired rounds' ratios; the rates printed are the best of the rounds)."""
+    policy = resolve_policy("auto", device, threads=threads)
     policy.apply_threads()
-    naive = resolve_policy("fp32", "cpu", threads=threads)
+    naive = resolve_policy("fp32", device, threads=threads)
     torch.manual_seed(0)
-    batch = torch.rand(batch_size, 1, size, size)
-    labels = torch.randint(0, 2, (batch_size,))
+    batch = torch.rand(batch_size, 1, size, size).to(policy.device)
+    labels = torch.randint(0, 2, (batch_size,)).to(policy.device)
     models = {}
     for mode, p in (("fp32", naive), ("policy", policy)):
         torch.manual_seed(0)
@@ -524,7 +534,7 @@ def phase_cost(data_dir: str, *, steps: int, rounds: int) -> dict[str, float]:
     net = create_model("densenet121", num_classes=len(prepared.class_names), **recipe["model"])
     model = policy.prepare_model(net, 2)
     ema = WeightEma(model, cfg.ema_decay)
-    aux = aux_training(cfg, train_set, model, None, policy.device)
+    aux = aux_training(cfg, train_set, model, None, policy)
     assert aux is not None
     optimizer = training_optimizer(model, aux, cfg, backbone_lr_scale=1.0)
     trained = WithAux(model, aux.head)
@@ -621,6 +631,12 @@ def main() -> None:
         help="the CPU cost of a resized and a cropped DenseNet121 recipe step against a "
         "full-size one, through the real training loop on a LungSim set",
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where part 1 (training throughput) runs: cpu, or cuda for the GPU's AMP policy "
+        "against fp32 there (more steps per round: a GPU step takes milliseconds)",
+    )
     args = parser.parse_args()
     if args.low_res and args.low_res_crop:
         parser.error("--low-res and --low-res-crop are two recipes; choose one")
@@ -628,10 +644,21 @@ def main() -> None:
     print(f"policy: {policy.describe()}; torch {torch.__version__}")
     if not args.skip_speed:
         steps, rounds = (1, 3) if args.quick else (2, 7)
-        print("1. training throughput, 128x128, batch 32 (paired rounds, alternating modes)")
+        if args.device != "cpu":
+            steps *= 25
+        print(
+            f"1. training throughput on {args.device}, 128x128, batch 32 (paired rounds of "
+            f"{steps} steps, alternating modes)"
+        )
         for name in ("densenet121", "cnn"):
             throughput(
-                name, batch_size=32, size=128, steps=steps, rounds=rounds, threads=policy.threads
+                name,
+                batch_size=32,
+                size=128,
+                steps=steps,
+                rounds=rounds,
+                threads=policy.threads,
+                device=args.device,
             )
         print("2. one 512x512 DICOM slice -> probabilities (read + preprocess + forward)")
         latency(repeats=5 if args.quick else 15, image_size=128, threads=policy.threads)

@@ -5,21 +5,35 @@ from __future__ import annotations
 import csv
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from test_api import assert_same_weights, run_fit
+from torch import nn
 from train_builders import BlobDataset, BlobsWithFields, BlobsWithMasks
 
+from lungcancer.config import TrainConfig
 from lungcancer.data.index import Sample
 from lungcancer.errors import ConfigError
+from lungcancer.models import create_model
+from lungcancer.models.registry import Classifier
 from lungcancer.train.api import TrainResult
-from lungcancer.train.aux import AuxSpec, aux_loss, build_aux_spec, mask_loss
+from lungcancer.train.aux import (
+    AuxSpec,
+    WithAux,
+    aux_loss,
+    aux_training,
+    build_aux_spec,
+    mask_loss,
+)
 from lungcancer.train.checkpoint import load_checkpoint
 from lungcancer.train.inference import load_classifier
+from lungcancer.train.precision import PrecisionPolicy
 
 
 def sample(**extra: str) -> Sample:
@@ -268,3 +282,34 @@ def test_a_crop_phase_crops_the_lesion_masks_with_the_images(
     assert grids[0][1] != grids[-1][1]
     log = (tmp_path / "run" / "train.log").read_text()
     assert "optimizer steps 1-3 of 9 on inputs cropped to their central 16 x 24 px" in log
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_the_mask_head_takes_the_models_layout(channels_last: bool, tmp_path: Path) -> None:
+    """The mask head convolves the backbone's feature map, so it must share the model's layout.
+    Its (1, C, 1, 1) weight once stayed contiguous in a channels-last model; the convolution's
+    backward returned a channels-last gradient, and DistributedDataParallel warned "Grad strides
+    do not match bucket view strides" and copied it every step (seen on CUDA and CPU)."""
+    policy = PrecisionPolicy(torch.device("cpu"), "fp32", channels_last, False, 1, "test")
+    model = policy.prepare_model(create_model("cnn", num_classes=2), 2)
+    assert isinstance(model, Classifier)
+    cfg = TrainConfig(aux_mask_weight=1.0)
+    aux = aux_training(cfg, BlobsWithMasks(8, seed=1), model, None, policy)
+    assert aux is not None and aux.head.mask is not None
+    weight = aux.head.mask.weight
+    channels = weight.shape[1]
+    assert weight.stride() == (
+        (channels, 1, channels, channels) if channels_last else (channels, 1, 1, 1)
+    )
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        wrapped = nn.parallel.DistributedDataParallel(WithAux(model, aux.head))
+        images = policy.prepare_input(torch.randn(2, 1, 32, 32))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sum(out.float().sum() for out in wrapped(images)).backward()
+    finally:
+        dist.destroy_process_group()
+    assert not [w for w in caught if "Grad strides" in str(w.message)]

@@ -268,7 +268,7 @@ def fit(
         ema.restore(resumed["state_dict"], resumed["ema"])
     # What is validated, selected and saved: the average when there is one.
     judged = ema.module if ema is not None else model
-    aux = aux_training(cfg, train_set, model, resumed, policy.device)
+    aux = aux_training(cfg, train_set, model, resumed, policy)
     trained: nn.Module = model if aux is None else WithAux(model, aux.head)
 
     # The lower backbone rate is a transfer-learning device: from scratch every layer is new.

@@ -44,6 +44,7 @@ from lungcancer.config import TrainConfig
 from lungcancer.data.index import Sample
 from lungcancer.errors import ConfigError
 from lungcancer.models.registry import Classifier
+from lungcancer.train.precision import PrecisionPolicy
 
 # Cells that mean "not recorded". "none" is not among them: it is a finding (no invasion).
 MISSING = ("", "nan", "n/a")
@@ -316,13 +317,16 @@ def aux_training(
     train_set: Dataset[tuple[torch.Tensor, int]],
     model: Classifier,
     resumed: dict[str, Any] | None,
-    device: torch.device,
+    policy: PrecisionPolicy,
 ) -> AuxTraining | None:
     """The auxiliary head and targets when `train.aux_targets` names any or
     `train.aux_mask_weight` is set (else None).
 
     The encoding comes from the training split, or from the checkpoint when resuming, so a
-    resumed run predicts the very same targets.
+    resumed run predicts the very same targets. The head is placed as `policy` places the
+    model: on its device, and in its memory layout, since the mask head convolves the
+    backbone's feature map (left contiguous, its weight's gradient came back channels-last and
+    DistributedDataParallel warned and copied it every step).
     """
     saved = (resumed or {}).get("aux")
     saved_names = tuple(c["name"] for c in saved["spec"]["columns"]) if saved else ()
@@ -367,7 +371,7 @@ def aux_training(
         head.load_state_dict(saved["state_dict"])
     return AuxTraining(
         spec,
-        head.to(device),
+        policy.prepare_model(head, 2),
         AuxTargetDataset(train_set, spec, masks=masks),
         cfg.aux_weight,
         cfg.aux_mask_weight,
