@@ -369,9 +369,10 @@ def aux_training(
     head = AuxHead(model.head_features, spec, model.num_features if masks else 0)
     if saved:
         head.load_state_dict(saved["state_dict"])
+    policy.prepare_model(head, 2)  # in place: Module.to moves and relayouts the module itself
     return AuxTraining(
         spec,
-        policy.prepare_model(head, 2),
+        head,
         AuxTargetDataset(train_set, spec, masks=masks),
         cfg.aux_weight,
         cfg.aux_mask_weight,
