@@ -21,7 +21,8 @@ from lungcancer.cli import app
 from lungcancer.config import DataConfig, GanConfig
 from lungcancer.errors import ConfigError, DatasetError
 from lungcancer.progression.baselines import geometric_growth, no_change
-from lungcancer.progression.fidelity import evaluate_gan, paired_lesion_gains
+from lungcancer.progression.checkpoint import gan_geometry
+from lungcancer.progression.fidelity import evaluate_gan, paired_lesion_gains, ruler_check
 from lungcancer.progression.metrics import (
     LesionScores,
     background_tissue,
@@ -30,7 +31,8 @@ from lungcancer.progression.metrics import (
     score_patch,
     segment_lesion,
 )
-from lungcancer.progression.patches import HUWindow, greatest_diameter_mm
+from lungcancer.progression.pairs import make_patch_set
+from lungcancer.progression.patches import HUWindow, disc_mask, greatest_diameter_mm
 from lungcancer.progression.training import patient_splits, train_gan
 
 WINDOW = HUWindow()
@@ -146,6 +148,10 @@ def test_evaluate_scores_gan_and_baselines_on_held_out_patients(
         gains["dice_gain_ci95"][0] > 0
     )
     assert "Dice gain" in (tmp_path / "eval" / "metrics.md").read_text()
+    # The ruler's own error on the unchanged inputs is reported beside the methods'.
+    check = metrics["ruler_check"]
+    assert 0.0 < check["dice"] <= 1.0 and check["diameter_mae_mm"] >= abs(check["diameter_bias_mm"])
+    assert "Ruler check" in (tmp_path / "eval" / "metrics.md").read_text()
     with pytest.raises(DatasetError, match="month 0 and month 7"):
         evaluate_gan(trained.checkpoint, lungsim, months=7.0, data_cfg=split)
     # Settings are chosen on the validation patients, never on the test patients.
@@ -266,3 +272,31 @@ def test_paired_lesion_gains_tell_a_steady_lead_from_noise() -> None:
     low, high = noisy_gains["dice_gain_ci95"]
     assert low < 0 < high
     assert "dice_gain_ci95" not in paired_lesion_gains(steady, base, n_boot=0)
+
+
+def test_the_ruler_check_reads_a_sharp_lesion_exactly_and_a_soft_edge_as_larger(
+    tiny_gan_cfg: GanConfig,
+) -> None:
+    """The ruler on the unchanged input: no error on a sharp disc; a 1 mm shell of
+    partial-volume density outside the mask (above the half-way threshold) reads as lesion,
+    as it does around LungSim's lesions."""
+    sharp = [disc_view(12.0, f"p{i}", 0.0, size=40, seed=i) for i in range(3)]
+    soft = []
+    for view in sharp:
+        shell = disc_mask(view.mask.shape, view.center, 14.0, (1.0, 1.0)) & ~view.mask
+        image = np.where(shell, (LESION_HU + LUNG_HU) / 2 + 80.0, view.image_hu)
+        soft.append(dataclasses.replace(view, image_hu=image.astype(np.float32)))
+    geometry = gan_geometry(tiny_gan_cfg)
+    checks = []
+    for views in (sharp, soft):
+        pairs = [(v, v) for v in views]
+        patches = make_patch_set(pairs, tiny_gan_cfg.stages, geometry, WINDOW)
+        checks.append(ruler_check(pairs, patches, (WINDOW.low_hu, WINDOW.high_hu)))
+    exact, wider = checks
+    patch_pixel_mm = float(
+        make_patch_set([(sharp[0], sharp[0])], tiny_gan_cfg.stages, geometry, WINDOW).spacing_mm[0]
+    )
+    assert abs(exact["diameter_bias_mm"]) <= patch_pixel_mm
+    assert exact["dice"] > 0.9
+    assert wider["diameter_bias_mm"] > exact["diameter_bias_mm"] + 1.0
+    assert wider["diameter_mae_mm"] == pytest.approx(abs(wider["diameter_bias_mm"]))

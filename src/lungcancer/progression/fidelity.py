@@ -142,6 +142,43 @@ def paired_lesion_gains(
     return out
 
 
+def ruler_check(
+    pairs: Sequence[tuple[LesionView, LesionView]],
+    patches: PatchSet,
+    window_hu: tuple[float, float],
+) -> dict[str, Any]:
+    """The ruler on each unchanged input lesion, against that input's own recorded diameter and
+    mask: how closely the segmentation reads a lesion that nothing has changed.
+
+    The method rows' diameter errors include this error of the ruler's own, so a diameter
+    target finer than it cannot be told apart from the ruler. On LungSim the ruler reads inputs
+    larger than their masks: voxels above the half-way threshold in the one- or two-voxel shell
+    around the lesion, which the background rule leaves in (its soft edge, vessel roots).
+    """
+    scores = [
+        score_patch(
+            patches.source[i, 0],
+            patches.source[i, 0],
+            patches.source[i, 0],
+            patches.source_mask[i, 0],
+            patches.source_mask[i, 0],
+            source_diameter_mm=src.diameter_mm,
+            target_diameter_mm=src.diameter_mm,
+            patch_spacing_mm=float(patches.spacing_mm[i]),
+            window_low_hu=window_hu[0],
+            window_high_hu=window_hu[1],
+        )
+        for i, (src, _) in enumerate(pairs)
+    ]
+    return {
+        "what": "the ruler on the unchanged month-0 inputs, against their own recorded "
+        "diameters and masks",
+        "dice": float(np.mean([s.dice for s in scores])),
+        "diameter_mae_mm": float(np.mean([s.diameter_error_mm for s in scores])),
+        "diameter_bias_mm": float(np.mean([s.diameter_bias_mm for s in scores])),
+    }
+
+
 def _mean_scores(scores: Sequence[LesionScores]) -> dict[str, float]:
     return {
         "ssim": float(np.mean([s.ssim for s in scores])),
@@ -271,6 +308,7 @@ def evaluate_gan(
         "diameter) + 3 mm, minus tissue already dense in the input outside its lesion, "
         "component at the centre; diameter = greatest (data.measure)",
         "methods": per_method,
+        "ruler_check": ruler_check(pairs, patches, (window.low_hu, window.high_hu)),
         "gan_vs_geometric_growth": paired_lesion_gains(per_pair["gan"], per_pair[BASELINE]),
     }
     if classifier is not None:
@@ -537,6 +575,14 @@ def metrics_table(document: dict[str, Any]) -> str:
             f"| real vs real (floor, {int(floor['n_per_half'])} per half) | | | | | | | | | | "
             f"{floor['fid']:.2f} | |"
         )
+    check = document.get("ruler_check")
+    if check:
+        lines += [
+            "",
+            f"Ruler check, {check['what']}: Dice {check['dice']:.3f}, diameter MAE "
+            f"{check['diameter_mae_mm']:.2f} mm, bias {check['diameter_bias_mm']:+.2f} mm "
+            "(the methods' diameter errors include this much of the ruler's own)",
+        ]
     gains = document.get("gan_vs_geometric_growth") or {}
     if "dice_gain_ci95" in gains:
         lines += [
