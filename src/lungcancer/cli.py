@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,9 +32,21 @@ app.add_typer(data_app, name="data")
 gan_app = typer.Typer(help="Train and evaluate the progression GAN.", no_args_is_help=True)
 app.add_typer(gan_app, name="gan")
 
-# soft_wrap: never break a path or a message across lines (users copy them).
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+# Where output goes to a log or a pipe, rich assumes 80 columns unless COLUMNS says otherwise,
+# and cut the timeline table's headers to "mon…" and "dia…" (seen in a GPU machine's log).
+LOG_WIDTH = 160
+
+
+def _console(*, stderr: bool = False) -> Console:
+    # soft_wrap: never break a path or a message across lines (users copy them).
+    made = Console(stderr=stderr, soft_wrap=True)
+    if not made.is_terminal and "COLUMNS" not in os.environ:
+        made.width = LOG_WIDTH
+    return made
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 @app.command("compare")

@@ -213,3 +213,16 @@ def test_an_unknown_flag_or_command_is_a_usage_message_not_a_traceback(
     err = capsys.readouterr().err
     assert "Usage:" in err and "Traceback" not in err
     assert ("No such option: --bogus" in err) or ("No such command" in err)
+
+
+def test_tables_in_logs_are_not_cut_to_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Piped to a log, rich assumed 80 columns and cut the timeline's headers to "mon…"; now
+    the log gets LOG_WIDTH, and COLUMNS, where set, still decides."""
+    from lungcancer import cli
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    if cli._console().is_terminal:
+        pytest.skip("run with output to a terminal (pytest -s in a shell)")
+    assert cli._console().width == cli.LOG_WIDTH
+    monkeypatch.setenv("COLUMNS", "100")
+    assert cli._console().width == 100
