@@ -22,7 +22,12 @@ from lungcancer.config import DataConfig, GanConfig
 from lungcancer.errors import ConfigError, DatasetError
 from lungcancer.progression.baselines import geometric_growth, no_change
 from lungcancer.progression.checkpoint import gan_geometry
-from lungcancer.progression.fidelity import evaluate_gan, paired_lesion_gains, ruler_check
+from lungcancer.progression.fidelity import (
+    evaluate_gan,
+    paired_lesion_gains,
+    ruler_check,
+    ruler_on_inputs,
+)
 from lungcancer.progression.metrics import (
     LesionScores,
     background_tissue,
@@ -152,6 +157,14 @@ def test_evaluate_scores_gan_and_baselines_on_held_out_patients(
     check = metrics["ruler_check"]
     assert 0.0 < check["dice"] <= 1.0 and check["diameter_mae_mm"] >= abs(check["diameter_bias_mm"])
     assert "Ruler check" in (tmp_path / "eval" / "metrics.md").read_text()
+    # Calibrated, "no change" reads exactly the input's recorded diameter: the ruler's reading
+    # of the copied input less its overshoot on that very input.
+    unchanged = metrics["methods"]["no_change"]
+    assert unchanged["diameter_bias_calibrated_mm"] == pytest.approx(
+        unchanged["diameter_bias_mm"] - check["diameter_bias_mm"], abs=1e-9
+    )
+    assert "calibrated_diameter_error_reduction_mm_ci95" in gains
+    assert "calibrated_diameter_beats_geometric_growth_ci95" in metrics["targets"]
     with pytest.raises(DatasetError, match="month 0 and month 7"):
         evaluate_gan(trained.checkpoint, lungsim, months=7.0, data_cfg=split)
     # Settings are chosen on the validation patients, never on the test patients.
@@ -291,7 +304,8 @@ def test_the_ruler_check_reads_a_sharp_lesion_exactly_and_a_soft_edge_as_larger(
     for views in (sharp, soft):
         pairs = [(v, v) for v in views]
         patches = make_patch_set(pairs, tiny_gan_cfg.stages, geometry, WINDOW)
-        checks.append(ruler_check(pairs, patches, (WINDOW.low_hu, WINDOW.high_hu)))
+        on_inputs = ruler_on_inputs(pairs, patches, (WINDOW.low_hu, WINDOW.high_hu))
+        checks.append(ruler_check(pairs, on_inputs))
     exact, wider = checks
     patch_pixel_mm = float(
         make_patch_set([(sharp[0], sharp[0])], tiny_gan_cfg.stages, geometry, WINDOW).spacing_mm[0]

@@ -119,21 +119,28 @@ def paired_lesion_gains(
     baseline: Sequence[LesionScores],
     n_boot: int = N_BOOT,
     seed: int = 0,
+    excess: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The GAN's Dice gain and diameter-error reduction over a baseline, pair by pair, with a
-    paired bootstrap 95% interval (the same pairs drawn for both, as for FID).
+    paired bootstrap 95% interval (the same pairs drawn for both, as for FID). With `excess`
+    (`ruler_excess`), the reduction of the calibrated diameter error too.
 
     Positive is better for the GAN in both. With tens of pairs a lead in the means can be
     noise; the interval says whether it is.
     """
-    dice = np.array([g.dice - b.dice for g, b in zip(gan, baseline, strict=True)])
-    error = np.array(
-        [b.diameter_error_mm - g.diameter_error_mm for g, b in zip(gan, baseline, strict=True)]
-    )
+    pairs = list(zip(gan, baseline, strict=True))
+    dice = np.array([g.dice - b.dice for g, b in pairs])
+    error = np.array([b.diameter_error_mm - g.diameter_error_mm for g, b in pairs])
+    measures = [("dice_gain", dice), ("diameter_error_reduction_mm", error)]
+    if excess is not None:
+        g_bias, b_bias = (
+            np.array([x.diameter_bias_mm for x in m]) - excess for m in (gan, baseline)
+        )
+        measures.append(("calibrated_diameter_error_reduction_mm", np.abs(b_bias) - np.abs(g_bias)))
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(dice), (n_boot, len(dice))) if n_boot > 0 and len(dice) else None
     out: dict[str, Any] = {"n_pairs": len(dice), "n_boot": n_boot, "seed": seed}
-    for name, gains in (("dice_gain", dice), ("diameter_error_reduction_mm", error)):
+    for name, gains in measures:
         out[name] = float(gains.mean()) if len(gains) else None
         out[name + "_better_worse_pairs"] = [int((gains > 1e-9).sum()), int((gains < -1e-9).sum())]
         if draws is not None:
@@ -142,20 +149,22 @@ def paired_lesion_gains(
     return out
 
 
-def ruler_check(
+def ruler_on_inputs(
     pairs: Sequence[tuple[LesionView, LesionView]],
     patches: PatchSet,
     window_hu: tuple[float, float],
-) -> dict[str, Any]:
-    """The ruler on each unchanged input lesion, against that input's own recorded diameter and
-    mask: how closely the segmentation reads a lesion that nothing has changed.
+) -> list[LesionScores]:
+    """The ruler on each unchanged input lesion, in the pair's own ROI: its `diameter_mm` less
+    the input's recorded diameter is how far the ruler overshoots that lesion (`ruler_excess`).
 
-    The method rows' diameter errors include this error of the ruler's own, so a diameter
-    target finer than it cannot be told apart from the ruler. On LungSim the ruler reads inputs
-    larger than their masks: voxels above the half-way threshold in the one- or two-voxel shell
-    around the lesion, which the background rule leaves in (its soft edge, vessel roots).
+    On LungSim the ruler reads inputs larger than their masks: voxels above the half-way
+    threshold in the one- or two-voxel shell around the lesion, which the background rule leaves
+    in (its soft edge, vessel roots). A method rendering a real-looking lesion of the target
+    size reads about that much over the target too; one trained against the ruler (the GAN's
+    size terms read its threshold) can read on target while drawing the lesion smaller than a
+    real one would look.
     """
-    scores = [
+    return [
         score_patch(
             patches.source[i, 0],
             patches.source[i, 0],
@@ -163,23 +172,43 @@ def ruler_check(
             patches.source_mask[i, 0],
             patches.source_mask[i, 0],
             source_diameter_mm=src.diameter_mm,
-            target_diameter_mm=src.diameter_mm,
+            target_diameter_mm=tgt.diameter_mm,  # the ROI the pair's methods are read in
             patch_spacing_mm=float(patches.spacing_mm[i]),
             window_low_hu=window_hu[0],
             window_high_hu=window_hu[1],
         )
-        for i, (src, _) in enumerate(pairs)
+        for i, (src, tgt) in enumerate(pairs)
     ]
+
+
+def ruler_excess(
+    pairs: Sequence[tuple[LesionView, LesionView]], on_inputs: Sequence[LesionScores]
+) -> np.ndarray:
+    """Per pair, the ruler's reading of the unchanged input minus its recorded diameter (mm)."""
+    return np.array(
+        [s.diameter_mm - src.diameter_mm for s, (src, _) in zip(on_inputs, pairs, strict=True)]
+    )
+
+
+def ruler_check(
+    pairs: Sequence[tuple[LesionView, LesionView]], on_inputs: Sequence[LesionScores]
+) -> dict[str, Any]:
+    """How closely the ruler reads lesions nothing has changed: Dice against their masks and
+    the diameter overshoot against their recorded diameters (see `ruler_on_inputs`)."""
+    excess = ruler_excess(pairs, on_inputs)
     return {
         "what": "the ruler on the unchanged month-0 inputs, against their own recorded "
         "diameters and masks",
-        "dice": float(np.mean([s.dice for s in scores])),
-        "diameter_mae_mm": float(np.mean([s.diameter_error_mm for s in scores])),
-        "diameter_bias_mm": float(np.mean([s.diameter_bias_mm for s in scores])),
+        "dice": float(np.mean([s.dice for s in on_inputs])),
+        "diameter_mae_mm": float(np.abs(excess).mean()),
+        "diameter_bias_mm": float(excess.mean()),
+        "calibrated": "diameter_*_calibrated_mm of each method: its ruler reading less the "
+        "ruler's overshoot on the pair's unchanged input, against the recorded diameter",
     }
 
 
-def _mean_scores(scores: Sequence[LesionScores]) -> dict[str, float]:
+def _mean_scores(scores: Sequence[LesionScores], excess: np.ndarray) -> dict[str, float]:
+    calibrated = np.array([s.diameter_bias_mm for s in scores]) - excess
     return {
         "ssim": float(np.mean([s.ssim for s in scores])),
         "psnr_db": float(np.mean([s.psnr_db for s in scores])),
@@ -191,6 +220,9 @@ def _mean_scores(scores: Sequence[LesionScores]) -> dict[str, float]:
             np.mean([s.diameter_error_same_ruler_mm for s in scores])
         ),
         "identity_ssim": float(np.mean([s.identity_ssim for s in scores])),
+        # The ruler's reading less its overshoot on the pair's unchanged input (`ruler_excess`).
+        "diameter_mae_calibrated_mm": float(np.abs(calibrated).mean()),
+        "diameter_bias_calibrated_mm": float(calibrated.mean()),
     }
 
 
@@ -278,6 +310,8 @@ def evaluate_gan(
     window = loaded.window
     per_method: dict[str, dict[str, float]] = {}
     per_pair: dict[str, list[LesionScores]] = {}
+    on_inputs = ruler_on_inputs(pairs, patches, (window.low_hu, window.high_hu))
+    excess = ruler_excess(pairs, on_inputs)
     for method, outs in {**rendered, "true_future": rendered_true}.items():
         scores = [
             score_patch(
@@ -294,7 +328,7 @@ def evaluate_gan(
             )
             for i in range(len(pairs))
         ]
-        per_method[method] = _mean_scores(scores)
+        per_method[method] = _mean_scores(scores, excess)
         per_pair[method] = scores
     document: dict[str, Any] = {
         "gan": loaded.path,
@@ -308,8 +342,10 @@ def evaluate_gan(
         "diameter) + 3 mm, minus tissue already dense in the input outside its lesion, "
         "component at the centre; diameter = greatest (data.measure)",
         "methods": per_method,
-        "ruler_check": ruler_check(pairs, patches, (window.low_hu, window.high_hu)),
-        "gan_vs_geometric_growth": paired_lesion_gains(per_pair["gan"], per_pair[BASELINE]),
+        "ruler_check": ruler_check(pairs, on_inputs),
+        "gan_vs_geometric_growth": paired_lesion_gains(
+            per_pair["gan"], per_pair[BASELINE], excess=excess
+        ),
     }
     if classifier is not None:
         document["classifier"] = str(classifier)
@@ -513,7 +549,11 @@ def _targets(document: dict[str, Any]) -> dict[str, Any]:
             methods["gan"]["diameter_mae_mm"] < methods[baseline]["diameter_mae_mm"]
         )
     gains = document.get("gan_vs_geometric_growth") or {}
-    for name, gain in (("dice", "dice_gain"), ("diameter", "diameter_error_reduction_mm")):
+    for name, gain in (
+        ("dice", "dice_gain"),
+        ("diameter", "diameter_error_reduction_mm"),
+        ("calibrated_diameter", "calibrated_diameter_error_reduction_mm"),
+    ):
         interval = gains.get(gain + "_ci95")
         if interval is not None:
             # Beyond sampling noise: the whole 95% interval of the paired gain above 0.
@@ -580,8 +620,15 @@ def metrics_table(document: dict[str, Any]) -> str:
         lines += [
             "",
             f"Ruler check, {check['what']}: Dice {check['dice']:.3f}, diameter MAE "
-            f"{check['diameter_mae_mm']:.2f} mm, bias {check['diameter_bias_mm']:+.2f} mm "
-            "(the methods' diameter errors include this much of the ruler's own)",
+            f"{check['diameter_mae_mm']:.2f} mm, bias {check['diameter_bias_mm']:+.2f} mm. "
+            "Calibrated diameter (the ruler's reading less its overshoot on each pair's input), "
+            "MAE / bias in mm: "
+            + "; ".join(
+                f"{method} {m['diameter_mae_calibrated_mm']:.2f} / "
+                f"{m['diameter_bias_calibrated_mm']:+.2f}"
+                for method, m in document["methods"].items()
+                if "diameter_mae_calibrated_mm" in m
+            ),
         ]
     gains = document.get("gan_vs_geometric_growth") or {}
     if "dice_gain_ci95" in gains:
@@ -593,7 +640,14 @@ def metrics_table(document: dict[str, Any]) -> str:
         for label, key, digits in (
             ("Dice gain", "dice_gain", 4),
             ("diameter error reduction (mm)", "diameter_error_reduction_mm", 2),
+            (
+                "calibrated diameter error reduction (mm)",
+                "calibrated_diameter_error_reduction_mm",
+                2,
+            ),
         ):
+            if key + "_ci95" not in gains:
+                continue
             low, high = gains[key + "_ci95"]
             better, worse = gains[key + "_better_worse_pairs"]
             lines.append(
