@@ -33,7 +33,7 @@ gan_app = typer.Typer(help="Train and evaluate the progression GAN.", no_args_is
 app.add_typer(gan_app, name="gan")
 
 # Where output goes to a log or a pipe, rich assumes 80 columns unless COLUMNS says otherwise,
-# and cut the timeline table's headers to "mon…" and "dia…" (seen in a GPU machine's log).
+# which cut the timeline table's headers to "mon…" and "dia…" (seen in a GPU machine's log).
 LOG_WIDTH = 160
 
 

@@ -9,7 +9,9 @@ is pasted into the full slice and the classifier gives stage fidelity (accuracy 
 true month-k stage) and realism: FID and KID on its pooled features against the true month-k
 slices, beside the real-versus-real FID of two halves of the held-out patients (the floor a
 perfect generator would reach at that sample size), with a paired patient bootstrap of each
-method's FID minus geometric growth's (`progression.realism`).
+method's FID minus geometric growth's (`progression.realism`). The ruler is also run on each
+unchanged input (`ruler_check`): what it reads beyond the input's recorded diameter is its own
+overshoot, and each method's diameter less that overshoot is its calibrated diameter error.
 """
 
 from __future__ import annotations
