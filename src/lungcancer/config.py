@@ -205,6 +205,11 @@ class GanConfig:
     lambda_size: float = 2.0
     lambda_diameter: float = 0.5
     lambda_dice: float = 10.0
+    # What the size terms aim the rendered lesion at, read through the ruler's threshold:
+    # "mask", the future's mask and recorded diameter; "calibrated", those grown by the ruler's
+    # overshoot on the pair's unchanged input (a real lesion of that size reads that much
+    # larger: README, "The ruler's own error").
+    size_target: str = "mask"
     lambda_cls: float = 1.0
     lambda_cycle: float = 10.0
     lambda_identity: float = 5.0

@@ -22,17 +22,13 @@ from lungcancer.config import DataConfig, GanConfig
 from lungcancer.errors import ConfigError, DatasetError
 from lungcancer.progression.baselines import geometric_growth, no_change
 from lungcancer.progression.checkpoint import gan_geometry
-from lungcancer.progression.fidelity import (
-    evaluate_gan,
-    paired_lesion_gains,
-    ruler_check,
-    ruler_on_inputs,
-)
+from lungcancer.progression.fidelity import evaluate_gan, paired_lesion_gains, ruler_check
 from lungcancer.progression.metrics import (
     LesionScores,
     background_tissue,
     lesion_threshold_hu,
     roi_disc,
+    ruler_on_inputs,
     score_patch,
     segment_lesion,
 )
@@ -304,7 +300,15 @@ def test_the_ruler_check_reads_a_sharp_lesion_exactly_and_a_soft_edge_as_larger(
     for views in (sharp, soft):
         pairs = [(v, v) for v in views]
         patches = make_patch_set(pairs, tiny_gan_cfg.stages, geometry, WINDOW)
-        on_inputs = ruler_on_inputs(pairs, patches, (WINDOW.low_hu, WINDOW.high_hu))
+        diameters = np.array([v.diameter_mm for v in views])
+        on_inputs = ruler_on_inputs(
+            patches.source,
+            patches.source_mask,
+            diameters,
+            diameters,
+            patches.spacing_mm,
+            (WINDOW.low_hu, WINDOW.high_hu),
+        )
         checks.append(ruler_check(pairs, on_inputs))
     exact, wider = checks
     patch_pixel_mm = float(

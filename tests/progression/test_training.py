@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gan_builders import disc_series, disc_view
+from gan_builders import LESION_HU, LUNG_HU, disc_series, disc_view
 
 from lungcancer.config import GanConfig
 from lungcancer.errors import CheckpointError, ConfigError
@@ -20,7 +20,7 @@ from lungcancer.progression.fidelity import render_baseline, render_gan
 from lungcancer.progression.loop import training_loop
 from lungcancer.progression.metrics import lesion_threshold_hu
 from lungcancer.progression.pairs import PatchSet, longitudinal_pairs, make_patch_set
-from lungcancer.progression.patches import HUWindow
+from lungcancer.progression.patches import HUWindow, disc_mask
 from lungcancer.progression.training import check_gan_config
 
 
@@ -206,6 +206,43 @@ def test_the_size_terms_read_a_ground_glass_lesion_like_the_ruler(tiny_gan_cfg: 
     assert float(diameter) == pytest.approx(grown_px - 8.0, abs=1.0)
     assert float(size) > 2.0
     assert dice is not None and float(dice) > 1.5 * dice_true
+
+
+def test_calibrated_size_targets_add_the_rulers_overshoot_on_the_input(
+    tiny_gan_cfg: GanConfig,
+) -> None:
+    """`size_target: calibrated` aims the lesion where the ruler reads a real one of the target
+    size: an input with a 1 px soft rim outside its mask reads 2 px over its recorded
+    diameter, so a rendering of exactly the future's mask now falls short by those 2 px, and
+    the same rendering with the rim added is on target."""
+    src = disc_view(8.0, "p0", 0.0, size=40)
+    tgt = disc_view(12.0, "p0", 12.0, size=40)
+    rim = disc_mask(src.mask.shape, src.center, 10.0, (1.0, 1.0)) & ~src.mask
+    src = dataclasses.replace(
+        src, image_hu=np.where(rim, (LESION_HU + LUNG_HU) / 2 + 80.0, src.image_hu)
+    )
+    by_target = {}
+    for target in ("mask", "calibrated"):
+        cfg = dataclasses.replace(tiny_gan_cfg, size_target=target, lambda_dice=1.0)
+        patches = make_patch_set([(src, tgt)], cfg.stages, gan_geometry(cfg), HUWindow())
+        trainer = loop._Trainer(cfg, torch.device("cpu"), bf16=False)
+        data = loop._as_tensors(patches, torch.device("cpu"), trainer.window)
+        assert float(data["ruler_excess_px"][0]) == pytest.approx(2.0, abs=0.5)
+        batch = loop._Batch(data)
+        roi = loop._lesion_roi(batch, cfg.patch_size)
+        with_rim = batch.target.clone()
+        grown_rim = loop._grow_masks(batch.target_mask, torch.ones(1)) > batch.target_mask
+        with_rim[grown_rim] = trainer.window.unit_threshold(LESION_HU)
+        by_target[target] = [
+            float(trainer._size_terms(batch, rendered, roi, batch.target_size)[1])
+            for rendered in (batch.target.clone(), with_rim)
+        ]
+    exact, rimmed = by_target["mask"]
+    assert exact < 1.0 < rimmed  # the mask target wants the future's mask, no rim
+    exact, rimmed = by_target["calibrated"]
+    assert rimmed < 1.0 < exact  # the calibrated one wants the rim a real lesion has
+    with pytest.raises(ConfigError, match="size_target"):
+        check_gan_config(dataclasses.replace(tiny_gan_cfg, size_target="disc"))
 
 
 def test_the_discriminator_margin_reports_whether_the_adversarial_term_engaged(

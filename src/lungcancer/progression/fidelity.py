@@ -30,7 +30,7 @@ from lungcancer.errors import CheckpointError, ConfigError, DatasetError
 from lungcancer.io.atomic import atomic_write_text
 from lungcancer.progression.baselines import geometric_growth, grow_lesion, no_change
 from lungcancer.progression.checkpoint import LoadedGan, load_gan
-from lungcancer.progression.metrics import LesionScores, score_patch
+from lungcancer.progression.metrics import LesionScores, ruler_on_inputs, score_patch
 from lungcancer.progression.pairs import LesionView, PatchSet, make_patch_set, view_grid
 from lungcancer.progression.realism import BASELINE, LESION_ONLY, N_BOOT, score_realism
 
@@ -151,42 +151,11 @@ def paired_lesion_gains(
     return out
 
 
-def ruler_on_inputs(
-    pairs: Sequence[tuple[LesionView, LesionView]],
-    patches: PatchSet,
-    window_hu: tuple[float, float],
-) -> list[LesionScores]:
-    """The ruler on each unchanged input lesion, in the pair's own ROI: its `diameter_mm` less
-    the input's recorded diameter is how far the ruler overshoots that lesion (`ruler_excess`).
-
-    On LungSim the ruler reads inputs larger than their masks: voxels above the half-way
-    threshold in the one- or two-voxel shell around the lesion, which the background rule leaves
-    in (its soft edge, vessel roots). A method rendering a real-looking lesion of the target
-    size reads about that much over the target too; one trained against the ruler (the GAN's
-    size terms read its threshold) can read on target while drawing the lesion smaller than a
-    real one would look.
-    """
-    return [
-        score_patch(
-            patches.source[i, 0],
-            patches.source[i, 0],
-            patches.source[i, 0],
-            patches.source_mask[i, 0],
-            patches.source_mask[i, 0],
-            source_diameter_mm=src.diameter_mm,
-            target_diameter_mm=tgt.diameter_mm,  # the ROI the pair's methods are read in
-            patch_spacing_mm=float(patches.spacing_mm[i]),
-            window_low_hu=window_hu[0],
-            window_high_hu=window_hu[1],
-        )
-        for i, (src, tgt) in enumerate(pairs)
-    ]
-
-
 def ruler_excess(
     pairs: Sequence[tuple[LesionView, LesionView]], on_inputs: Sequence[LesionScores]
 ) -> np.ndarray:
-    """Per pair, the ruler's reading of the unchanged input minus its recorded diameter (mm)."""
+    """Per pair, the ruler's reading of the unchanged input (`metrics.ruler_on_inputs`) minus
+    its recorded diameter (mm): the ruler's own overshoot on that lesion."""
     return np.array(
         [s.diameter_mm - src.diameter_mm for s, (src, _) in zip(on_inputs, pairs, strict=True)]
     )
@@ -196,7 +165,9 @@ def ruler_check(
     pairs: Sequence[tuple[LesionView, LesionView]], on_inputs: Sequence[LesionScores]
 ) -> dict[str, Any]:
     """How closely the ruler reads lesions nothing has changed: Dice against their masks and
-    the diameter overshoot against their recorded diameters (see `ruler_on_inputs`)."""
+    the diameter overshoot against their recorded diameters (see `metrics.ruler_on_inputs`).
+    The GAN's size terms read its output through the same threshold, so it can read on target
+    while drawing a lesion smaller than a real one of that size looks."""
     excess = ruler_excess(pairs, on_inputs)
     return {
         "what": "the ruler on the unchanged month-0 inputs, against their own recorded "
@@ -312,7 +283,14 @@ def evaluate_gan(
     window = loaded.window
     per_method: dict[str, dict[str, float]] = {}
     per_pair: dict[str, list[LesionScores]] = {}
-    on_inputs = ruler_on_inputs(pairs, patches, (window.low_hu, window.high_hu))
+    on_inputs = ruler_on_inputs(
+        patches.source,
+        patches.source_mask,
+        np.array([src.diameter_mm for src, _ in pairs]),
+        np.array([tgt.diameter_mm for _, tgt in pairs]),
+        patches.spacing_mm,
+        (window.low_hu, window.high_hu),
+    )
     excess = ruler_excess(pairs, on_inputs)
     for method, outs in {**rendered, "true_future": rendered_true}.items():
         scores = [

@@ -45,7 +45,7 @@ from lungcancer.progression.checkpoint import (
     read_gan_checkpoint,
     save_gan_checkpoint,
 )
-from lungcancer.progression.metrics import lesion_threshold_hu
+from lungcancer.progression.metrics import lesion_threshold_hu, ruler_on_inputs
 from lungcancer.progression.pairs import PatchSet
 from lungcancer.progression.patches import HUWindow
 from lungcancer.train.distributed import current_context, sync_replicas, threads_per_process
@@ -107,6 +107,19 @@ def discriminator_margin(d_hinge: list[float]) -> float | None:
     return 2.0 - float(np.mean(late))
 
 
+# The most pixels `size_target: calibrated` grows a target mask by, per side.
+MAX_MASK_GROWTH_PX = 3
+
+
+def _grow_masks(masks: torch.Tensor, radius_px: torch.Tensor) -> torch.Tensor:
+    """Each (B, 1, *spatial) mask dilated by its own whole number of pixels (0..3)."""
+    out = masks
+    radius = radius_px.clamp(0, MAX_MASK_GROWTH_PX).reshape(-1, *([1] * (masks.ndim - 1)))
+    for r in range(1, MAX_MASK_GROWTH_PX + 1):
+        out = torch.where(radius >= r, dilate(masks, r), out)
+    return out
+
+
 class _Batch:
     """Tensors of one batch on the training device."""
 
@@ -121,6 +134,7 @@ class _Batch:
         self.source_stage = data["source_stage"]
         self.target_stage = data["target_stage"]
         self.threshold_unit = data["threshold_unit"]
+        self.ruler_excess_px = data["ruler_excess_px"]
         # What a real output looks like: set by `_Trainer.set_real` (paired: the true future
         # inside the lesion ROI and the input outside it).
         self.real = self.source
@@ -162,7 +176,27 @@ def _as_tensors(
     if window is not None:
         thresholds = lesion_thresholds_unit(patches, window)
         data["threshold_unit"] = torch.from_numpy(thresholds).to(device)
+        data["ruler_excess_px"] = torch.from_numpy(ruler_excess_px(patches, window)).to(device)
     return data
+
+
+def ruler_excess_px(patches: PatchSet, window: HUWindow) -> np.ndarray:
+    """How far the ruler reads each unchanged input beyond its recorded diameter, in patch
+    pixels, (N,): what `size_target: calibrated` adds to the targets, since a real lesion of
+    the target size reads about that much larger too (`metrics.ruler_on_inputs`)."""
+    fov_px = patches.source.shape[-1]
+    source_mm = patches.source_size * fov_px * patches.spacing_mm
+    target_mm = patches.target_size * fov_px * patches.spacing_mm
+    scores = ruler_on_inputs(
+        patches.source,
+        patches.source_mask,
+        source_mm,
+        target_mm,
+        patches.spacing_mm,
+        (window.low_hu, window.high_hu),
+    )
+    excess_mm = np.array([s.diameter_mm for s in scores]) - source_mm
+    return (excess_mm / patches.spacing_mm).astype(np.float32)
 
 
 def _sample_batch(
@@ -414,18 +448,27 @@ class _Trainer:
         threshold = batch.threshold_unit.reshape(-1, *([1] * (fake.ndim - 1)))
         background = (batch.source > threshold) & (dilate(batch.source_mask, 2) == 0)
         keep = roi * (~background).float()
+        target_px = size_t * self.cfg.patch_size
+        target_mask = batch.target_mask
+        growth = torch.ones_like(target_px)
+        if self.cfg.size_target == "calibrated":
+            # Aim where the ruler reads a real lesion of the target size: its diameter plus the
+            # overshoot measured on this pair's input, its mask grown by half that per side.
+            excess = batch.ruler_excess_px.clamp_min(0.0)
+            growth = (target_px + excess) / target_px.clamp_min(1.0)
+            target_px = target_px + excess
+            target_mask = _grow_masks(target_mask, torch.round(excess / 2))
         dice = None
         if self.cfg.mode == "paired":
-            target_area = (batch.target_mask * keep).flatten(1).sum(dim=1)
+            target_area = (target_mask * keep).flatten(1).sum(dim=1)
             if self.cfg.lambda_dice > 0:
                 mask = losses.soft_lesion_mask(fake, keep, batch.threshold_unit)
-                dice = losses.soft_dice_loss(mask, batch.target_mask * keep)
+                dice = losses.soft_dice_loss(mask, target_mask * keep)
         else:
-            target_area = math.pi * (size_t * self.cfg.patch_size / 2) ** 2
+            disc = math.pi * (size_t * self.cfg.patch_size / 2) ** 2
+            target_area = disc * growth**2
         size = losses.size_loss(fake, target_area, keep, batch.threshold_unit)
-        diameter = losses.diameter_loss(
-            fake, size_t * self.cfg.patch_size, keep, batch.threshold_unit
-        )
+        diameter = losses.diameter_loss(fake, target_px, keep, batch.threshold_unit)
         return size, diameter, dice
 
     def update_ema(self, step: int) -> None:

@@ -234,3 +234,44 @@ def score_patch(
         diameter_error_same_ruler_mm=abs(diameter - reference_diameter),
         identity_ssim=identity_ssim(rendered_unit, source_unit, roi),
     )
+
+
+def ruler_on_inputs(
+    source_unit: np.ndarray,
+    source_mask: np.ndarray,
+    source_diameter_mm: np.ndarray,
+    target_diameter_mm: np.ndarray,
+    spacing_mm: np.ndarray,
+    window_hu: tuple[float, float],
+) -> list[LesionScores]:
+    """The ruler on each unchanged input lesion, in its pair's ROI.
+
+    Each score's `diameter_mm` less the input's recorded diameter is how far the ruler
+    overshoots that lesion. On LungSim the ruler reads inputs larger than their masks: voxels
+    above the half-way threshold in the one- or two-voxel shell around the lesion, which the
+    background rule leaves in (its soft edge, vessel roots). A real-looking lesion of a target
+    size reads about that much over the target too.
+
+    Args:
+        source_unit: (N, 1, *patch) input patches in window units.
+        source_mask: (N, 1, *patch) their lesion masks.
+        source_diameter_mm: (N,) the inputs' recorded diameters.
+        target_diameter_mm: (N,) the future diameters (they set the ROI, as for the methods).
+        spacing_mm: (N,) patch pixel sizes.
+        window_hu: the window's (low, high) HU.
+    """
+    return [
+        score_patch(
+            source_unit[i, 0],
+            source_unit[i, 0],
+            source_unit[i, 0],
+            source_mask[i, 0],
+            source_mask[i, 0],
+            source_diameter_mm=float(source_diameter_mm[i]),
+            target_diameter_mm=float(target_diameter_mm[i]),
+            patch_spacing_mm=float(spacing_mm[i]),
+            window_low_hu=window_hu[0],
+            window_high_hu=window_hu[1],
+        )
+        for i in range(len(source_unit))
+    ]

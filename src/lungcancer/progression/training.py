@@ -25,12 +25,17 @@ from lungcancer.progression.pairs import (
 from lungcancer.train.distributed import distributed_session
 
 MODES = ("paired", "unpaired")
+SIZE_TARGETS = ("mask", "calibrated")
 
 
 def check_gan_config(cfg: GanConfig) -> None:
     """Refuse settings that cannot train, naming the key."""
     if cfg.mode not in MODES:
         raise ConfigError("unknown gan.mode", expected=" | ".join(MODES), found=cfg.mode)
+    if cfg.size_target not in SIZE_TARGETS:
+        raise ConfigError(
+            "unknown gan.size_target", expected=" | ".join(SIZE_TARGETS), found=cfg.size_target
+        )
     if cfg.spatial_dims not in (2, 3):
         raise ConfigError("gan.spatial_dims must be 2 or 3", found=str(cfg.spatial_dims))
     multiple = 2 ** (cfg.levels - 1)
