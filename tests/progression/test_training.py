@@ -209,7 +209,7 @@ def test_the_size_terms_read_a_ground_glass_lesion_like_the_ruler(tiny_gan_cfg: 
 
 
 def test_calibrated_size_targets_add_the_rulers_overshoot_on_the_input(
-    tiny_gan_cfg: GanConfig,
+    tiny_gan_cfg: GanConfig, tmp_path: Path
 ) -> None:
     """`size_target: calibrated` aims the lesion where the ruler reads a real one of the target
     size: an input with a 1 px soft rim outside its mask reads 2 px over its recorded
@@ -226,8 +226,12 @@ def test_calibrated_size_targets_add_the_rulers_overshoot_on_the_input(
         cfg = dataclasses.replace(tiny_gan_cfg, size_target=target, lambda_dice=1.0)
         patches = make_patch_set([(src, tgt)], cfg.stages, gan_geometry(cfg), HUWindow())
         trainer = loop._Trainer(cfg, torch.device("cpu"), bf16=False)
-        data = loop._as_tensors(patches, torch.device("cpu"), trainer.window)
-        assert float(data["ruler_excess_px"][0]) == pytest.approx(2.0, abs=0.5)
+        data = loop._as_tensors(
+            patches, torch.device("cpu"), trainer.window, ruler_excess=target == "calibrated"
+        )
+        assert ("ruler_excess_px" in data) == (target == "calibrated")
+        if target == "calibrated":
+            assert float(data["ruler_excess_px"][0]) == pytest.approx(2.0, abs=0.5)
         batch = loop._Batch(data)
         roi = loop._lesion_roi(batch, cfg.patch_size)
         with_rim = batch.target.clone()
@@ -243,6 +247,10 @@ def test_calibrated_size_targets_add_the_rulers_overshoot_on_the_input(
     assert rimmed < 1.0 < exact  # the calibrated one wants the rim a real lesion has
     with pytest.raises(ConfigError, match="size_target"):
         check_gan_config(dataclasses.replace(tiny_gan_cfg, size_target="disc"))
+    # The training loop measures the overshoot itself when the option asks for it.
+    cfg = dataclasses.replace(tiny_gan_cfg, size_target="calibrated", steps=2, log_every=1)
+    result = training_loop(cfg, _pairs(cfg, n_patients=2), None, tmp_path, progress=False)
+    assert result.steps == 2
 
 
 def test_the_discriminator_margin_reports_whether_the_adversarial_term_engaged(

@@ -134,7 +134,7 @@ class _Batch:
         self.source_stage = data["source_stage"]
         self.target_stage = data["target_stage"]
         self.threshold_unit = data["threshold_unit"]
-        self.ruler_excess_px = data["ruler_excess_px"]
+        self.ruler_excess_px = data.get("ruler_excess_px")
         # What a real output looks like: set by `_Trainer.set_real` (paired: the true future
         # inside the lesion ROI and the input outside it).
         self.real = self.source
@@ -162,10 +162,15 @@ def lesion_thresholds_unit(patches: PatchSet, window: HUWindow) -> np.ndarray:
 
 
 def _as_tensors(
-    patches: PatchSet, device: torch.device, window: HUWindow | None = None
+    patches: PatchSet,
+    device: torch.device,
+    window: HUWindow | None = None,
+    ruler_excess: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The PatchSet's arrays on `device`; with `window`, also each input's lesion threshold
-    (what the size terms need in training; rendering does not)."""
+    (what the size terms need in training; rendering does not) and, with `ruler_excess`, the
+    ruler's overshoot on each input (`size_target: calibrated` only: it runs the ruler on every
+    input)."""
     names = (
         "source", "target", "source_mask", "target_mask",
         "source_size", "target_size", "spacing_mm", "source_stage", "target_stage",
@@ -176,7 +181,9 @@ def _as_tensors(
     if window is not None:
         thresholds = lesion_thresholds_unit(patches, window)
         data["threshold_unit"] = torch.from_numpy(thresholds).to(device)
-        data["ruler_excess_px"] = torch.from_numpy(ruler_excess_px(patches, window)).to(device)
+        if ruler_excess:
+            excess = ruler_excess_px(patches, window)
+            data["ruler_excess_px"] = torch.from_numpy(excess).to(device)
     return data
 
 
@@ -454,6 +461,7 @@ class _Trainer:
         if self.cfg.size_target == "calibrated":
             # Aim where the ruler reads a real lesion of the target size: its diameter plus the
             # overshoot measured on this pair's input, its mask grown by half that per side.
+            assert batch.ruler_excess_px is not None, "_as_tensors(..., ruler_excess=True)"
             excess = batch.ruler_excess_px.clamp_min(0.0)
             growth = (target_px + excess) / target_px.clamp_min(1.0)
             target_px = target_px + excess
@@ -589,7 +597,9 @@ def training_loop(
     if context is not None:
         players = [trainer.G, trainer.G_ema, trainer.D]
         sync_replicas(context, players, [trainer.opt_g, trainer.opt_d])
-    data = _as_tensors(train_set, device, trainer.window)
+    data = _as_tensors(
+        train_set, device, trainer.window, ruler_excess=cfg.size_target == "calibrated"
+    )
     sizes_by_stage = _sizes_by_stage(train_set, len(cfg.stages), cfg.patch_size)
     preview = _preview(val_set if val_set is not None and len(val_set) else train_set)
     max_diameter_mm = float((train_set.target_size * train_set.spacing_mm).max()) * cfg.patch_size
