@@ -7,9 +7,9 @@
 #   DEADLINE_S (environment, default 560): the long run's time budget is what is left of it
 #
 # Part 1 (smoke): every command that takes a device, on that device: `train` (DenseNet121 and
-# ResNet50; AMP by the precision policy), `evaluate`, `predict`, `gan train` (2D and 3D),
-# `gan evaluate`, `simulate`, and `train` under `torchrun` (one process: the NCCL path with
-# SyncBatchNorm and DistributedDataParallel).
+# ResNet50 with AMP by the precision policy; the cnn in fp16 with a GradScaler), `evaluate`,
+# `predict`, `gan train` (2D and 3D), `gan evaluate`, `simulate`, and `train` under `torchrun`
+# (one process: the NCCL path with SyncBatchNorm and DistributedDataParallel).
 # Part 2 (long): the README's DenseNet121 accuracy recipe (`bench_train.RECIPES`, 20,160
 # training slices) for EPOCHS passes instead of one, scored on validation each pass and on
 # the test split once at the end: what compute beyond the 15-CPU-minute budget buys.
@@ -72,6 +72,10 @@ step train_densenet121 150 "${LC[@]}" train --config configs/quick.yaml --data "
 step evaluate 120 "${LC[@]}" evaluate "$WORK/dn" --device "$DEV" --n-boot 200 --localisation-samples 20
 SLICE=$(ls "$WORK"/sim/sim-00001/*_s0.nrrd 2>/dev/null | grep -v _mask | head -1)
 step predict 60 "${LC[@]}" predict "$WORK/dn/best.pt" "$SLICE" --device "$DEV" --json
+if [ "$DEV" != cpu ]; then  # fp16 AMP with a GradScaler: GPUs without bf16 get it (a CPU refuses)
+    step train_fp16_gradscaler 120 "${LC[@]}" train --config configs/quick.yaml --data "$WORK/sim" \
+        --model cnn --epochs 1 --device "$DEV" --precision fp16 --out "$WORK/cnn_fp16"
+fi
 step train_resnet50 120 "${LC[@]}" train --config configs/quick.yaml --data "$WORK/sim" \
     --model resnet50 --epochs 1 --device "$DEV" --out "$WORK/r50"
 step torchrun_one_process 120 python3 -m torch.distributed.run --standalone --nproc_per_node 1 \
@@ -110,6 +114,7 @@ step long_test 120 "${LC[@]}" evaluate "$WORK/dn_long" --device "$DEV" --split t
 # ---- what comes back -------------------------------------------------------------------------
 tar -czf "$OUT/artifacts.tar.gz" -C "$WORK" --ignore-failed-read \
     dn/history.jsonl dn/eval/metrics.json r50/history.jsonl dn_ddp/history.jsonl \
+    cnn_fp16/history.jsonl \
     gan/losses.jsonl gan_eval/metrics.json gan_eval/metrics.md sim_out/timeline.json \
     gan3d/losses.jsonl dn_long/history.jsonl dn_long/config.yaml dn_long/eval/metrics.json \
     2>>"$LOG"
