@@ -113,10 +113,11 @@ MAX_MASK_GROWTH_PX = 3
 
 def _grow_masks(masks: torch.Tensor, radius_px: torch.Tensor) -> torch.Tensor:
     """Each (B, 1, *spatial) mask dilated by its own whole number of pixels (0..3)."""
-    out = masks
+    out = grown = masks
     radius = radius_px.clamp(0, MAX_MASK_GROWTH_PX).reshape(-1, *([1] * (masks.ndim - 1)))
     for r in range(1, MAX_MASK_GROWTH_PX + 1):
-        out = torch.where(radius >= r, dilate(masks, r), out)
+        grown = dilate(grown, 1)  # r one-pixel dilations: the square of side 2r + 1
+        out = torch.where(radius >= r, grown, out)
     return out
 
 

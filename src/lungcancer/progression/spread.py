@@ -509,8 +509,12 @@ def _node_at(node: Node | None, height_mm: float) -> Node | None:
     return replace(node, semi_axes_mm=(node.semi_axes_mm[0] * f, node.semi_axes_mm[1] * f))
 
 
-def slice_plan(vplan: VolumeSpreadPlan, image_hu: np.ndarray, index: int) -> SpreadPlan | None:
-    """The plan of slice `index` (its image `image_hu`), or None when nothing reaches it."""
+def slice_plan(
+    vplan: VolumeSpreadPlan, image_hu: np.ndarray, index: int, effusion: bool = True
+) -> SpreadPlan | None:
+    """The plan of slice `index` (its image `image_hu`), or None when nothing reaches it.
+
+    Without `effusion` (no frame gains one) the slice's lung fields are not looked for."""
     base = vplan.plan
     if index == vplan.lesion_slice:
         return base
@@ -519,16 +523,20 @@ def slice_plan(vplan: VolumeSpreadPlan, image_hu: np.ndarray, index: int) -> Spr
     nodule = _node_at(base.nodule, height_mm)
     taper = np.clip((vplan.effusion_top_mm - height_mm) / _EFFUSION_TAPER_MM, 0.0, 1.0) ** 0.5
     lung = np.zeros(base.shape, bool)
-    if taper > 0:
+    if effusion and taper > 0:
         # The fluid's lung on this slice: the lung fields on its side of the midline.
         for field in _lungs(np.asarray(image_hu, np.float32)):
             if (float(np.nonzero(field)[1].mean()) - base.midline_x) * base.effusion_side > 0:
                 lung |= field
     if not (nodes or nodule is not None or lung.any()):
         return None
-    depth_mm, wall_gap_mm = _effusion_depth_mm(
-        lung, base.chest_centre_yx, base.spacing_mm, base.effusion_thickness_mm * float(taper)
-    )
+    if lung.any():
+        depth_mm, wall_gap_mm = _effusion_depth_mm(
+            lung, base.chest_centre_yx, base.spacing_mm, base.effusion_thickness_mm * float(taper)
+        )
+    else:  # no fluid on this slice: no depth, and every pixel outside the (empty) lung
+        depth_mm = np.zeros(base.shape, np.float32)
+        wall_gap_mm = np.full(base.shape, np.inf, np.float32)
     return replace(
         base,
         nodes=nodes,
@@ -575,8 +583,14 @@ def draw_spread_volume(
     anatomy = np.asarray(volumes_hu[0] if source_hu is None else source_hu, np.float32)
     out = [np.array(v, np.float32, copy=True) for v in volumes_hu]
     what: list[list[str]] = [[] for _ in range(count)]
+    # As `draw_spread` decides: fluid only where a frame's M rises to M1a.
+    effusion = (
+        m1a_kind in ("effusion", "both")
+        and baseline[1] != "M1a"
+        and any(target[1] == "M1a" for target in targets)
+    )
     for k in range(anatomy.shape[0]):
-        plan = slice_plan(vplan, anatomy[k], k)
+        plan = slice_plan(vplan, anatomy[k], k, effusion=effusion)
         if plan is None:
             continue
         for i, target in enumerate(targets):
