@@ -22,7 +22,12 @@ from lungcancer.config import DataConfig, GanConfig
 from lungcancer.errors import ConfigError, DatasetError
 from lungcancer.progression.baselines import geometric_growth, no_change
 from lungcancer.progression.checkpoint import gan_geometry
-from lungcancer.progression.fidelity import evaluate_gan, paired_lesion_gains, ruler_check
+from lungcancer.progression.fidelity import (
+    evaluate_gan,
+    paired_lesion_gains,
+    ruler_check,
+    ruler_excess,
+)
 from lungcancer.progression.metrics import (
     LesionScores,
     background_tissue,
@@ -309,7 +314,7 @@ def test_the_ruler_check_reads_a_sharp_lesion_exactly_and_a_soft_edge_as_larger(
             patches.spacing_mm,
             (WINDOW.low_hu, WINDOW.high_hu),
         )
-        checks.append(ruler_check(pairs, on_inputs))
+        checks.append(ruler_check(on_inputs, ruler_excess(pairs, on_inputs)))
     exact, wider = checks
     patch_pixel_mm = float(
         make_patch_set([(sharp[0], sharp[0])], tiny_gan_cfg.stages, geometry, WINDOW).spacing_mm[0]

@@ -161,14 +161,12 @@ def ruler_excess(
     )
 
 
-def ruler_check(
-    pairs: Sequence[tuple[LesionView, LesionView]], on_inputs: Sequence[LesionScores]
-) -> dict[str, Any]:
+def ruler_check(on_inputs: Sequence[LesionScores], excess: np.ndarray) -> dict[str, Any]:
     """How closely the ruler reads lesions nothing has changed: Dice against their masks and
     the diameter overshoot against their recorded diameters (see `metrics.ruler_on_inputs`).
     The GAN's size terms read its output through the same threshold, so it can read on target
-    while drawing a lesion smaller than a real one of that size looks."""
-    excess = ruler_excess(pairs, on_inputs)
+    while drawing a lesion smaller than a real one of that size looks. `excess` is
+    `ruler_excess` of the same inputs."""
     return {
         "what": "the ruler on the unchanged month-0 inputs, against their own recorded "
         "diameters and masks",
@@ -322,7 +320,7 @@ def evaluate_gan(
         "diameter) + 3 mm, minus tissue already dense in the input outside its lesion, "
         "component at the centre; diameter = greatest (data.measure)",
         "methods": per_method,
-        "ruler_check": ruler_check(pairs, on_inputs),
+        "ruler_check": ruler_check(on_inputs, excess),
         "gan_vs_geometric_growth": paired_lesion_gains(
             per_pair["gan"], per_pair[BASELINE], excess=excess
         ),
