@@ -1,4 +1,4 @@
-"""Training speed, single-slice latency and (optionally) accuracy of the classifiers on CPU.
+"""Classifier training speed, one-slice latency and optional accuracy (part 1 on a GPU too).
 
 Usage:
     python benchmarks/bench_train.py                       # throughput + latency (~2 min)

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from lungcancer.io import read_image
+from lungcancer.progression.simulate import cranial_direction
 from lungcancer.progression.spread import draw_spread_volume, plan_spread_volume, tumour_guard
 from lungcancer.progression.timeline import SimulationError
 
@@ -56,7 +57,13 @@ def _fluid(volume: np.ndarray, outside: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", type=Path, help="LungSim volume set (manifest.csv)")
-    parser.add_argument("--controls", type=int, default=40, help="unchanged pairs measured")
+    parser.add_argument(
+        "--controls",
+        type=int,
+        default=40,
+        help="unchanged pairs measured (plans are seeded by the count of patients measured "
+        "before, so another count draws other plans for the later patients)",
+    )
     args = parser.parse_args()
     with open(args.data / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -91,7 +98,11 @@ def main() -> None:
         if nm12 != nm0:
             try:
                 plan = plan_spread_volume(
-                    scan0.array, scan0.spacing_mm, center, cranial=1, seed=len(measured)
+                    scan0.array,
+                    scan0.spacing_mm,
+                    center,
+                    cranial=cranial_direction(scan0),
+                    seed=len(measured),
                 )
             except SimulationError:
                 print(f"{patient}: no two lung fields on the lesion's slice; skipped")

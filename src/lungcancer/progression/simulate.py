@@ -375,7 +375,7 @@ def _draw_spread(
     baseline_nm = (baseline.n, baseline.m)
     if volume:
         vplan = plan_spread_volume(
-            image, scan.spacing_mm, lesion.center_zyx, cranial=_cranial(scan), seed=seed
+            image, scan.spacing_mm, lesion.center_zyx, cranial=cranial_direction(scan), seed=seed
         )
         out, whats = draw_spread_volume(
             frames,
@@ -422,7 +422,7 @@ def _draw_spread(
     return out
 
 
-def _cranial(scan: Scan) -> int:
+def cranial_direction(scan: Scan) -> int:
     """+1 when the scan's slice index runs toward the head, -1 toward the feet.
 
     The slice axis's world direction is the third column of the ITK direction matrix; its z
