@@ -27,6 +27,7 @@ from lungcancer.progression.spread import (
     NODULE_HU,
     Node,
     SpreadPlan,
+    _body_centre,
     _radial_wall_gap_mm,
     draw_spread,
     plan_spread,
@@ -567,3 +568,26 @@ def test_effusion_depth_is_measured_along_the_ray_not_to_the_nearest_wall() -> N
     assert gap[60 + 30, 60 + 30] == pytest.approx(28.3, abs=1.5)
     assert np.isinf(gap[0, 0]) and not np.isinf(gap[lung]).any()
     assert (gap[lung] >= 0).all()
+
+
+def test_effusion_rays_start_at_the_bodys_centre_not_the_lungs_centroid() -> None:
+    # LungSim (and a real chest) measures the fluid's depth about the body's centre. Here the
+    # lungs sit behind it and one is larger, so their centroid is 8 px behind and 4 px to the
+    # side; a dense table shell touches the back and must not pull the centre down.
+    yy, xx = np.mgrid[:SIZE, :SIZE].astype(float)
+    image = np.full((SIZE, SIZE), -1000.0)
+    image[((yy - 64) / 46) ** 2 + ((xx - 64) / 60) ** 2 <= 1] = 40.0
+    left = ((yy - 72) / 24) ** 2 + ((xx - 36) / 20) ** 2 <= 1
+    right = ((yy - 72) / 24) ** 2 + ((xx - 90) / 14) ** 2 <= 1
+    image[left | right] = -850.0
+    image[109:112, 10:118] = 300.0
+    image += NOISE_HU * np.random.default_rng(0).standard_normal(image.shape)
+    plan = plan_spread(image.astype(np.float32), SPACING, (60.0, 36.0), seed=0)
+    lung_rows, lung_cols = np.nonzero(left | right)
+    assert lung_rows.mean() - 64 > 7 and abs(lung_cols.mean() - 64) > 3
+    assert plan.chest_centre_yx == pytest.approx((64.0, 64.0), abs=1.0)
+    # With no body to find (nothing above -500 HU), the lung fields give the centre.
+    assert _body_centre(np.full((8, 8), -900.0), SPACING, fallback=np.eye(8, dtype=bool)) == (
+        pytest.approx(3.5),
+        pytest.approx(3.5),
+    )

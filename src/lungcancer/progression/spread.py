@@ -73,7 +73,8 @@ class SpreadPlan:
         wall_gap_mm: per-pixel depth below the chest wall inside that lung, along the radius (inf
             outside it).
         nodule: the contralateral M1a nodule (None on a slice of a volume it does not reach).
-        chest_centre_yx: the centre (pixels) the fluid's depth and angle are measured about.
+        chest_centre_yx: the body's centre (pixels), about which the fluid's depth and angle
+            are measured.
         midline_x: the mediastinum's mean column: which side a lung is on.
         effusion_side: -1 when the fluid's lung lies at smaller columns than the midline, +1
             at larger ones.
@@ -213,8 +214,7 @@ def plan_spread(
     # posteriorly and thinning up the lateral wall.
     on_tumour_side = rng.random() < 0.85
     effusion_lung = ipsi if on_tumour_side else contra
-    rows, cols = np.nonzero(both)
-    centre = (float(rows.mean()), float(cols.mean()))
+    centre = _body_centre(image, (dy, dx), fallback=both)
     thickness_mm = float(rng.uniform(20.0, 50.0))
     depth_mm, wall_gap_mm = _effusion_depth_mm(effusion_lung, centre, (dy, dx), thickness_mm)
     # The M1a nodule: 8-18 mm, solid, well inside the other lung.
@@ -235,6 +235,30 @@ def plan_spread(
         effusion_side=int(ipsi_sign if on_tumour_side else -ipsi_sign),
         effusion_thickness_mm=thickness_mm,
     )
+
+
+def _body_centre(
+    image_hu: np.ndarray, spacing_mm: tuple[float, float], fallback: np.ndarray
+) -> tuple[float, float]:
+    """The body's centroid (row, column): the largest region above -500 HU after a 5 mm
+    opening (which parts a CT table or a cable touching the skin), its holes (the lungs) filled.
+
+    An effusion's depth and its thinning up the wall are taken about this point, as LungSim
+    takes them about the body's centre (`synth.paint.polar_fields`). The lungs' centroid, used
+    before, sits 10-15 mm toward the right lung (the heart takes room from the left one), which
+    tilts every ray and drew the fluid's lateral extent at the wrong height. `fallback` (the
+    lung fields) gives the centre when no body is found.
+    """
+    pixel_mm = (spacing_mm[0] * spacing_mm[1]) ** 0.5
+    body = ndimage.binary_opening(image_hu > -500.0, iterations=max(1, round(5.0 / pixel_mm)))
+    labels, count = ndimage.label(body)
+    if count:
+        sizes = np.bincount(labels.ravel())[1:]
+        body = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    if not count or not (body & fallback).any():
+        body = fallback
+    rows, cols = np.nonzero(body)
+    return float(rows.mean()), float(cols.mean())
 
 
 def _effusion_depth_mm(
