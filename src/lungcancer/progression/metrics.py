@@ -249,8 +249,8 @@ def ruler_on_inputs(
     Each score's `diameter_mm` less the input's recorded diameter is how far the ruler
     overshoots that lesion. On LungSim the ruler reads inputs larger than their masks: voxels
     above the half-way threshold in the one- or two-voxel shell around the lesion, which the
-    background rule leaves in (its soft edge, vessel roots). A real-looking lesion of a target
-    size reads about that much over the target too.
+    background rule leaves in (its edge, spicules LungSim leaves out of its diameter, vessel
+    roots). A real-looking lesion of a target size reads about that much over the target too.
 
     Args:
         source_unit: (N, 1, *patch) input patches in window units.
