@@ -245,9 +245,10 @@ def _body_centre(
 
     An effusion's depth and its thinning up the wall are taken about this point, as LungSim
     takes them about the body's centre (`synth.paint.polar_fields`). The lungs' centroid, used
-    before, sits 10-15 mm toward the right lung (the heart takes room from the left one), which
-    tilts every ray and drew the fluid's lateral extent at the wrong height. `fallback` (the
-    lung fields) gives the centre when no body is found.
+    before, sits 12-14 mm from it on LungSim slices (mostly behind it: the lungs fill the back
+    of the chest, the heart the front), which tilted every ray and put the fluid's thinning up
+    the wall at the wrong height (`benchmarks/spread_effusion_check.py`). `fallback` (the lung
+    fields) gives the centre when no body is found.
     """
     pixel_mm = (spacing_mm[0] * spacing_mm[1]) ** 0.5
     body = ndimage.binary_opening(image_hu > -500.0, iterations=max(1, round(5.0 / pixel_mm)))
