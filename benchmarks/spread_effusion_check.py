@@ -100,17 +100,14 @@ def _pair(cfg: SynthConfig, index: int, requested: str) -> dict[str, tuple[float
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--patients", type=int, default=480)
-    parser.add_argument("--seed", type=int, default=51)
-    args = parser.parse_args()
+def measure(patients: int, seed: int) -> list[dict[str, tuple[float, float]]]:
+    """Every pair of a calibration-style set of `patients` (see the module docstring)."""
     cfg = SynthConfig(
-        patients=args.patients,
+        patients=patients,
         timepoints_months=(0.0, 12.0),
         size=256,
         off_centre_slices=0,
-        seed=args.seed,
+        seed=seed,
         id_prefix="cal",
         previews=False,
     )
@@ -120,6 +117,17 @@ def main() -> None:
             pair = _pair(cfg, index, requested)
             if pair is not None:
                 pairs.append(pair)
+    return pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--patients", type=int, default=480)
+    parser.add_argument("--seed", type=int, default=51)
+    args = parser.parse_args()
+    pairs = measure(args.patients, args.seed)
+    if not pairs:
+        raise SystemExit(f"no patient of {args.patients} (seed {args.seed}) gains an effusion")
     true_area = np.array([p["truth"][1] for p in pairs])
     print(
         f"{len(pairs)} pairs gaining an effusion at month 12 (seed {args.seed}, "

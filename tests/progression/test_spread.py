@@ -7,6 +7,7 @@ ellipses, mediastinal fat between them, a spine below and the tumour in one lung
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -591,3 +592,22 @@ def test_effusion_rays_start_at_the_bodys_centre_not_the_lungs_centroid() -> Non
         pytest.approx(3.5),
         pytest.approx(3.5),
     )
+
+
+@pytest.mark.slow
+def test_the_drawn_effusion_lies_where_lungsim_puts_it() -> None:
+    # benchmarks/spread_effusion_check.py on a few LungSim patients: LungSim's own effusion
+    # painted into the month-0 slice's tissue labels against the renderer's fluid at the same
+    # side and depth. The body centre must sit near LungSim's origin and overlap as well as it.
+    path = Path(__file__).parents[2] / "benchmarks" / "spread_effusion_check.py"
+    spec = importlib.util.spec_from_file_location("spread_effusion_check", path)
+    assert spec is not None and spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    pairs = check.measure(patients=120, seed=51)  # 10 pairs
+    assert len(pairs) >= 5
+    lungs, body, exact = (np.array([p[name][0] for p in pairs]) for name in check.CENTRES)
+    assert np.mean([p["offset"][1] for p in pairs]) < 3.0
+    assert np.mean([p["offset"][0] for p in pairs]) > 6.0
+    assert body.mean() > lungs.mean() + 0.03
+    assert body.mean() > exact.mean() - 0.02
