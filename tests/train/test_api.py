@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from train_builders import BlobDataset, make_spec
@@ -19,6 +20,7 @@ from lungcancer.models import create_model
 from lungcancer.train import api as train_api
 from lungcancer.train.api import TrainResult, fit
 from lungcancer.train.checkpoint import HISTORY_FIELDS, RunFolder, load_checkpoint
+from lungcancer.train.precision import PrecisionPolicy
 from lungcancer.train.schedule import WarmupCosine
 
 
@@ -461,3 +463,27 @@ def test_progressive_resizing_settings_are_checked(low_res: dict[str, float], ma
     _check_configs(volumes, ModelConfig(spatial_dims=3), cube)
     with pytest.raises(ConfigError, match=r"expected: 3 sizes in \[32, 64\]"):
         _check_configs(volumes, ModelConfig(spatial_dims=3), crop)
+
+
+def _fp16_scaled_policy(*_: object, **__: object) -> PrecisionPolicy:
+    # The policy a GPU without bf16 gets (fp16 autocast + GradScaler), forced onto the CPU:
+    # resolve_policy refuses fp16 there (slow), but torch runs it, so the scaler's path
+    # through the loop, the checkpoint and --resume is exercised without a GPU.
+    return PrecisionPolicy(torch.device("cpu"), "fp16", False, True, 1, "fp16 forced for a test")
+
+
+def test_the_fp16_grad_scaler_path_trains_checkpoints_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lungcancer.train.api.resolve_policy", _fp16_scaled_policy)
+    straight = run_fit(tmp_path / "straight", epochs=3, grad_clip=1.0)
+    assert "precision fp16 on cpu" in (tmp_path / "straight" / "train.log").read_text()
+    assert all(np.isfinite(r["train_loss"]) for r in straight.history)
+    scaler = load_checkpoint(straight.last_checkpoint)["scaler"]
+    # GradScaler starts at 2^16 and only halves on an overflow; its state travels with the run.
+    assert 0 < scaler["scale"] <= 2.0**16 and scaler["_growth_tracker"] > 0
+    run_fit(tmp_path / "resumed", epochs=3, grad_clip=1.0, max_minutes=1e-6)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    resumed = run_fit(tmp_path / "resumed", epochs=3, grad_clip=1.0, resume=True)
+    assert_same_weights(straight.last_checkpoint, resumed.last_checkpoint)
+    assert load_checkpoint(resumed.last_checkpoint)["scaler"] == scaler
