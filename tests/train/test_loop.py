@@ -24,7 +24,7 @@ from lungcancer.train.loop import (
     make_loader,
     train_one_epoch,
 )
-from lungcancer.train.precision import resolve_policy
+from lungcancer.train.precision import PrecisionPolicy, resolve_policy
 from lungcancer.train.schedule import WarmupCosine, build_optimizer
 
 
@@ -202,3 +202,32 @@ def test_the_low_res_phase_follows_the_run_step_count_across_epochs() -> None:
             low_res=LowResPhase(px=16, until_step=6),
         )
     assert seen == [(16, 16)] * 6 + [(32, 32)] * 2
+
+
+def test_an_fp16_overflow_step_is_skipped_and_the_loss_scale_halves() -> None:
+    # fp16 AMP (a GPU without bf16) scales the loss; a step whose gradients overflow must
+    # leave the weights as they were and halve the scale, and the next finite step must
+    # update them. Run on the CPU with the CUDA policy's scaler logic.
+    model = create_model("cnn", num_classes=2)
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.0, backbone_lr_scale=1.0)
+    schedule = WarmupCosine(optimizer, base_lr=1e-3, warmup_steps=0, total_steps=10)
+    policy = PrecisionPolicy(torch.device("cpu"), "fp16", False, True, 1, "fp16 for a test")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    calls = []
+
+    def overflow_once(grad: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return torch.full_like(grad, math.inf) if len(calls) == 1 else grad
+
+    model.fc.weight.register_hook(overflow_once)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    loader = make_loader(BlobDataset(4), batch_size=4, sampler=None, workers=0, seed=0)
+    run = dict(progress=EpochProgress(), grad_clip=1.0, scaler=scaler)
+    train_one_epoch(model, loader, optimizer, schedule, nn.CrossEntropyLoss(), policy, **run)
+    assert scaler.get_scale() == 2.0**9
+    for name, value in model.named_parameters():
+        assert torch.equal(value, before[name]), name
+    run["progress"] = EpochProgress()
+    train_one_epoch(model, loader, optimizer, schedule, nn.CrossEntropyLoss(), policy, **run)
+    assert not torch.equal(model.fc.weight, before["fc.weight"])
+    assert scaler.get_scale() == 2.0**9
