@@ -5,7 +5,8 @@ Usage:
     python benchmarks/bench_train.py --quick               # fewer steps
     python benchmarks/bench_train.py --accuracy DATA_DIR   # also train on a LungSim set
 
-1. Training throughput (images/s) of DenseNet121 and the custom CNN at 128x128, batch 32: the
+1. Training throughput (images/s) of DenseNet121 and the custom CNN at 128x128, batch 32 (or
+   `--batch-sizes`): the
    naive fp32 contiguous baseline against the precision policy (bf16 autocast + channels_last
    on CPUs with native BF16, fp32 channels_last elsewhere), same model and batch, measured in
    one run; prints the median of the paired rounds' ratios (target >= 2x). The two modes
@@ -632,6 +633,12 @@ def main() -> None:
         "full-size one, through the real training loop on a LungSim set",
     )
     parser.add_argument(
+        "--batch-sizes",
+        default="32",
+        help="part 1's batch sizes, comma-separated (e.g. 32,128 on a GPU, where a batch of 32 "
+        "at 128 px leaves the step launch-bound)",
+    )
+    parser.add_argument(
         "--device",
         default="cpu",
         help="where part 1 (training throughput) runs: cpu, or cuda for the GPU's AMP policy "
@@ -646,20 +653,21 @@ def main() -> None:
         steps, rounds = (1, 3) if args.quick else (2, 7)
         if args.device != "cpu":
             steps *= 25
-        print(
-            f"1. training throughput on {args.device}, 128x128, batch 32 (paired rounds of "
-            f"{steps} steps, alternating modes)"
-        )
-        for name in ("densenet121", "cnn"):
-            throughput(
-                name,
-                batch_size=32,
-                size=128,
-                steps=steps,
-                rounds=rounds,
-                threads=policy.threads,
-                device=args.device,
+        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+            print(
+                f"1. training throughput on {args.device}, 128x128, batch {batch_size} (paired "
+                f"rounds of {steps} steps, alternating modes)"
             )
+            for name in ("densenet121", "cnn"):
+                throughput(
+                    name,
+                    batch_size=batch_size,
+                    size=128,
+                    steps=steps,
+                    rounds=rounds,
+                    threads=policy.threads,
+                    device=args.device,
+                )
         print("2. one 512x512 DICOM slice -> probabilities (read + preprocess + forward)")
         latency(repeats=5 if args.quick else 15, image_size=128, threads=policy.threads)
         print("   training augmentation of one (2, 128, 128) sample (best of rounds)")

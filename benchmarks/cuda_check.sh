@@ -9,7 +9,8 @@
 # Part 1 (smoke): every command that takes a device, on that device: `train` (DenseNet121 and
 # ResNet50 with AMP by the precision policy; the cnn in fp16 with a GradScaler), `evaluate`,
 # `predict`, `gan train` (2D and 3D), `gan evaluate`, `simulate`, and `train` under `torchrun`
-# (one process: the NCCL path with SyncBatchNorm and DistributedDataParallel).
+# (one process: the NCCL path with SyncBatchNorm and DistributedDataParallel). On a GPU also the
+# speed levers: training throughput at batch 32 and 128, and `torch.compile` against eager.
 # Part 2 (long): the README's DenseNet121 accuracy recipe (`bench_train.RECIPES`, 20,160
 # training slices) for EPOCHS passes instead of one, scored on validation each pass and on
 # the test split once at the end: what compute beyond the 15-CPU-minute budget buys.
@@ -75,6 +76,11 @@ step predict 60 "${LC[@]}" predict "$WORK/dn/best.pt" "$SLICE" --device "$DEV" -
 if [ "$DEV" != cpu ]; then  # fp16 AMP with a GradScaler: GPUs without bf16 get it (a CPU refuses)
     step train_fp16_gradscaler 120 "${LC[@]}" train --config configs/quick.yaml --data "$WORK/sim" \
         --model cnn --epochs 1 --device "$DEV" --precision fp16 --out "$WORK/cnn_fp16"
+fi
+if [ "$DEV" != cpu ]; then  # GPU speed levers: batch size (batch 32 is launch-bound) and compile
+    step speed_batch_sizes 150 python3 benchmarks/bench_train.py --device "$DEV" --quick \
+        --batch-sizes 32,128
+    step speed_compile 300 python3 benchmarks/bench_compile.py --device "$DEV" --rounds 3
 fi
 step train_resnet50 120 "${LC[@]}" train --config configs/quick.yaml --data "$WORK/sim" \
     --model resnet50 --epochs 1 --device "$DEV" --out "$WORK/r50"
