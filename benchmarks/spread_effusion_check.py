@@ -20,16 +20,28 @@ the lungs' centroid (the renderer before this check), the body's centre as read 
 (`spread._body_centre`, the renderer now) and LungSim's own polar origin (the exact answer,
 which a real scan does not give). Dice and area against the truth, with a paired bootstrap of
 Dice gained over the lungs' centroid. Nothing is fitted.
+
+With `--hu`, the same pairs in Hounsfield units, free of pose: LungSim renders the month-0
+slice again with the month-12 effusion in force (same anatomy, pose and noise), and
+`draw_spread` draws the effusion on the month-0 slice at LungSim's side and depth. Over the
+lung that changed, both are read with the turned-lung measures of
+`spread_volume_check.py` (3 x 3 median: above -150 HU, at fluid density -20..+25 HU, between
+-150 and -20 HU, and -600..-150 HU for the band of compressed lung), with the HU inside the
+fluid (two pixels in from its edge) and the mean absolute HU difference where either changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from unittest import mock
 
 import numpy as np
+from scipy import ndimage
 
 from lungcancer.progression import spread
 from lungcancer.synth import anatomy as an
+from lungcancer.synth import visit
 from lungcancer.synth.api import _TRUTH_STREAM, SynthConfig, class_plan, patient_id
 from lungcancer.synth.case import build_patient
 from lungcancer.synth.findings import paint_findings
@@ -100,9 +112,98 @@ def _pair(cfg: SynthConfig, index: int, requested: str) -> dict[str, tuple[float
     return out
 
 
-def measure(patients: int, seed: int) -> list[dict[str, tuple[float, float]]]:
-    """Every pair of a calibration-style set of `patients` (see the module docstring)."""
-    cfg = SynthConfig(
+HU_COLUMNS = ("above -150", "fluid -20..+25", "-150..-20", "band -600..-150")
+
+
+def _turned_mm2(before: np.ndarray, after: np.ndarray, pixel_mm2: float) -> np.ndarray:
+    """Areas (mm2) of lung in `before` that `after` shows in each of HU_COLUMNS' ranges."""
+    lung = ndimage.median_filter(before, size=3) < -500.0
+    level = ndimage.median_filter(after, size=3)
+    ranges = ((-150.0, np.inf), (-20.0, 25.0), (-150.0, -20.0), (-600.0, -150.0))
+    areas = [(lung & (level > lo) & (level <= hi)).sum() for lo, hi in ranges]
+    return np.array(areas, float) * pixel_mm2
+
+
+def _hu_pair(cfg: SynthConfig, index: int, requested: str) -> dict[str, np.ndarray] | None:
+    """`--hu`: LungSim's month-0 slice with the month-12 effusion against the drawn one."""
+    truth_rng = np.random.default_rng(
+        np.random.SeedSequence(cfg.seed, spawn_key=(index, _TRUTH_STREAM))
+    )
+    truth = sample_truth(requested, cfg.classes, truth_rng, cfg.difficulty())
+    if truth.m_kind not in ("effusion", "both"):
+        return None
+    settings = cfg.render_settings()
+    model = build_patient(
+        patient_id(index, cfg.id_prefix), (cfg.seed, index), truth, settings, cfg.timepoints_months
+    )
+    if model.effusion is None or visit_state(model, 0.0).m != "M0":
+        return None
+    if visit_state(model, 12.0).m != "M1a":
+        return None
+    before = render_visit(model, 0, 0.0, 0.0, settings)[0]
+    # The same visit with M1a in force, shown as an effusion only (the contralateral nodule of
+    # "both" would add tissue the renderer is not asked to draw here).
+    fluid_only = dataclasses.replace(model, truth=dataclasses.replace(truth, m_kind="effusion"))
+    with mock.patch.object(
+        visit, "visit_state", lambda m, months: dataclasses.replace(visit_state(m, months), m="M1a")
+    ):
+        after = render_visit(fluid_only, 0, 0.0, 0.0, settings)[0]
+    image, true_image = before.image.array[0], after.image.array[0]
+    spacing = (float(before.image.spacing_mm[1]), float(before.image.spacing_mm[2]))
+    changed = np.abs(ndimage.median_filter(true_image - image, size=3)) > 100.0
+    lungs = spread._lungs(image)
+    if len(lungs) < 2 or not changed.any():
+        return None
+    centre = ndimage.center_of_mass(before.mask[0] > 0)
+    plan = spread.plan_spread(image, spacing, (float(centre[0]), float(centre[1])), seed=0)
+    lung = max(lungs, key=lambda m: int((m & changed).sum()))
+    thickness = model.effusion.thickness_mm
+    depth, gap = spread._effusion_depth_mm(lung, plan.chest_centre_yx, spacing, thickness)
+    plan = dataclasses.replace(
+        plan,
+        effusion_lung=lung,
+        effusion_depth_mm=depth,
+        wall_gap_mm=gap,
+        effusion_thickness_mm=thickness,
+    )
+    drawn, _ = spread.draw_spread(image, plan, baseline=("N0", "M0"), target=("N0", "M1a"))
+    pixel_mm2 = spacing[0] * spacing[1]
+    inside = ndimage.binary_erosion(lung & (gap < depth), iterations=2)
+    true_inside = ndimage.binary_erosion(
+        changed & (ndimage.median_filter(true_image, size=3) > -100.0), iterations=2
+    )
+    if not inside.any() or not true_inside.any():
+        return None
+    either = changed | (np.abs(drawn - image) > 50.0)
+    return {
+        "true": _turned_mm2(image, true_image, pixel_mm2),
+        "drawn": _turned_mm2(image, drawn, pixel_mm2),
+        "inside": np.array(
+            [
+                true_image[true_inside].mean(),
+                true_image[true_inside].std(),
+                drawn[inside].mean(),
+                drawn[inside].std(),
+            ]
+        ),
+        "mae_hu": np.array([np.abs(drawn - true_image)[either].mean()]),
+    }
+
+
+def measure_hu(patients: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """`--hu` for every pair (see the module docstring)."""
+    cfg = _config(patients, seed)
+    pairs = []
+    for index, requested in enumerate(class_plan(cfg)):
+        if requested.startswith("stage"):
+            pair = _hu_pair(cfg, index, requested)
+            if pair is not None:
+                pairs.append(pair)
+    return pairs
+
+
+def _config(patients: int, seed: int) -> SynthConfig:
+    return SynthConfig(
         patients=patients,
         timepoints_months=(0.0, 12.0),
         size=256,
@@ -111,6 +212,11 @@ def measure(patients: int, seed: int) -> list[dict[str, tuple[float, float]]]:
         id_prefix="cal",
         previews=False,
     )
+
+
+def measure(patients: int, seed: int) -> list[dict[str, tuple[float, float]]]:
+    """Every pair of a calibration-style set of `patients` (see the module docstring)."""
+    cfg = _config(patients, seed)
     pairs = []
     for index, requested in enumerate(class_plan(cfg)):
         if requested.startswith("stage"):
@@ -124,7 +230,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--patients", type=int, default=480)
     parser.add_argument("--seed", type=int, default=51)
+    parser.add_argument("--hu", action="store_true", help="the pose-free HU comparison instead")
     args = parser.parse_args()
+    if args.hu:
+        _report_hu(measure_hu(args.patients, args.seed), args)
+        return
     pairs = measure(args.patients, args.seed)
     if not pairs:
         raise SystemExit(f"no patient of {args.patients} (seed {args.seed}) gains an effusion")
@@ -151,6 +261,22 @@ def main() -> None:
             print(f"{'':28s} Dice gained over the lungs' centroid {gain.mean():+.3f} "
                   f"(95% CI {low:+.3f} to {high:+.3f}; better on {(gain > 0).sum()}, "
                   f"worse on {(gain < 0).sum()})")  # fmt: skip
+
+
+def _report_hu(pairs: list[dict[str, np.ndarray]], args: argparse.Namespace) -> None:
+    if not pairs:
+        raise SystemExit(f"no patient of {args.patients} (seed {args.seed}) gains an effusion")
+    print(f"{len(pairs)} pairs (seed {args.seed}, {args.patients} patients): lung of the month-0 "
+          "slice read in HU after the effusion, mean mm2 (3 x 3 median)")  # fmt: skip
+    print(f"{'':8s} " + " ".join(f"{c:>16s}" for c in HU_COLUMNS))
+    for who in ("true", "drawn"):
+        means = np.mean([p[who] for p in pairs], axis=0)
+        print(f"{who:8s} " + " ".join(f"{m:16.0f}" for m in means))
+    inside = np.mean([p["inside"] for p in pairs], axis=0)
+    print(f"inside the fluid: true {inside[0]:.0f} +- {inside[1]:.0f} HU, "
+          f"drawn {inside[2]:.0f} +- {inside[3]:.0f} HU")  # fmt: skip
+    mae = float(np.mean([p["mae_hu"][0] for p in pairs]))
+    print(f"mean absolute HU difference where either changed: {mae:.0f} HU")
 
 
 if __name__ == "__main__":

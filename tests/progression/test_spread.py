@@ -611,3 +611,29 @@ def test_the_drawn_effusion_lies_where_lungsim_puts_it() -> None:
     assert np.mean([p["offset"][0] for p in pairs]) > 6.0
     assert body.mean() > lungs.mean() + 0.03
     assert body.mean() > exact.mean() - 0.02
+
+
+def test_fluid_reaches_the_wall_without_a_soft_edge_there() -> None:
+    # Real and LungSim lungs meet the wall through a pixel that is part lung, part wall; the
+    # lung field read from the image stops short of it. Fluid fills the pleural space up to
+    # the wall: the last pixels of the field and that part-lung rim must read as fluid, not
+    # as a blend of fluid and lung (-150..-20 HU), and the wall itself must not change.
+    base = _chest(noise_seed=3)
+    image = base.image.copy()
+    lung = base.tumour_lung
+    rim = ndimage.binary_dilation(lung) & ~lung & (image > -200)
+    image[rim] = -400.0  # the partial-volume ring
+    plan = plan_spread(image, SPACING, base.lesion_center, seed=0)
+    out, _ = draw_spread(image, plan, baseline=("N0", "M0"), target=("N0", "M1a"))
+    fluid = plan.effusion_lung & (plan.wall_gap_mm < plan.effusion_depth_mm)
+    assert fluid.sum() > 50
+    # The field's last pixels and the ring behind the fluid's deep part (the back).
+    deep = ndimage.binary_erosion(fluid, iterations=2)
+    back = ndimage.binary_dilation(deep, iterations=4)
+    edge = fluid & back & ~ndimage.binary_erosion(plan.effusion_lung)
+    ring = rim & back
+    assert edge.sum() >= 5 and ring.sum() >= 5
+    assert np.median(out[edge]) > -20.0
+    assert np.median(out[ring]) > -60.0
+    wall = back & ~ndimage.binary_dilation(plan.effusion_lung, iterations=2)
+    np.testing.assert_array_equal(out[wall], image[wall])

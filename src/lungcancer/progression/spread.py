@@ -361,6 +361,23 @@ def _soft(mask: np.ndarray) -> np.ndarray:
     return np.clip(ndimage.gaussian_filter(mask.astype(np.float32), 0.6), 0.0, 1.0)
 
 
+def _against_wall(region: np.ndarray, lung: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """`_soft` weight of a layer that lies against the chest wall (pleural fluid, the band of
+    compressed lung), soft only toward the lung.
+
+    The lung field read from the image stops a pixel short of the wall: that pixel is part lung,
+    part wall. Fluid fills the pleural space up to the wall, so the region counts the wall next
+    to it as its own before the partial-volume blur (no fade toward the wall), and the
+    part-lung pixels just outside the field (local level below -100 HU) are painted too. A soft
+    edge there left a line of -150..-20 HU between the fluid and the wall that LungSim's
+    scans do not have (`benchmarks/spread_effusion_check.py --hu`).
+    """
+    near = ndimage.binary_dilation(region, iterations=2)
+    weight = _soft(region | (near & ~lung))
+    rim = ~lung & ndimage.binary_dilation(region) & (level < -100.0)
+    return weight * (lung | rim)
+
+
 def _paint(
     image: np.ndarray, level: np.ndarray, weight: np.ndarray, value_hu: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -441,8 +458,9 @@ def draw_spread(
             band = (
                 plan.effusion_lung & ~fluid & (plan.wall_gap_mm < depth + 5.0) & (depth > 3.0)
             ) & keep
-            out, level = _paint(out, level, _soft(band) * keep, ATELECTASIS_HU)
-            out, level = _paint(out, level, _soft(fluid) * keep, EFFUSION_HU)
+            lung = plan.effusion_lung
+            out, level = _paint(out, level, _against_wall(band, lung, level) * keep, ATELECTASIS_HU)
+            out, level = _paint(out, level, _against_wall(fluid, lung, level) * keep, EFFUSION_HU)
             if fluid.any():
                 drawn.append(f"M1a effusion {float(depth[fluid].max()):.0f} mm deep")
         if m1a_kind in ("nodule", "both") and plan.nodule is not None:
