@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
+from typing import TypeVar
 from unittest import mock
 
 import numpy as np
@@ -43,7 +45,7 @@ from lungcancer.progression import spread
 from lungcancer.synth import anatomy as an
 from lungcancer.synth import visit
 from lungcancer.synth.api import _TRUTH_STREAM, SynthConfig, class_plan, patient_id
-from lungcancer.synth.case import build_patient
+from lungcancer.synth.case import PatientModel, build_patient
 from lungcancer.synth.findings import paint_findings
 from lungcancer.synth.fit import patient_grid, slice_zs
 from lungcancer.synth.paint import label_slice, polar_fields
@@ -51,25 +53,37 @@ from lungcancer.synth.render import to_patient
 from lungcancer.synth.truth import sample_truth
 from lungcancer.synth.visit import render_visit, visit_state
 
+T = TypeVar("T")
 CENTRES = ("lungs' centroid", "body centre (renderer)", "LungSim's origin (exact)")
 
 
-def _pair(cfg: SynthConfig, index: int, requested: str) -> dict[str, tuple[float, float]] | None:
-    """Dice and drawn/true area per centre for one patient, or None when it is not a pair."""
+def _gains_effusion(cfg: SynthConfig, index: int, requested: str) -> PatientModel | None:
+    """Patient `index` of `cfg`, when its month-12 visit gains an effusion (M0 -> M1a, shown as
+    an effusion or both); else None."""
     truth_rng = np.random.default_rng(
         np.random.SeedSequence(cfg.seed, spawn_key=(index, _TRUTH_STREAM))
     )
     truth = sample_truth(requested, cfg.classes, truth_rng, cfg.difficulty())
     if truth.m_kind not in ("effusion", "both"):
         return None
-    settings = cfg.render_settings()
     model = build_patient(
-        patient_id(index, cfg.id_prefix), (cfg.seed, index), truth, settings, cfg.timepoints_months
+        patient_id(index, cfg.id_prefix),
+        (cfg.seed, index),
+        truth,
+        cfg.render_settings(),
+        cfg.timepoints_months,
     )
     if model.effusion is None or visit_state(model, 0.0).m != "M0":
         return None
-    if visit_state(model, 12.0).m != "M1a":
+    return model if visit_state(model, 12.0).m == "M1a" else None
+
+
+def _pair(cfg: SynthConfig, index: int, requested: str) -> dict[str, tuple[float, float]] | None:
+    """Dice and drawn/true area per centre for one patient, or None when it is not a pair."""
+    model = _gains_effusion(cfg, index, requested)
+    if model is None or model.effusion is None:
         return None
+    settings = cfg.render_settings()
     sample = render_visit(model, 0, 0.0, 0.0, settings)[0]
     image = sample.image.array[0]
     spacing = (float(sample.image.spacing_mm[1]), float(sample.image.spacing_mm[2]))
@@ -126,24 +140,16 @@ def _turned_mm2(before: np.ndarray, after: np.ndarray, pixel_mm2: float) -> np.n
 
 def _hu_pair(cfg: SynthConfig, index: int, requested: str) -> dict[str, np.ndarray] | None:
     """`--hu`: LungSim's month-0 slice with the month-12 effusion against the drawn one."""
-    truth_rng = np.random.default_rng(
-        np.random.SeedSequence(cfg.seed, spawn_key=(index, _TRUTH_STREAM))
-    )
-    truth = sample_truth(requested, cfg.classes, truth_rng, cfg.difficulty())
-    if truth.m_kind not in ("effusion", "both"):
+    model = _gains_effusion(cfg, index, requested)
+    if model is None or model.effusion is None:
         return None
     settings = cfg.render_settings()
-    model = build_patient(
-        patient_id(index, cfg.id_prefix), (cfg.seed, index), truth, settings, cfg.timepoints_months
-    )
-    if model.effusion is None or visit_state(model, 0.0).m != "M0":
-        return None
-    if visit_state(model, 12.0).m != "M1a":
-        return None
     before = render_visit(model, 0, 0.0, 0.0, settings)[0]
     # The same visit with M1a in force, shown as an effusion only (the contralateral nodule of
     # "both" would add tissue the renderer is not asked to draw here).
-    fluid_only = dataclasses.replace(model, truth=dataclasses.replace(truth, m_kind="effusion"))
+    fluid_only = dataclasses.replace(
+        model, truth=dataclasses.replace(model.truth, m_kind="effusion")
+    )
     with mock.patch.object(
         visit, "visit_state", lambda m, months: dataclasses.replace(visit_state(m, months), m="M1a")
     ):
@@ -190,18 +196,6 @@ def _hu_pair(cfg: SynthConfig, index: int, requested: str) -> dict[str, np.ndarr
     }
 
 
-def measure_hu(patients: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """`--hu` for every pair (see the module docstring)."""
-    cfg = _config(patients, seed)
-    pairs = []
-    for index, requested in enumerate(class_plan(cfg)):
-        if requested.startswith("stage"):
-            pair = _hu_pair(cfg, index, requested)
-            if pair is not None:
-                pairs.append(pair)
-    return pairs
-
-
 def _config(patients: int, seed: int) -> SynthConfig:
     return SynthConfig(
         patients=patients,
@@ -214,16 +208,26 @@ def _config(patients: int, seed: int) -> SynthConfig:
     )
 
 
-def measure(patients: int, seed: int) -> list[dict[str, tuple[float, float]]]:
-    """Every pair of a calibration-style set of `patients` (see the module docstring)."""
+def _measure(patients: int, seed: int, one: Callable[..., T | None]) -> list[T]:
+    """`one(cfg, index, requested class)` for every stage patient; the pairs it returns."""
     cfg = _config(patients, seed)
     pairs = []
     for index, requested in enumerate(class_plan(cfg)):
         if requested.startswith("stage"):
-            pair = _pair(cfg, index, requested)
+            pair = one(cfg, index, requested)
             if pair is not None:
                 pairs.append(pair)
     return pairs
+
+
+def measure(patients: int, seed: int) -> list[dict[str, tuple[float, float]]]:
+    """Every pair of a calibration-style set of `patients` (see the module docstring)."""
+    return _measure(patients, seed, _pair)
+
+
+def measure_hu(patients: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """`--hu` for every pair (see the module docstring)."""
+    return _measure(patients, seed, _hu_pair)
 
 
 def main() -> None:

@@ -47,6 +47,8 @@ M1A_KINDS = ("effusion", "nodule", "both")
 _BONE_ABOVE_HU = 200.0
 _FAT_HU = (-150.0, -30.0)
 _HILAR_MAX_MM = 6.0
+# A pixel outside the lung field but below this is part lung (partial volume at the wall).
+_PART_LUNG_BELOW_HU = -250.0
 _NODE_SEPARATION_MM = 18.0
 
 
@@ -368,13 +370,14 @@ def _against_wall(region: np.ndarray, lung: np.ndarray, level: np.ndarray) -> np
     The lung field read from the image stops a pixel short of the wall: that pixel is part lung,
     part wall. Fluid fills the pleural space up to the wall, so the region counts the wall next
     to it as its own before the partial-volume blur (no fade toward the wall), and the
-    part-lung pixels just outside the field (local level below -100 HU) are painted too. A soft
-    edge there left a line of -150..-20 HU between the fluid and the wall that LungSim's
-    scans do not have (`benchmarks/spread_effusion_check.py --hu`).
+    part-lung pixels just outside the field are painted too: local level below -250 HU, well
+    under fat (-100) so fat beside the fluid is left as it is. A soft edge there left a line of
+    -150..-20 HU between the fluid and the wall that LungSim's scans do not have
+    (`benchmarks/spread_effusion_check.py --hu`).
     """
     near = ndimage.binary_dilation(region, iterations=2)
     weight = _soft(region | (near & ~lung))
-    rim = ~lung & ndimage.binary_dilation(region) & (level < -100.0)
+    rim = ~lung & ndimage.binary_dilation(region) & (level < _PART_LUNG_BELOW_HU)
     return weight * (lung | rim)
 
 
