@@ -30,7 +30,6 @@ from lungcancer.progression import metrics
 from lungcancer.progression.checkpoint import load_gan
 from lungcancer.progression.fidelity import heldout_pairs
 from lungcancer.progression.pairs import lesion_views_from_index, make_patch_set
-from lungcancer.progression.patches import greatest_diameter_mm
 from lungcancer.progression.training import patient_splits
 
 OPENINGS_PX = (1, 2, 3)
@@ -55,25 +54,22 @@ def main() -> None:
     patches = make_patch_set(pairs, loaded.stages, loaded.geometry, loaded.window)
     with open(args.data / "manifest.csv", newline="") as f:
         margins = {str(args.data / r["path"]): r["margin"] for r in csv.DictReader(f)}
-    low, high = loaded.window.low_hu, loaded.window.high_hu
     rows: dict[str, list[np.ndarray]] = {}
     for i, (source, target) in enumerate(pairs):
         spacing = float(patches.spacing_mm[i])
-        image = (patches.source[i, 0] + 1.0) * 0.5 * (high - low) + low
-        mask = patches.source_mask[i, 0] > 0
-        roi = metrics.roi_disc(
-            image.shape[-1],
-            spacing,
-            metrics.roi_radius_mm(source.diameter_mm, target.diameter_mm),
+        ruler = metrics.pair_ruler(
+            patches.source[i, 0],
+            patches.source_mask[i, 0],
+            source_diameter_mm=source.diameter_mm,
+            target_diameter_mm=target.diameter_mm,
+            patch_spacing_mm=spacing,
+            window_low_hu=loaded.window.low_hu,
+            window_high_hu=loaded.window.high_hu,
         )
-        threshold = metrics.lesion_threshold_hu(image, mask)
-        lesion = metrics.segment_lesion(
-            image, roi, threshold, metrics.background_tissue(image, mask, threshold)
-        )
-        readings = [greatest_diameter_mm(lesion, (spacing, spacing))]
+        lesion = ruler.segment(patches.source[i, 0])
+        readings = [ruler.diameter_mm(lesion)]
         readings += [
-            greatest_diameter_mm(ndimage.binary_opening(lesion, _disc(r)), (spacing, spacing))
-            for r in OPENINGS_PX
+            ruler.diameter_mm(ndimage.binary_opening(lesion, _disc(r))) for r in OPENINGS_PX
         ]
         margin = margins.get(str(source.source)) or "unknown"
         rows.setdefault(margin, []).append(np.array(readings) - source.diameter_mm)

@@ -209,30 +209,85 @@ def score_patch(
     Returns:
         The scores.
     """
-    size, ndim = rendered_unit.shape[-1], rendered_unit.ndim
-    radius = roi_radius_mm(source_diameter_mm, target_diameter_mm)
-    roi = roi_disc(size, patch_spacing_mm, radius, ndim)
-    span = 0.5 * (window_high_hu - window_low_hu)
-    rendered_hu = (rendered_unit + 1.0) * span + window_low_hu
-    source_hu = (source_unit + 1.0) * span + window_low_hu
-    threshold = lesion_threshold_hu(source_hu, source_mask)
-    background = background_tissue(source_hu, source_mask, threshold)
-    target_hu = (target_unit + 1.0) * span + window_low_hu
-    spacing = (patch_spacing_mm,) * ndim
-    lesion = segment_lesion(rendered_hu, roi, threshold, background)
-    reference = segment_lesion(target_hu, roi, threshold, background)
-    diameter = greatest_diameter_mm(lesion, spacing)
-    reference_diameter = greatest_diameter_mm(reference, spacing)
+    ruler = pair_ruler(
+        source_unit,
+        source_mask,
+        source_diameter_mm=source_diameter_mm,
+        target_diameter_mm=target_diameter_mm,
+        patch_spacing_mm=patch_spacing_mm,
+        window_low_hu=window_low_hu,
+        window_high_hu=window_high_hu,
+    )
+    lesion = ruler.segment(rendered_unit)
+    reference = ruler.segment(target_unit)
+    diameter = ruler.diameter_mm(lesion)
+    reference_diameter = ruler.diameter_mm(reference)
     return LesionScores(
         ssim=ssim_unit(rendered_unit, target_unit),
         psnr_db=psnr_unit(rendered_unit, target_unit),
-        dice=dice(lesion, (target_mask > 0) & ~background),
+        dice=dice(lesion, (target_mask > 0) & ~ruler.background),
         diameter_mm=diameter,
         diameter_error_mm=abs(diameter - target_diameter_mm),
         diameter_bias_mm=diameter - target_diameter_mm,
         dice_same_ruler=dice(lesion, reference),
         diameter_error_same_ruler_mm=abs(diameter - reference_diameter),
-        identity_ssim=identity_ssim(rendered_unit, source_unit, roi),
+        identity_ssim=identity_ssim(rendered_unit, source_unit, ruler.roi),
+    )
+
+
+@dataclass(frozen=True)
+class Ruler:
+    """The lesion ruler of one pair (the module docstring's steps 1-3), set by its input.
+
+    Attributes:
+        roi: boolean ROI of the patch.
+        threshold_hu: the input's half-way threshold.
+        background: input tissue above the threshold outside its lesion, never counted.
+        window_low_hu: low end of the HU window.
+        span_hu: half the window's width (window units to HU).
+        spacing_mm: the patch's pixel size per axis.
+    """
+
+    roi: np.ndarray
+    threshold_hu: float
+    background: np.ndarray
+    window_low_hu: float
+    span_hu: float
+    spacing_mm: tuple[float, ...]
+
+    def segment(self, patch_unit: np.ndarray) -> np.ndarray:
+        """The lesion in a patch (window units) as this ruler cuts it (step 4)."""
+        patch_hu = (patch_unit + 1.0) * self.span_hu + self.window_low_hu
+        return segment_lesion(patch_hu, self.roi, self.threshold_hu, self.background)
+
+    def diameter_mm(self, lesion: np.ndarray) -> float:
+        """Greatest diameter of a segmented lesion (0 when empty)."""
+        return greatest_diameter_mm(lesion, self.spacing_mm)
+
+
+def pair_ruler(
+    source_unit: np.ndarray,
+    source_mask: np.ndarray,
+    *,
+    source_diameter_mm: float,
+    target_diameter_mm: float,
+    patch_spacing_mm: float,
+    window_low_hu: float,
+    window_high_hu: float,
+) -> Ruler:
+    """The ruler every method of a pair is read with (see `score_patch` for the arguments)."""
+    size, ndim = source_unit.shape[-1], source_unit.ndim
+    radius = roi_radius_mm(source_diameter_mm, target_diameter_mm)
+    span = 0.5 * (window_high_hu - window_low_hu)
+    source_hu = (source_unit + 1.0) * span + window_low_hu
+    threshold = lesion_threshold_hu(source_hu, source_mask)
+    return Ruler(
+        roi=roi_disc(size, patch_spacing_mm, radius, ndim),
+        threshold_hu=threshold,
+        background=background_tissue(source_hu, source_mask, threshold),
+        window_low_hu=window_low_hu,
+        span_hu=span,
+        spacing_mm=(patch_spacing_mm,) * ndim,
     )
 
 
