@@ -458,13 +458,11 @@ class _Trainer:
         keep = roi * (~background).float()
         target_px = size_t * self.cfg.patch_size
         target_mask = batch.target_mask
-        growth = torch.ones_like(target_px)
         if self.cfg.size_target == "calibrated":
             # Aim where the ruler reads a real lesion of the target size: its diameter plus the
             # overshoot measured on this pair's input, its mask grown by half that per side.
             assert batch.ruler_excess_px is not None, "_as_tensors(..., ruler_excess=True)"
             excess = batch.ruler_excess_px.clamp_min(0.0)
-            growth = (target_px + excess) / target_px.clamp_min(1.0)
             target_px = target_px + excess
             target_mask = _grow_masks(target_mask, torch.round(excess / 2))
         dice = None
@@ -474,8 +472,7 @@ class _Trainer:
                 mask = losses.soft_lesion_mask(fake, keep, batch.threshold_unit)
                 dice = losses.soft_dice_loss(mask, target_mask * keep)
         else:
-            disc = math.pi * (size_t * self.cfg.patch_size / 2) ** 2
-            target_area = disc * growth**2
+            target_area = math.pi * (target_px / 2) ** 2
         size = losses.size_loss(fake, target_area, keep, batch.threshold_unit)
         diameter = losses.diameter_loss(fake, target_px, keep, batch.threshold_unit)
         return size, diameter, dice
