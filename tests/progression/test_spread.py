@@ -23,6 +23,7 @@ from lungcancer.io import write_mask, write_volume
 from lungcancer.io.record import Scan
 from lungcancer.progression.simulate import parse_spread, simulate
 from lungcancer.progression.spread import (
+    ATELECTASIS_HU,
     EFFUSION_HU,
     NODE_HU,
     NODULE_HU,
@@ -637,3 +638,29 @@ def test_fluid_reaches_the_wall_without_a_soft_edge_there() -> None:
     assert np.median(out[ring]) > -60.0
     wall = back & ~ndimage.binary_dilation(plan.effusion_lung, iterations=2)
     np.testing.assert_array_equal(out[wall], image[wall])
+
+
+def test_fluid_meets_the_band_of_compressed_lung_without_lung_between() -> None:
+    # A scanner blurs the new labels once: where fluid meets the band the edge blends fluid
+    # with the band, so the two pixels either side of it average the two layers' HU. Painting
+    # the band and then the fluid, each with its own blurred weight, blended the fluid's last
+    # pixels with the lung under the band and pulled that edge about 80 HU down.
+    chest = _chest(noise_seed=3)
+    plan = plan_spread(chest.image, SPACING, chest.lesion_center, seed=0)
+    out, _ = draw_spread(chest.image, plan, baseline=("N0", "M0"), target=("N0", "M1a"))
+    fluid = plan.effusion_lung & (plan.wall_gap_mm < plan.effusion_depth_mm)
+    band = (
+        plan.effusion_lung
+        & ~fluid
+        & (plan.wall_gap_mm < plan.effusion_depth_mm + 5.0)
+        & (plan.effusion_depth_mm > 3.0)
+    )
+    # Away from the wall (whose pixels count as fluid) and from the band's inner edge.
+    inner = ndimage.binary_erosion(plan.effusion_lung, iterations=3)
+    fluid_side = fluid & ndimage.binary_dilation(band) & inner
+    band_side = band & ndimage.binary_dilation(fluid) & ndimage.binary_erosion(band | fluid)
+    band_side &= inner
+    assert fluid_side.sum() >= 10 and band_side.sum() >= 10
+    edge_mean = 0.5 * (out[fluid_side].mean() + out[band_side].mean())
+    assert abs(edge_mean - 0.5 * (EFFUSION_HU + ATELECTASIS_HU)) < 40.0
+    assert np.median(out[fluid_side]) > -110.0

@@ -358,27 +358,44 @@ def _ellipse_weight(plan: SpreadPlan, node: Node) -> np.ndarray:
     return np.clip(0.5 + edge_mm / max(dy, dx), 0.0, 1.0)
 
 
-def _soft(mask: np.ndarray) -> np.ndarray:
-    """A 0..1 weight of a mask with a partial-volume edge (Gaussian, 0.6 px)."""
-    return np.clip(ndimage.gaussian_filter(mask.astype(np.float32), 0.6), 0.0, 1.0)
+def _paint_against_wall(
+    image: np.ndarray,
+    level: np.ndarray,
+    layers: tuple[tuple[np.ndarray, float], ...],
+    lung: np.ndarray,
+    keep: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint layers that lie against the chest wall (the band of compressed lung, then the
+    pleural fluid over it) as a scanner sees them: a new label image, then the partial-volume
+    blur (Gaussian, 0.6 px).
 
+    Each pixel belongs to one layer at most (a later layer over an earlier one), and the
+    blurred weights of the layers are applied together. So where fluid meets the band the edge
+    blends fluid with the band, as LungSim's does; painting one layer after the other, each
+    with its own blurred weight, blended the fluid's last pixels with the lung under the band
+    instead, 80 HU darker and in the band's range (`benchmarks/spread_effusion_check.py
+    --hu`).
 
-def _against_wall(region: np.ndarray, lung: np.ndarray, level: np.ndarray) -> np.ndarray:
-    """`_soft` weight of a layer that lies against the chest wall (pleural fluid, the band of
-    compressed lung), soft only toward the lung.
+    Against the wall: the lung field read from the image stops a pixel short of it, and that
+    pixel is part lung, part wall. Fluid fills the pleural space up to the wall, so a layer
+    counts the wall next to it as its own before the blur (no fade toward the wall), and the
+    part-lung pixels just outside the field are painted too (local level below -250 HU, well
+    under fat at -100, so fat beside the fluid stays as it is). The wall itself never changes.
 
-    The lung field read from the image stops a pixel short of the wall: that pixel is part lung,
-    part wall. Fluid fills the pleural space up to the wall, so the region counts the wall next
-    to it as its own before the partial-volume blur (no fade toward the wall), and the
-    part-lung pixels just outside the field are painted too: local level below -250 HU, well
-    under fat (-100) so fat beside the fluid is left as it is. A soft edge there left a line of
-    -150..-20 HU between the fluid and the wall that LungSim's scans do not have
-    (`benchmarks/spread_effusion_check.py --hu`).
+    Returns the image and the new level, as `_paint` does.
     """
-    near = ndimage.binary_dilation(region, iterations=2)
-    weight = _soft(region | (near & ~lung))
-    rim = ~lung & ndimage.binary_dilation(region) & (level < _PART_LUNG_BELOW_HU)
-    return weight * (lung | rim)
+    step = np.zeros(level.shape, np.float32)
+    reach = lung.copy()
+    taken = np.zeros(lung.shape, bool)
+    for region, value_hu in reversed(layers):  # the top layer takes its pixels first
+        near = ndimage.binary_dilation(region, iterations=2)
+        own = (region | (near & ~lung)) & ~taken
+        taken |= own
+        weight = ndimage.gaussian_filter(own.astype(np.float32), 0.6)
+        step += weight * (value_hu - level)
+        reach |= ~lung & ndimage.binary_dilation(region) & (level < _PART_LUNG_BELOW_HU)
+    step *= reach & keep
+    return image + step, level + step
 
 
 def _paint(
@@ -461,9 +478,8 @@ def draw_spread(
             band = (
                 plan.effusion_lung & ~fluid & (plan.wall_gap_mm < depth + 5.0) & (depth > 3.0)
             ) & keep
-            lung = plan.effusion_lung
-            out, level = _paint(out, level, _against_wall(band, lung, level) * keep, ATELECTASIS_HU)
-            out, level = _paint(out, level, _against_wall(fluid, lung, level) * keep, EFFUSION_HU)
+            layers = ((band, ATELECTASIS_HU), (fluid, EFFUSION_HU))
+            out, level = _paint_against_wall(out, level, layers, plan.effusion_lung, keep)
             if fluid.any():
                 drawn.append(f"M1a effusion {float(depth[fluid].max()):.0f} mm deep")
         if m1a_kind in ("nodule", "both") and plan.nodule is not None:
