@@ -1119,6 +1119,17 @@ def synth_command(
         "--id-prefix",
         help="Patient ids '<prefix>-00042' (default sim): keeps an external test set apart.",
     ),
+    followup_pose: str | None = typer.Option(
+        None,
+        "--followup-pose",
+        help="own (each visit lies differently) | baseline (every visit in the first's pose: "
+        "a pose-free truth for gan evaluate).",
+    ),
+    no_followup_spread: bool = typer.Option(
+        False,
+        "--no-followup-spread",
+        help="Later visits keep the baseline's nodes and M1a findings: only the lesion changes.",
+    ),
     no_png: bool = typer.Option(False, "--no-png", help="Skip the per-sample PNG previews."),
     preview: str | None = typer.Option(
         None, "--preview", help="Also (or only) write a contact sheet, one row per class."
@@ -1159,6 +1170,8 @@ def synth_command(
         slab_mm=slab_mm,
         class_weights=_float_list(class_weights, "--class-weights"),
         id_prefix=id_prefix,
+        followup_pose=followup_pose,
+        followup_spread=False if no_followup_spread else None,
         previews=False if no_png else None,
     )
     if out is not None:

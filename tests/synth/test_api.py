@@ -228,6 +228,7 @@ def test_binary_datasets_hold_only_nodules() -> None:
         ({"id_prefix": "ext-"}, "--id-prefix"),
         ({"id_prefix": "../x"}, "--id-prefix"),
         ({"id_prefix": ""}, "--id-prefix"),
+        ({"followup_pose": "first"}, "--followup-pose"),
     ],
 )
 def test_bad_settings_are_config_errors_naming_the_flag(
@@ -273,3 +274,51 @@ def test_slab_samples_are_three_slices_around_the_sample_s_own() -> None:
 def test_slab_thickness_is_checked() -> None:
     with pytest.raises(ConfigError, match="slab_mm"):
         SynthConfig(slab_mm=-1.0)
+
+
+def _visits(cfg: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """Month-0 and last-visit lesion-centred slices and records of patient `index`."""
+    samples = [s for s in render_case(cfg, index) if float(s.record["slice_offset_mm"]) == 0.0]
+    first, last = samples[0], samples[-1]
+    return first.image.array[0], last.image.array[0], first.record, last.record
+
+
+_FOLLOWUP = SynthConfig(
+    patients=12, size=64, seed=5, timepoints_months=(0.0, 12.0), off_centre_slices=0
+)
+
+
+def test_followups_in_the_baseline_pose_differ_only_by_the_disease_and_the_noise() -> None:
+    # A follow-up normally lies differently (pose), which moves every structure; with
+    # followup_pose "baseline" the same slice is drawn later: away from the lesion only the
+    # noise changes, and the baseline visit is exactly the default's.
+    posed = SynthConfig(**{**_FOLLOWUP.__dict__, "followup_pose": "baseline"})
+    index = next(i for i in range(12) if render_case(_FOLLOWUP, i)[0].record["stage"] == "normal")
+    before, after, _, _ = _visits(_FOLLOWUP, index)
+    same_before, same_after, _, _ = _visits(posed, index)
+    np.testing.assert_array_equal(same_before, before)
+    body = before > -500.0
+    moved = float(np.abs(after - before)[body].mean())
+    still = float(np.abs(same_after - same_before)[body].mean())
+    # Noise alone: two independent draws of about 10-20 HU in soft tissue.
+    assert still < 40.0
+    assert moved > 2.0 * still
+
+
+def test_followups_without_spread_keep_the_baseline_n_and_m_and_the_same_lesion() -> None:
+    fixed = {**_FOLLOWUP.__dict__, "followup_pose": "baseline"}
+    spread_cfg = SynthConfig(**fixed)
+    lesion_cfg = SynthConfig(**{**fixed, "followup_spread": False})
+    gained = []
+    for index in range(12):
+        _, with_spread, first, last = _visits(spread_cfg, index)
+        if first["stage"] in ("normal", "benign"):
+            continue
+        _, lesion_only, first_b, last_b = _visits(lesion_cfg, index)
+        assert (last_b["n"], last_b["m"]) == (first_b["n"], first_b["m"])
+        assert last_b["diameter_mm"] == last["diameter_mm"]
+        if (last["n"], last["m"]) != (first["n"], first["m"]):
+            gained.append(index)
+            # The spread is drawn only where it was asked for.
+            assert np.abs(with_spread - lesion_only).max() > 100.0
+    assert gained, "no patient of the fixture gained N or M by month 12"

@@ -51,3 +51,16 @@ def test_contact_sheet_has_one_row_per_class_with_a_ct_in_each_tile(tmp_path: Pa
         tile = sheet[row * row_h : row * row_h + 150, 100:280]
         # Lung window: soft tissue is bright, lungs and air dark; a real tile has both.
         assert (tile > 200).mean() > 0.05 and (tile < 110).mean() > 0.2
+
+
+def test_synth_command_passes_the_followup_settings_and_records_them(tmp_path: Path) -> None:
+    out = tmp_path / "twin"
+    result = CliRunner().invoke(
+        app,
+        ["synth", "--out", str(out), "--patients", "2", "--size", "48", "--timepoints", "0,6",
+         "--off-centre-slices", "0", "--no-png", "--followup-pose", "baseline",
+         "--no-followup-spread"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = (out / "synth_config.yaml").read_text()
+    assert "followup_pose: baseline" in saved and "followup_spread: false" in saved

@@ -33,6 +33,7 @@ _FLAGS = {
     "near_threshold_fraction": "--near-threshold",
     "threshold_band_mm": "synth.threshold_band_mm",
 }
+FOLLOWUP_POSES = ("own", "baseline")
 _TRUTH_STREAM = 99  # spawn-key slot of a patient's truth stream; case.py uses 0-6 and 100+
 
 
@@ -65,6 +66,14 @@ class SynthConfig:
         id_prefix: patient ids are "<id_prefix>-00042". Another prefix keeps a second dataset's
             patients apart from the first's (an external test set for a model trained on
             "sim-" patients); it changes no pixel.
+        followup_pose: "own" (each visit has its own pose and slice positions, as a patient
+            scanned again lies differently) or "baseline" (every visit lies exactly as the
+            first; only the disease and the noise change). "baseline" gives a simulator a
+            ground truth free of pose: what the same slice would show later.
+        followup_spread: later visits show the nodes and M1a findings the tumour has reached
+            (True) or keep the baseline's (False: only the primary lesion changes, and the
+            labels follow what is drawn). With followup_pose "baseline", a ground truth for
+            the lesion alone.
     """
 
     patients: int = 60
@@ -85,6 +94,8 @@ class SynthConfig:
     previews: bool = True
     slab_mm: float = 0.0
     id_prefix: str = "sim"
+    followup_pose: str = "own"
+    followup_spread: bool = True
 
     def __post_init__(self) -> None:
         checks = [
@@ -107,6 +118,8 @@ class SynthConfig:
             (0 <= self.slab_mm <= 20, "slab_mm", "0 (one slice) to 20 mm", self.slab_mm),
             (re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,15}", self.id_prefix) is not None,
              "id_prefix", "a letter, then up to 15 letters, digits or _", self.id_prefix),
+            (self.followup_pose in FOLLOWUP_POSES, "followup_pose", " or ".join(FOLLOWUP_POSES),
+             self.followup_pose),
             (len(self.timepoints_months) >= 1, "timepoints_months", "at least one time point",
              self.timepoints_months),
             (all(t >= 0 for t in self.timepoints_months)
@@ -212,8 +225,19 @@ def render_patient(cfg: SynthConfig, index: int, requested_class: str) -> list[S
     )
     base = cfg.timepoints_months[0]
     samples: list[SimSample] = []
+    pose_visit = 0 if cfg.followup_pose == "baseline" else None
     for visit, months in enumerate(cfg.timepoints_months):
-        samples.extend(render_visit(model, visit, float(months), float(base), settings))
+        samples.extend(
+            render_visit(
+                model,
+                visit,
+                float(months),
+                float(base),
+                settings,
+                pose_visit=pose_visit,
+                spread_at_baseline=not cfg.followup_spread,
+            )
+        )
     return samples
 
 

@@ -8,6 +8,7 @@ sample by the TNM rules from the diameter and invasion measured on what was draw
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,25 +89,33 @@ def _scene(model: PatientModel, state: VisitState, shape: LesionShape | None, po
 
 def render_visit(
     model: PatientModel, visit: int, months: float, baseline_months: float,
-    settings: RenderSettings,
+    settings: RenderSettings, *, pose_visit: int | None = None, spread_at_baseline: bool = False,
 ) -> list[SimSample]:  # fmt: skip
     """Draw one visit of a patient: its lesion-centred slice and off-centre slices (2D) or
     its lesion-centred volume (3D), labelled by the TNM rules from what was drawn.
 
     Args:
         model: the patient.
-        visit: index of the visit (selects its pose, offsets and noise).
+        visit: index of the visit (selects its pose, slice offsets and noise).
         months: the visit's time point.
         baseline_months: the first visit's time point (growth starts there).
         settings: dataset-wide render settings.
+        pose_visit: draw in this visit's pose and slice offsets instead (the noise stays the
+            visit's own): 0 gives the patient lying exactly as at the baseline.
+        spread_at_baseline: keep the baseline's N and M (nodes and M1a findings) instead of
+            those the tumour has reached by `months`: only the primary lesion changes.
 
     Returns:
         The visit's samples, lesion-centred first.
     """
     acq = model.acquisition
-    pose = model.poses[visit]
+    geometry = visit if pose_visit is None else pose_visit
+    pose = model.poses[geometry]
     grid = patient_grid(model.anatomy, acq, settings.size)
     state = visit_state(model, months - baseline_months)
+    if spread_at_baseline:
+        baseline = visit_state(model, 0.0)
+        state = dataclasses.replace(state, n=baseline.n, m=baseline.m)
     shape, diameter, invasion, fit_mask = None, 0.0, "none", None
     if model.unit_shape is not None:
         fit = fit_lesion(
@@ -115,7 +124,7 @@ def render_visit(
         )  # fmt: skip
         shape, diameter, invasion, fit_mask = fit.shape, fit.diameter_mm, fit.invasion, fit.mask
     scene = _scene(model, state, shape, pose)
-    zs = slice_zs(model.center_mm, settings, pose, acq.thickness_mm, model.offsets_mm[visit])
+    zs = slice_zs(model.center_mm, settings, pose, acq.thickness_mm, model.offsets_mm[geometry])
     slab = settings.slab_mm if settings.dims == 2 else 0.0
     # A 2.5D sample's neighbours are rendered after the samples' own slices: (below, above).
     neighbours = [z + d * slab for z in zs for d in (-1.0, 1.0)] if slab > 0 else []
