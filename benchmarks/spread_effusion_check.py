@@ -27,7 +27,9 @@ slice again with the month-12 effusion in force (same anatomy, pose and noise), 
 lung that changed, both are read with the turned-lung measures of
 `spread_volume_check.py` (3 x 3 median: above -150 HU, at fluid density -20..+25 HU, between
 -150 and -20 HU, and -600..-150 HU for the band of compressed lung), with the HU inside the
-fluid (two pixels in from its edge) and the mean absolute HU difference where either changed.
+fluid (two pixels in from its edge), the mean absolute HU difference where either changed,
+and a profile across the fluid's surface (mean HU by depth below it, in the renderer's own
+depth, so LungSim's surface, a little off the renderer's, is blurred in that average).
 """
 
 from __future__ import annotations
@@ -127,6 +129,8 @@ def _pair(cfg: SynthConfig, index: int, requested: str) -> dict[str, tuple[float
 
 
 HU_COLUMNS = ("above -150", "fluid -20..+25", "-150..-20", "band -600..-150")
+# Bin edges (mm below the drawn fluid's surface, along the ray; < 0 inside the fluid).
+PROFILE_MM = np.arange(-3.0, 8.0, 1.0)
 
 
 def _turned_mm2(before: np.ndarray, after: np.ndarray, pixel_mm2: float) -> np.ndarray:
@@ -181,6 +185,14 @@ def _hu_pair(cfg: SynthConfig, index: int, requested: str) -> dict[str, np.ndarr
     if not inside.any() or not true_inside.any():
         return None
     either = changed | (np.abs(drawn - image) > 50.0)
+    # Across the fluid's surface where it is deep: mean HU by depth below the surface.
+    below_mm = np.where(lung, gap - depth, np.inf)
+    across = lung & (depth > 10.0) & (below_mm >= PROFILE_MM[0]) & (below_mm < PROFILE_MM[-1])
+    bins = np.digitize(below_mm[across], PROFILE_MM) - 1
+    sums = np.zeros((2, len(PROFILE_MM) - 1))
+    for row, im in enumerate((true_image, drawn)):
+        sums[row] = np.bincount(bins, im[across], minlength=len(PROFILE_MM) - 1)
+    counts = np.bincount(bins, minlength=len(PROFILE_MM) - 1)
     return {
         "true": _turned_mm2(image, true_image, pixel_mm2),
         "drawn": _turned_mm2(image, drawn, pixel_mm2),
@@ -193,6 +205,8 @@ def _hu_pair(cfg: SynthConfig, index: int, requested: str) -> dict[str, np.ndarr
             ]
         ),
         "mae_hu": np.array([np.abs(drawn - true_image)[either].mean()]),
+        "profile_sums": sums,
+        "profile_counts": counts,
     }
 
 
@@ -281,6 +295,13 @@ def _report_hu(pairs: list[dict[str, np.ndarray]], args: argparse.Namespace) -> 
           f"drawn {inside[2]:.0f} +- {inside[3]:.0f} HU")  # fmt: skip
     mae = float(np.mean([p["mae_hu"][0] for p in pairs]))
     print(f"mean absolute HU difference where either changed: {mae:.0f} HU")
+    sums = np.sum([p["profile_sums"] for p in pairs], axis=0)
+    counts = np.maximum(np.sum([p["profile_counts"] for p in pairs], axis=0), 1)
+    print("mean HU by depth below the drawn fluid's surface where it is over 10 mm deep (mm, bin "
+          "start; < 0 in the fluid, 0-5 the band):")  # fmt: skip
+    print(f"{'':8s} " + " ".join(f"{e:+6.0f}" for e in PROFILE_MM[:-1]))
+    for row, who in enumerate(("true", "drawn")):
+        print(f"{who:8s} " + " ".join(f"{v:6.0f}" for v in sums[row] / counts))
 
 
 if __name__ == "__main__":
