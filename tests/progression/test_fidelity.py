@@ -166,6 +166,16 @@ def test_evaluate_scores_gan_and_baselines_on_held_out_patients(
     )
     assert "calibrated_diameter_error_reduction_mm_ci95" in gains
     assert "calibrated_diameter_beats_geometric_growth_ci95" in metrics["targets"]
+    # Against the true future read by the same ruler, with its own interval and verdict.
+    assert gains["same_ruler_diameter_error_reduction_mm"] == pytest.approx(
+        geo["diameter_error_same_ruler_mm"] - gan["diameter_error_same_ruler_mm"], abs=1e-9
+    )
+    assert metrics["targets"]["same_ruler_diameter_beats_geometric_growth_ci95"] == (
+        gains["same_ruler_diameter_error_reduction_mm_ci95"][0] > 0
+    )
+    # The report says what the true future is: here a rescan in its own pose.
+    assert metrics["truth"] == {"followup_pose": "own", "followup_spread": True}
+    assert "rescan in its own pose" in result.table
     with pytest.raises(DatasetError, match="month 0 and month 7"):
         evaluate_gan(trained.checkpoint, lungsim, months=7.0, data_cfg=split)
     # Settings are chosen on the validation patients, never on the test patients.
@@ -323,3 +333,22 @@ def test_the_ruler_check_reads_a_sharp_lesion_exactly_and_a_soft_edge_as_larger(
     assert exact["dice"] > 0.9
     assert wider["diameter_bias_mm"] > exact["diameter_bias_mm"] + 1.0
     assert wider["diameter_mae_mm"] == pytest.approx(abs(wider["diameter_bias_mm"]))
+
+
+def test_the_truth_kind_is_read_from_the_lungsim_config(tmp_path: Path) -> None:
+    from lungcancer.config import save_configs
+    from lungcancer.progression.fidelity import _truth_line, truth_kind
+    from lungcancer.synth.api import SynthConfig
+
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    cfg = SynthConfig(followup_pose="baseline", followup_spread=False)
+    save_configs(twin / "synth_config.yaml", synth=cfg)
+    (twin / "manifest.csv").write_text("")
+    for given in (twin, twin / "manifest.csv"):
+        assert truth_kind(given) == {"followup_pose": "baseline", "followup_spread": False}
+    assert "free of pose" in _truth_line(truth_kind(twin))
+    assert "lesion alone" in _truth_line(truth_kind(twin))
+    unknown = truth_kind(tmp_path)
+    assert unknown["followup_pose"] == "unknown"
+    assert "not a LungSim dataset" in _truth_line(unknown)

@@ -124,16 +124,24 @@ def paired_lesion_gains(
     excess: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The GAN's Dice gain and diameter-error reduction over a baseline, pair by pair, with a
-    paired bootstrap 95% interval (the same pairs drawn for both, as for FID). With `excess`
+    paired bootstrap 95% interval (the same pairs drawn for both, as for FID): against the
+    recorded diameter, and against the true future scan read by the same ruler. With `excess`
     (`ruler_excess`), the reduction of the calibrated diameter error too.
 
-    Positive is better for the GAN in both. With tens of pairs a lead in the means can be
+    Positive is better for the GAN in all. With tens of pairs a lead in the means can be
     noise; the interval says whether it is.
     """
     pairs = list(zip(gan, baseline, strict=True))
     dice = np.array([g.dice - b.dice for g, b in pairs])
     error = np.array([b.diameter_error_mm - g.diameter_error_mm for g, b in pairs])
-    measures = [("dice_gain", dice), ("diameter_error_reduction_mm", error)]
+    same_ruler = np.array(
+        [b.diameter_error_same_ruler_mm - g.diameter_error_same_ruler_mm for g, b in pairs]
+    )
+    measures = [
+        ("dice_gain", dice),
+        ("diameter_error_reduction_mm", error),
+        ("same_ruler_diameter_error_reduction_mm", same_ruler),
+    ]
     if excess is not None:
         g_bias, b_bias = (
             np.array([x.diameter_bias_mm for x in m]) - excess for m in (gan, baseline)
@@ -149,6 +157,26 @@ def paired_lesion_gains(
             means = gains[draws].mean(axis=1)
             out[name + "_ci95"] = [float(v) for v in np.percentile(means, [2.5, 97.5])]
     return out
+
+
+def truth_kind(data: str | Path) -> dict[str, Any]:
+    """What the true future scans are, from the LungSim dataset's `synth_config.yaml`.
+
+    A follow-up in its own pose is a rescan: the patient lies differently, so whatever reads
+    the true future scan (the same-ruler measures, FID) also reads its changed anatomy. In the
+    baseline pose (`lungcancer synth --followup-pose baseline`) only the disease and the noise
+    change, and with the spread held (`--no-followup-spread`) only the lesion: there the
+    same-ruler diameter is the fair test of the drawn size.
+    """
+    from lungcancer.config import load_section
+    from lungcancer.synth import SynthConfig
+
+    root = Path(data)
+    saved = (root if root.is_dir() else root.parent) / "synth_config.yaml"
+    if not saved.is_file():
+        return {"followup_pose": "unknown", "followup_spread": "unknown"}
+    cfg = load_section(saved, "synth", SynthConfig)
+    return {"followup_pose": cfg.followup_pose, "followup_spread": cfg.followup_spread}
 
 
 def ruler_excess(
@@ -319,6 +347,7 @@ def evaluate_gan(
         "around it (clipped -750..-300), inside a disc of radius 0.75 x max(input, target "
         "diameter) + 3 mm, minus tissue already dense in the input outside its lesion, "
         "component at the centre; diameter = greatest (data.measure)",
+        "truth": truth_kind(data),
         "methods": per_method,
         "ruler_check": ruler_check(on_inputs, excess),
         "gan_vs_geometric_growth": paired_lesion_gains(
@@ -530,6 +559,7 @@ def _targets(document: dict[str, Any]) -> dict[str, Any]:
     for name, gain in (
         ("dice", "dice_gain"),
         ("diameter", "diameter_error_reduction_mm"),
+        ("same_ruler_diameter", "same_ruler_diameter_error_reduction_mm"),
         ("calibrated_diameter", "calibrated_diameter_error_reduction_mm"),
     ):
         interval = gains.get(gain + "_ci95")
@@ -565,6 +595,7 @@ def metrics_table(document: dict[str, Any]) -> str:
     lines = [
         f"Held-out pairs ({document.get('split', 'test')} split): {document['n_pairs']} "
         f"(month 0 -> month {document['months']:g})",
+        _truth_line(document.get("truth") or {}),
         "",
         header,
         "|" + " --- |" * 12,
@@ -619,6 +650,11 @@ def metrics_table(document: dict[str, Any]) -> str:
             ("Dice gain", "dice_gain", 4),
             ("diameter error reduction (mm)", "diameter_error_reduction_mm", 2),
             (
+                "diameter error reduction, same ruler as the true future (mm)",
+                "same_ruler_diameter_error_reduction_mm",
+                2,
+            ),
+            (
                 "calibrated diameter error reduction (mm)",
                 "calibrated_diameter_error_reduction_mm",
                 2,
@@ -648,6 +684,22 @@ def metrics_table(document: dict[str, Any]) -> str:
             *differences,
         ]
     return "\n".join(lines) + "\n"
+
+
+def _truth_line(truth: dict[str, Any]) -> str:
+    pose = truth.get("followup_pose", "unknown")
+    if pose == "baseline":
+        what = "the same slice later, in the baseline pose (free of pose)"
+        if truth.get("followup_spread") is False:
+            what += ", with the baseline's nodes and M1a findings (the lesion alone)"
+        return f"True future: {what}."
+    if pose == "own":
+        return (
+            "True future: a rescan in its own pose (the same-ruler and FID measures also read "
+            "its changed anatomy; `lungcancer synth --followup-pose baseline` gives a truth "
+            "free of pose)."
+        )
+    return "True future: not a LungSim dataset with a saved synth_config.yaml."
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
