@@ -352,3 +352,15 @@ def test_the_truth_kind_is_read_from_the_lungsim_config(tmp_path: Path) -> None:
     unknown = truth_kind(tmp_path)
     assert unknown["followup_pose"] == "unknown"
     assert "not a LungSim dataset" in _truth_line(unknown)
+
+
+def test_the_median_bias_is_reported_beside_the_mean_for_heavy_tailed_ruler_errors() -> None:
+    from lungcancer.progression.fidelity import _mean_scores, ruler_check
+
+    # One ruler reading 10 mm off (a vessel root joined to the lesion) among exact ones.
+    scores = [_scores(0.9, e) for e in (0.0, 0.0, 10.0)]
+    excess = np.array([0.0, 0.0, 10.0])
+    means = _mean_scores(scores, excess)
+    assert means["diameter_bias_mm"] == pytest.approx(10.0 / 3)
+    assert means["diameter_bias_median_mm"] == 0.0
+    assert ruler_check(scores, excess)["diameter_bias_median_mm"] == 0.0
