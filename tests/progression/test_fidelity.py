@@ -363,4 +363,6 @@ def test_the_median_bias_is_reported_beside_the_mean_for_heavy_tailed_ruler_erro
     means = _mean_scores(scores, excess)
     assert means["diameter_bias_mm"] == pytest.approx(10.0 / 3)
     assert means["diameter_bias_median_mm"] == 0.0
+    assert means["diameter_error_same_ruler_mm"] == pytest.approx(10.0 / 3)
+    assert means["diameter_error_same_ruler_median_mm"] == 0.0
     assert ruler_check(scores, excess)["diameter_bias_median_mm"] == 0.0

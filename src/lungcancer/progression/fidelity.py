@@ -222,6 +222,9 @@ def _mean_scores(scores: Sequence[LesionScores], excess: np.ndarray) -> dict[str
         "diameter_error_same_ruler_mm": float(
             np.mean([s.diameter_error_same_ruler_mm for s in scores])
         ),
+        "diameter_error_same_ruler_median_mm": float(
+            np.median([s.diameter_error_same_ruler_mm for s in scores])
+        ),
         "identity_ssim": float(np.mean([s.identity_ssim for s in scores])),
         # The ruler's reading less its overshoot on the pair's unchanged input (`ruler_excess`).
         "diameter_mae_calibrated_mm": float(np.abs(calibrated).mean()),
@@ -640,6 +643,12 @@ def metrics_table(document: dict[str, Any]) -> str:
                 f"{method} {m['diameter_bias_median_mm']:+.2f}"
                 for method, m in document["methods"].items()
                 if "diameter_bias_median_mm" in m
+            )
+            + " mm; median error against the true future, same ruler: "
+            + "; ".join(
+                f"{method} {m['diameter_error_same_ruler_median_mm']:.2f}"
+                for method, m in document["methods"].items()
+                if "diameter_error_same_ruler_median_mm" in m
             )
             + " mm. "
             "Calibrated diameter (the ruler's reading less its overshoot on each pair's input), "
