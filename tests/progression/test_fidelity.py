@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
@@ -366,3 +367,30 @@ def test_the_median_bias_is_reported_beside_the_mean_for_heavy_tailed_ruler_erro
     assert means["diameter_error_same_ruler_mm"] == pytest.approx(10.0 / 3)
     assert means["diameter_error_same_ruler_median_mm"] == 0.0
     assert ruler_check(scores, excess)["diameter_bias_median_mm"] == 0.0
+
+
+def test_a_twins_split_file_keeps_every_patient_where_the_original_split_put_it(
+    tmp_path: Path,
+) -> None:
+    # benchmarks/twin_split.py: the twin's own manifest would split otherwise (held spread
+    # changes labels; a new pose moves the lesion centres that name samples).
+    from lungcancer.data.splits import save_splits
+    from lungcancer.synth.api import SynthConfig, generate
+
+    path = Path(__file__).parents[2] / "benchmarks" / "twin_split.py"
+    spec = importlib.util.spec_from_file_location("twin_split", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    base = dict(patients=10, timepoints_months=(0.0, 12.0), size=48, off_centre_slices=0)
+    generate(SynthConfig(**base, previews=False), tmp_path / "original")
+    twin_cfg = SynthConfig(**base, previews=False, followup_pose="baseline", followup_spread=False)
+    generate(twin_cfg, tmp_path / "twin")
+    split_cfg = DataConfig(test_fraction=0.3, val_fraction=0.2, seed=1)
+    splits = module.twin_splits(str(tmp_path / "original"), str(tmp_path / "twin"), split_cfg)
+    save_splits(splits, tmp_path / "twin_split.json")
+    original = patient_splits(tmp_path / "original", split_cfg)
+    twin = patient_splits(
+        tmp_path / "twin", DataConfig(split_file=str(tmp_path / "twin_split.json"))
+    )
+    assert twin == original and all(original.values())
