@@ -664,3 +664,30 @@ def test_fluid_meets_the_band_of_compressed_lung_without_lung_between() -> None:
     edge_mean = 0.5 * (out[fluid_side].mean() + out[band_side].mean())
     assert abs(edge_mean - 0.5 * (EFFUSION_HU + ATELECTASIS_HU)) < 40.0
     assert np.median(out[fluid_side]) > -110.0
+
+
+def test_vessels_run_on_through_the_band_of_compressed_lung() -> None:
+    # Compressed lung is still aerated tissue: LungSim draws its vessels through it, and only
+    # the parenchyma around them turns denser. Painting the band over a vessel flattened it
+    # to about -250 HU.
+    chest = _chest(noise_seed=3)
+    plan = plan_spread(chest.image, SPACING, chest.lesion_center, seed=0)
+    fluid = plan.effusion_lung & (plan.wall_gap_mm < plan.effusion_depth_mm)
+    band = (
+        plan.effusion_lung
+        & ~fluid
+        & (plan.wall_gap_mm < plan.effusion_depth_mm + 5.0)
+        & (plan.effusion_depth_mm > 3.0)
+    )
+    places = np.argwhere(band & ndimage.binary_erosion(plan.effusion_lung, iterations=3))
+    assert len(places) > 0
+    y, x = places[len(places) // 2]
+    image = chest.image.copy()
+    vessel = np.zeros(image.shape, bool)
+    vessel[y - 1 : y + 2, x - 1 : x + 2] = True
+    image[vessel] = 40.0  # a vessel in cross-section, three pixels wide
+    plan = plan_spread(image, SPACING, chest.lesion_center, seed=0)
+    out, _ = draw_spread(image, plan, baseline=("N0", "M0"), target=("N0", "M1a"))
+    assert out[y, x] > 0.0
+    around = band & ~ndimage.binary_dilation(vessel, iterations=2)
+    assert abs(float(np.median(out[around])) - ATELECTASIS_HU) < 40.0

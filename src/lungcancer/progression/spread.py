@@ -45,6 +45,7 @@ NODULE_HU = 35.0
 M1A_KINDS = ("effusion", "nodule", "both")
 
 _BONE_ABOVE_HU = 200.0
+_BLOOD_HU = 40.0
 _FAT_HU = (-150.0, -30.0)
 _HILAR_MAX_MM = 6.0
 # A pixel outside the lung field but below this is part lung (partial volume at the wall).
@@ -361,7 +362,7 @@ def _ellipse_weight(plan: SpreadPlan, node: Node) -> np.ndarray:
 def _paint_against_wall(
     image: np.ndarray,
     level: np.ndarray,
-    layers: tuple[tuple[np.ndarray, float], ...],
+    layers: tuple[tuple[np.ndarray, float, bool], ...],
     lung: np.ndarray,
     keep: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -382,17 +383,28 @@ def _paint_against_wall(
     part-lung pixels just outside the field are painted too (local level below -250 HU, well
     under fat at -100, so fat beside the fluid stays as it is). The wall itself never changes.
 
+    `layers` are (region, HU, keeps vessels) from the bottom up. Fluid replaces what was there;
+    compressed lung keeps the vessels that run through it and changes only the parenchyma
+    around them.
+
     Returns the image and the new level, as `_paint` does.
     """
     step = np.zeros(level.shape, np.float32)
     reach = lung.copy()
     taken = np.zeros(lung.shape, bool)
-    for region, value_hu in reversed(layers):  # the top layer takes its pixels first
+    # Vessels run on through compressed lung (still aerated tissue, as LungSim draws it): a
+    # pixel that is a fraction `occ` vessel changes by (1 - occ) of the parenchyma's change,
+    # occ read from its level between the lung's median (the parenchyma) and blood.
+    parenchyma_hu = float(np.median(level[lung])) if lung.any() else -850.0
+    aerated = np.clip((_BLOOD_HU - level) / (_BLOOD_HU - parenchyma_hu), 0.0, 1.0)
+    parenchyma_level = np.minimum(level, parenchyma_hu)
+    for region, value_hu, keeps_vessels in reversed(layers):  # top layer first
         near = ndimage.binary_dilation(region, iterations=2)
         own = (region | (near & ~lung)) & ~taken
         taken |= own
         weight = ndimage.gaussian_filter(own.astype(np.float32), 0.6)
-        step += weight * (value_hu - level)
+        change = aerated * (value_hu - parenchyma_level) if keeps_vessels else value_hu - level
+        step += weight * change
         reach |= ~lung & ndimage.binary_dilation(region) & (level < _PART_LUNG_BELOW_HU)
     step *= reach & keep
     return image + step, level + step
@@ -478,7 +490,7 @@ def draw_spread(
             band = (
                 plan.effusion_lung & ~fluid & (plan.wall_gap_mm < depth + 5.0) & (depth > 3.0)
             ) & keep
-            layers = ((band, ATELECTASIS_HU), (fluid, EFFUSION_HU))
+            layers = ((band, ATELECTASIS_HU, True), (fluid, EFFUSION_HU, False))
             out, level = _paint_against_wall(out, level, layers, plan.effusion_lung, keep)
             if fluid.any():
                 drawn.append(f"M1a effusion {float(depth[fluid].max()):.0f} mm deep")
