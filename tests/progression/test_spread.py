@@ -30,6 +30,7 @@ from lungcancer.progression.spread import (
     Node,
     SpreadPlan,
     _body_centre,
+    _effusion_regions,
     _radial_wall_gap_mm,
     draw_spread,
     plan_spread,
@@ -626,7 +627,7 @@ def test_fluid_reaches_the_wall_without_a_soft_edge_there() -> None:
     image[rim] = -400.0  # the partial-volume ring
     plan = plan_spread(image, SPACING, base.lesion_center, seed=0)
     out, _ = draw_spread(image, plan, baseline=("N0", "M0"), target=("N0", "M1a"))
-    fluid = plan.effusion_lung & (plan.wall_gap_mm < plan.effusion_depth_mm)
+    fluid, _ = _effusion_regions(plan)
     assert fluid.sum() > 50
     # The field's last pixels and the ring behind the fluid's deep part (the back).
     deep = ndimage.binary_erosion(fluid, iterations=2)
@@ -640,18 +641,6 @@ def test_fluid_reaches_the_wall_without_a_soft_edge_there() -> None:
     np.testing.assert_array_equal(out[wall], image[wall])
 
 
-def _fluid_and_band(plan: SpreadPlan) -> tuple[np.ndarray, np.ndarray]:
-    """The fluid and the band of compressed lung `draw_spread` paints for M1a (full depth)."""
-    fluid = plan.effusion_lung & (plan.wall_gap_mm < plan.effusion_depth_mm)
-    band = (
-        plan.effusion_lung
-        & ~fluid
-        & (plan.wall_gap_mm < plan.effusion_depth_mm + 5.0)
-        & (plan.effusion_depth_mm > 3.0)
-    )
-    return fluid, band
-
-
 def test_fluid_meets_the_band_of_compressed_lung_without_lung_between() -> None:
     # A scanner blurs the new labels once: where fluid meets the band the edge blends fluid
     # with the band, so the two pixels either side of it average the two layers' HU. Painting
@@ -660,7 +649,7 @@ def test_fluid_meets_the_band_of_compressed_lung_without_lung_between() -> None:
     chest = _chest(noise_seed=3)
     plan = plan_spread(chest.image, SPACING, chest.lesion_center, seed=0)
     out, _ = draw_spread(chest.image, plan, baseline=("N0", "M0"), target=("N0", "M1a"))
-    fluid, band = _fluid_and_band(plan)
+    fluid, band = _effusion_regions(plan)
     # Away from the wall (whose pixels count as fluid) and from the band's inner edge.
     inner = ndimage.binary_erosion(plan.effusion_lung, iterations=3)
     fluid_side = fluid & ndimage.binary_dilation(band) & inner
@@ -678,7 +667,7 @@ def test_vessels_run_on_through_the_band_of_compressed_lung() -> None:
     # to about -250 HU.
     chest = _chest(noise_seed=3)
     plan = plan_spread(chest.image, SPACING, chest.lesion_center, seed=0)
-    _, band = _fluid_and_band(plan)
+    _, band = _effusion_regions(plan)
     places = np.argwhere(band & ndimage.binary_erosion(plan.effusion_lung, iterations=3))
     assert len(places) > 0
     y, x = places[len(places) // 2]

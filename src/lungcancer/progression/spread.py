@@ -359,6 +359,15 @@ def _ellipse_weight(plan: SpreadPlan, node: Node) -> np.ndarray:
     return np.clip(0.5 + edge_mm / max(dy, dx), 0.0, 1.0)
 
 
+def _effusion_regions(plan: SpreadPlan) -> tuple[np.ndarray, np.ndarray]:
+    """The fluid at full depth and the band of compressed lung beyond it (5 mm deep, where
+    the fluid is over 3 mm deep), as LungSim labels them (`synth.findings.paint_findings`)."""
+    depth = plan.effusion_depth_mm
+    fluid = plan.effusion_lung & (plan.wall_gap_mm < depth)
+    band = plan.effusion_lung & ~fluid & (plan.wall_gap_mm < depth + 5.0) & (depth > 3.0)
+    return fluid, band
+
+
 def _paint_against_wall(
     image: np.ndarray,
     level: np.ndarray,
@@ -485,15 +494,12 @@ def draw_spread(
     level = image - np.clip(grain, -3 * sigma, 3 * sigma)
     if target[1] == "M1a" and baseline[1] != "M1a":
         if m1a_kind in ("effusion", "both"):
-            depth = plan.effusion_depth_mm
-            fluid = plan.effusion_lung & (plan.wall_gap_mm < depth) & keep
-            band = (
-                plan.effusion_lung & ~fluid & (plan.wall_gap_mm < depth + 5.0) & (depth > 3.0)
-            ) & keep
+            fluid, band = (region & keep for region in _effusion_regions(plan))
             layers = ((band, ATELECTASIS_HU, True), (fluid, EFFUSION_HU, False))
             out, level = _paint_against_wall(out, level, layers, plan.effusion_lung, keep)
             if fluid.any():
-                drawn.append(f"M1a effusion {float(depth[fluid].max()):.0f} mm deep")
+                depth_mm = float(plan.effusion_depth_mm[fluid].max())
+                drawn.append(f"M1a effusion {depth_mm:.0f} mm deep")
         if m1a_kind in ("nodule", "both") and plan.nodule is not None:
             w = _ellipse_weight(plan, plan.nodule) * keep
             out, level = _paint(out, level, w, NODULE_HU)
