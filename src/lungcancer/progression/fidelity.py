@@ -639,25 +639,14 @@ def metrics_table(document: dict[str, Any]) -> str:
             f"{check['diameter_mae_mm']:.2f} mm, bias {check['diameter_bias_mm']:+.2f} mm "
             f"(median {check.get('diameter_bias_median_mm', float('nan')):+.2f}). Median bias "
             "against the record: "
-            + "; ".join(
-                f"{method} {m['diameter_bias_median_mm']:+.2f}"
-                for method, m in document["methods"].items()
-                if "diameter_bias_median_mm" in m
-            )
+            + _per_method(document, "{diameter_bias_median_mm:+.2f}")
             + " mm; median error against the true future, same ruler: "
-            + "; ".join(
-                f"{method} {m['diameter_error_same_ruler_median_mm']:.2f}"
-                for method, m in document["methods"].items()
-                if "diameter_error_same_ruler_median_mm" in m
-            )
+            + _per_method(document, "{diameter_error_same_ruler_median_mm:.2f}")
             + " mm. "
             "Calibrated diameter (the ruler's reading less its overshoot on each pair's input), "
             "MAE / bias in mm: "
-            + "; ".join(
-                f"{method} {m['diameter_mae_calibrated_mm']:.2f} / "
-                f"{m['diameter_bias_calibrated_mm']:+.2f}"
-                for method, m in document["methods"].items()
-                if "diameter_mae_calibrated_mm" in m
+            + _per_method(
+                document, "{diameter_mae_calibrated_mm:.2f} / {diameter_bias_calibrated_mm:+.2f}"
             ),
         ]
     gains = document.get("gan_vs_geometric_growth") or {}
@@ -705,6 +694,18 @@ def metrics_table(document: dict[str, Any]) -> str:
             *differences,
         ]
     return "\n".join(lines) + "\n"
+
+
+def _per_method(document: dict[str, Any], template: str) -> str:
+    """`template` filled from each method's metrics, as "method value; ..." (a method whose
+    metrics lack a field the template names, e.g. in an older metrics.json, is left out)."""
+    parts = []
+    for method, metrics in document["methods"].items():
+        try:
+            parts.append(f"{method} {template.format(**metrics)}")
+        except KeyError:
+            continue
+    return "; ".join(parts)
 
 
 def _truth_line(truth: dict[str, Any]) -> str:
