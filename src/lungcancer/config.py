@@ -208,7 +208,8 @@ class GanConfig:
     # What the size terms aim the rendered lesion at, read through the ruler's threshold:
     # "mask", the future's mask and recorded diameter; "calibrated", those grown by the ruler's
     # overshoot on the pair's unchanged input (a real lesion of that size reads that much
-    # larger: README, "The ruler's own error").
+    # larger: README, "The ruler's own error"); "future" (paired), the true future scan read
+    # the same way near its lesion, so that a perfect rendering pays nothing.
     size_target: str = "mask"
     lambda_cls: float = 1.0
     lambda_cycle: float = 10.0

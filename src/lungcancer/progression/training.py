@@ -25,7 +25,7 @@ from lungcancer.progression.pairs import (
 from lungcancer.train.distributed import distributed_session
 
 MODES = ("paired", "unpaired")
-SIZE_TARGETS = ("mask", "calibrated")
+SIZE_TARGETS = ("mask", "calibrated", "future")
 
 
 def check_gan_config(cfg: GanConfig) -> None:
@@ -35,6 +35,13 @@ def check_gan_config(cfg: GanConfig) -> None:
     if cfg.size_target not in SIZE_TARGETS:
         raise ConfigError(
             "unknown gan.size_target", expected=" | ".join(SIZE_TARGETS), found=cfg.size_target
+        )
+    if cfg.size_target == "future" and cfg.mode != "paired":
+        raise ConfigError(
+            "gan.size_target: future needs a true future scan",
+            expected="gan.mode: paired",
+            found=f"gan.mode: {cfg.mode}",
+            hint="use size_target: mask for unpaired training",
         )
     if cfg.spatial_dims not in (2, 3):
         raise ConfigError("gan.spatial_dims must be 2 or 3", found=str(cfg.spatial_dims))
