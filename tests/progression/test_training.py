@@ -253,6 +253,60 @@ def test_calibrated_size_targets_add_the_rulers_overshoot_on_the_input(
     assert result.steps == 2
 
 
+def test_future_size_targets_read_the_true_future_near_its_lesion(
+    tiny_gan_cfg: GanConfig, tmp_path: Path
+) -> None:
+    """`size_target: future` aims at the true future scan read as the rendering is read. A
+    future whose blurred edge reaches a pixel past its mask pays nothing for it, where the mask
+    targets make it pay (what drew 3D lesions small); a rendering of the bare mask now falls
+    short; a vessel stub in the ROI beyond the lesion's margin moves no target."""
+    src = disc_view(8.0, "p0", 0.0, size=40)
+    tgt = disc_view(12.0, "p0", 12.0, size=40)
+    rim = disc_mask(tgt.mask.shape, tgt.center, 14.0, (1.0, 1.0)) & ~tgt.mask
+    tgt = dataclasses.replace(
+        tgt, image_hu=np.where(rim, (LESION_HU + LUNG_HU) / 2 + 80.0, tgt.image_hu)
+    )
+    terms = {}
+    for target in ("mask", "future"):
+        cfg = dataclasses.replace(tiny_gan_cfg, size_target=target, lambda_dice=1.0)
+        patches = make_patch_set([(src, tgt)], cfg.stages, gan_geometry(cfg), HUWindow())
+        trainer = loop._Trainer(cfg, torch.device("cpu"), bf16=False)
+        batch = loop._Batch(loop._as_tensors(patches, torch.device("cpu"), trainer.window))
+        trainer.set_prior(batch, batch.target_size)
+        roi = loop._lesion_roi(batch, cfg.patch_size)
+        true_future = batch.target.clone()
+        bare = true_future.clone()
+        bare[loop._grow_masks(batch.target_mask, torch.ones(1)) > batch.target_mask] = (
+            trainer.window.unit_threshold(LUNG_HU)
+        )
+        terms[target] = [
+            [float(t) for t in trainer._size_terms(batch, rendered, roi, batch.target_size)]
+            for rendered in (true_future, bare)
+        ]
+        if target == "future":
+            # A stub of lesion density in the ROI, 3 px beyond the future's rim.
+            centre = cfg.patch_size // 2
+            stub = (..., slice(centre - 1, centre + 1), slice(centre + 10, centre + 12))
+            assert float(roi[stub].min()) == 1.0
+            batch.target[stub] = trainer.window.unit_threshold(LESION_HU)
+            size, diameter, _ = trainer._size_terms(batch, true_future, roi, batch.target_size)
+            assert float(size) == pytest.approx(0.0, abs=1e-4)
+            assert float(diameter) == pytest.approx(0.0, abs=1e-4)
+    (truth_size, truth_diameter, truth_dice), (_, bare_diameter, _) = terms["mask"]
+    assert truth_diameter > 1.5 and bare_diameter < 1.0  # the mask target wants the bare mask
+    assert truth_size > 0.5
+    (truth_size, truth_diameter, truth_dice_future), (bare_size, bare_diameter, _) = terms["future"]
+    assert truth_size == pytest.approx(0.0, abs=1e-4)
+    assert truth_diameter == pytest.approx(0.0, abs=1e-4)
+    assert truth_dice_future < truth_dice
+    assert bare_diameter > 1.5 and bare_size > 0.5  # the bare mask now falls short
+    with pytest.raises(ConfigError, match="size_target: future"):
+        check_gan_config(dataclasses.replace(tiny_gan_cfg, size_target="future", mode="unpaired"))
+    cfg = dataclasses.replace(tiny_gan_cfg, size_target="future", steps=2, log_every=1)
+    result = training_loop(cfg, _pairs(cfg, n_patients=2), None, tmp_path, progress=False)
+    assert result.steps == 2
+
+
 def test_the_discriminator_margin_reports_whether_the_adversarial_term_engaged(
     tiny_gan_cfg: GanConfig, tmp_path: Path
 ) -> None:
