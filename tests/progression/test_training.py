@@ -19,7 +19,7 @@ from lungcancer.progression.checkpoint import gan_geometry, load_gan, read_gan_c
 from lungcancer.progression.fidelity import render_baseline, render_gan
 from lungcancer.progression.loop import training_loop
 from lungcancer.progression.metrics import lesion_threshold_hu
-from lungcancer.progression.pairs import PatchSet, longitudinal_pairs, make_patch_set
+from lungcancer.progression.pairs import LesionView, PatchSet, longitudinal_pairs, make_patch_set
 from lungcancer.progression.patches import HUWindow, disc_mask
 from lungcancer.progression.training import check_gan_config
 
@@ -208,6 +208,14 @@ def test_the_size_terms_read_a_ground_glass_lesion_like_the_ruler(tiny_gan_cfg: 
     assert dice is not None and float(dice) > 1.5 * dice_true
 
 
+def _with_rim(view: LesionView, diameter_mm: float) -> LesionView:
+    """The view with a soft rim (above the half-way threshold) out to `diameter_mm`, outside
+    its mask: a lesion edge blurred past the mask, as LungSim's are."""
+    rim = disc_mask(view.mask.shape, view.center, diameter_mm, (1.0, 1.0)) & ~view.mask
+    hu = np.where(rim, (LESION_HU + LUNG_HU) / 2 + 80.0, view.image_hu)
+    return dataclasses.replace(view, image_hu=hu)
+
+
 def test_calibrated_size_targets_add_the_rulers_overshoot_on_the_input(
     tiny_gan_cfg: GanConfig, tmp_path: Path
 ) -> None:
@@ -215,12 +223,8 @@ def test_calibrated_size_targets_add_the_rulers_overshoot_on_the_input(
     size: an input with a 1 px soft rim outside its mask reads 2 px over its recorded
     diameter, so a rendering of exactly the future's mask now falls short by those 2 px, and
     the same rendering with the rim added is on target."""
-    src = disc_view(8.0, "p0", 0.0, size=40)
+    src = _with_rim(disc_view(8.0, "p0", 0.0, size=40), 10.0)
     tgt = disc_view(12.0, "p0", 12.0, size=40)
-    rim = disc_mask(src.mask.shape, src.center, 10.0, (1.0, 1.0)) & ~src.mask
-    src = dataclasses.replace(
-        src, image_hu=np.where(rim, (LESION_HU + LUNG_HU) / 2 + 80.0, src.image_hu)
-    )
     by_target = {}
     for target in ("mask", "calibrated"):
         cfg = dataclasses.replace(tiny_gan_cfg, size_target=target, lambda_dice=1.0)
@@ -261,11 +265,7 @@ def test_future_size_targets_read_the_true_future_near_its_lesion(
     targets make it pay (what drew 3D lesions small); a rendering of the bare mask now falls
     short; a vessel stub in the ROI beyond the lesion's margin moves no target."""
     src = disc_view(8.0, "p0", 0.0, size=40)
-    tgt = disc_view(12.0, "p0", 12.0, size=40)
-    rim = disc_mask(tgt.mask.shape, tgt.center, 14.0, (1.0, 1.0)) & ~tgt.mask
-    tgt = dataclasses.replace(
-        tgt, image_hu=np.where(rim, (LESION_HU + LUNG_HU) / 2 + 80.0, tgt.image_hu)
-    )
+    tgt = _with_rim(disc_view(12.0, "p0", 12.0, size=40), 14.0)
     terms = {}
     for target in ("mask", "future"):
         cfg = dataclasses.replace(tiny_gan_cfg, size_target=target, lambda_dice=1.0)
