@@ -209,8 +209,9 @@ class GanConfig:
     # "mask", the future's mask and recorded diameter; "calibrated", those grown by the ruler's
     # overshoot on the pair's unchanged input (a real lesion of that size reads that much
     # larger: README, "The ruler's own error"); "future" (paired), the true future scan read
-    # the same way near its lesion, so that a perfect rendering pays nothing.
-    size_target: str = "mask"
+    # the same way near its lesion, so that a perfect rendering pays nothing; "auto", "future"
+    # when paired and "mask" unpaired (no true future there: a disc of the target diameter).
+    size_target: str = "auto"
     lambda_cls: float = 1.0
     lambda_cycle: float = 10.0
     lambda_identity: float = 5.0

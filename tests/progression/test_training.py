@@ -176,7 +176,7 @@ def test_every_patch_and_discriminator_depth_the_check_accepts_runs(
 def test_the_size_terms_read_a_ground_glass_lesion_like_the_ruler(tiny_gan_cfg: GanConfig) -> None:
     # A -700 HU ground-glass lesion growing from 8 to 12 mm; the future *scan* also has a dense
     # vessel stub beside the lesion that is not in its lesion mask (the patient lay differently).
-    cfg = dataclasses.replace(tiny_gan_cfg, lambda_dice=1.0)
+    cfg = dataclasses.replace(tiny_gan_cfg, size_target="mask", lambda_dice=1.0)
     src = disc_view(8.0, "p0", 0.0, size=40, lesion_hu=-700.0)
     tgt = disc_view(12.0, "p0", 12.0, size=40, lesion_hu=-700.0)
     patches = make_patch_set([(src, tgt)], cfg.stages, gan_geometry(cfg), HUWindow())
@@ -302,6 +302,11 @@ def test_future_size_targets_read_the_true_future_near_its_lesion(
     assert bare_diameter > 1.5 and bare_size > 0.5  # the bare mask now falls short
     with pytest.raises(ConfigError, match="size_target: future"):
         check_gan_config(dataclasses.replace(tiny_gan_cfg, size_target="future", mode="unpaired"))
+    # The default, auto, is future when paired and the disc of the mask target unpaired.
+    assert tiny_gan_cfg.size_target == "auto"
+    assert loop.size_target(tiny_gan_cfg) == "future"
+    assert loop.size_target(dataclasses.replace(tiny_gan_cfg, mode="unpaired")) == "mask"
+    check_gan_config(dataclasses.replace(tiny_gan_cfg, mode="unpaired"))
     cfg = dataclasses.replace(tiny_gan_cfg, size_target="future", steps=2, log_every=1)
     result = training_loop(cfg, _pairs(cfg, n_patients=2), None, tmp_path, progress=False)
     assert result.steps == 2

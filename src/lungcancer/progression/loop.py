@@ -166,6 +166,14 @@ def lesion_thresholds_unit(patches: PatchSet, window: HUWindow) -> np.ndarray:
     )
 
 
+def size_target(cfg: GanConfig) -> str:
+    """The size target a config trains with: `auto` is `future` when paired (README, "Size
+    terms that the true future passes"), `mask` unpaired."""
+    if cfg.size_target == "auto":
+        return "future" if cfg.mode == "paired" else "mask"
+    return cfg.size_target
+
+
 def _as_tensors(
     patches: PatchSet,
     device: torch.device,
@@ -274,6 +282,7 @@ class _Trainer:
             self.D.parameters(), lr=cfg.lr_d * ratio, betas=(cfg.beta1**ratio, cfg.beta2**ratio)
         )
         self.window = HUWindow(cfg.window_low_hu, cfg.window_high_hu)
+        self.size_target = size_target(cfg)
         self.ssim = losses.SSIMTerm(cfg.spatial_dims, cfg.patch_size)
 
     def autocast(self) -> torch.autocast:
@@ -471,7 +480,7 @@ class _Trainer:
         target_px = size_t * self.cfg.patch_size
         target_mask = batch.target_mask
         target_area = None
-        if self.cfg.size_target == "future":
+        if self.size_target == "future":
             near = torch.maximum(batch.target_mask, batch.prior_mask)
             keep = keep * dilate(near, FUTURE_NEAR_PX)
             with torch.no_grad():
@@ -479,7 +488,7 @@ class _Trainer:
                 target_area = future.flatten(1).sum(dim=1)
                 target_px = losses.greatest_diameter_px(future)
                 target_mask = (batch.target > threshold).float()
-        elif self.cfg.size_target == "calibrated":
+        elif self.size_target == "calibrated":
             # Aim where the ruler reads a real lesion of the target size: its diameter plus the
             # overshoot measured on this pair's input, its mask grown by half that per side.
             assert batch.ruler_excess_px is not None, "_as_tensors(..., ruler_excess=True)"
@@ -618,7 +627,7 @@ def training_loop(
         players = [trainer.G, trainer.G_ema, trainer.D]
         sync_replicas(context, players, [trainer.opt_g, trainer.opt_d])
     data = _as_tensors(
-        train_set, device, trainer.window, ruler_excess=cfg.size_target == "calibrated"
+        train_set, device, trainer.window, ruler_excess=trainer.size_target == "calibrated"
     )
     sizes_by_stage = _sizes_by_stage(train_set, len(cfg.stages), cfg.patch_size)
     preview = _preview(val_set if val_set is not None and len(val_set) else train_set)

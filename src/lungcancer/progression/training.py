@@ -25,7 +25,7 @@ from lungcancer.progression.pairs import (
 from lungcancer.train.distributed import distributed_session
 
 MODES = ("paired", "unpaired")
-SIZE_TARGETS = ("mask", "calibrated", "future")
+SIZE_TARGETS = ("auto", "mask", "calibrated", "future")
 
 
 def check_gan_config(cfg: GanConfig) -> None:
