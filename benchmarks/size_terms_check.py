@@ -43,7 +43,6 @@ def charges(cfg: GanConfig, patches: PatchSet) -> dict[str, np.ndarray]:
     for i in range(data["source"].shape[0]):
         # One pair at a time: the terms are batch means.
         batch = loop._Batch({k: v[i : i + 1] for k, v in data.items()})
-        trainer.set_real(batch)
         trainer.set_prior(batch, batch.target_size)
         roi = loop._lesion_roi(batch, cfg.patch_size)
         for name, image in (("true future", batch.target), ("geometric prior", batch.prior)):
@@ -70,7 +69,7 @@ def main() -> None:
         parser.error(f"no training pairs in {args.data}")
     print(f"{len(patches)} training pairs, {gan_cfg.spatial_dims}D, patch {gan_cfg.patch_size}")
     print("size target | rendering | pairs | size (px) | diameter (px) | 1 - soft Dice")
-    for target in SIZE_TARGETS:
+    for target in (t for t in SIZE_TARGETS if t != "auto"):  # auto is future here (paired)
         result = charges(dataclasses.replace(gan_cfg, size_target=target), patches)
         glass = result["threshold_hu"] < GROUND_GLASS_BELOW_HU
         groups = (("all", np.ones_like(glass)), ("ground glass", glass), ("solid", ~glass))
