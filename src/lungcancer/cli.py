@@ -182,6 +182,10 @@ def image_convert_command(
 
 
 _LAYOUT_HELP = "auto, folders, manifest, volumes, luna16 or medmnist."
+_MASK_HELP = (
+    "Lesion mask on the image's grid (NIfTI, NRRD, PNG), or a DICOM RTSTRUCT/SEG; "
+    "RS.dcm#GTV-1 names its ROI."
+)
 _DATASET_HELP = "Dataset folder, manifest or LUNA16 annotations CSV, or MedMNIST .npz."
 
 
@@ -396,7 +400,7 @@ def data_audit_command(
 @app.command("measure")
 def measure_command(
     image: str = typer.Argument(..., help="CT image (DICOM folder, NIfTI, NRRD, MetaImage...)."),
-    mask: str = typer.Option(..., "--mask", help="Lesion mask on the image's voxel grid."),
+    mask: str = typer.Option(..., "--mask", help=_MASK_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
 ) -> None:
     """Greatest lesion diameter (mm), volume (ml), T descriptor and Lung-RADS band by size."""
@@ -558,7 +562,7 @@ def gan_evaluate_command(
 def simulate_command(
     gan_ckpt: str = typer.Argument(..., help="GAN checkpoint (checkpoint.pt)."),
     image: str = typer.Argument(..., help="CT slice or volume (DICOM, NIfTI, NRRD, ...)."),
-    mask: str | None = typer.Option(None, "--mask", help="Lesion mask on the image's grid."),
+    mask: str | None = typer.Option(None, "--mask", help=_MASK_HELP),
     point: str | None = typer.Option(
         None, "--point", help="Lesion centre in voxels, z,y,x (or y,x for a slice)."
     ),

@@ -247,3 +247,127 @@ def write_enhanced_ct(
 def read_back(path: Path) -> Dataset:
     """pydicom's own reading of a file, for comparisons."""
     return pydicom.dcmread(path)
+
+
+def _seg_or_rt_meta(sop_class: str) -> tuple[Dataset, FileMetaDataset]:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = "1.2.3"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = "TEST-PATIENT"
+    return ds, meta
+
+
+def voxel_to_world(truth: SeriesTruth, zyx: tuple[float, float, float]) -> list[float]:
+    """World x, y, z (mm) of a continuous voxel index of a series written above."""
+    direction = np.asarray(truth.direction_xyz, dtype=np.float64).reshape(3, 3)
+    spacing_xyz = np.asarray(truth.spacing_mm[::-1], dtype=np.float64)
+    ijk = np.asarray(zyx[::-1], dtype=np.float64)
+    return list(np.asarray(truth.origin_xyz_mm) + (direction * spacing_xyz) @ ijk)
+
+
+def write_rtstruct(
+    path: Path,
+    truth: SeriesTruth,
+    rois: dict[str, list[list[tuple[float, float, float]]]],
+    *,
+    geometric_type: str = "CLOSED_PLANAR",
+) -> Path:
+    """An RT Structure Set whose ROIs are contours given as voxel (z, y, x) points of `truth`."""
+    ds, _ = _seg_or_rt_meta("1.2.840.10008.5.1.4.1.1.481.3")
+    ds.Modality = "RTSTRUCT"
+    ds.StructureSetROISequence = []
+    ds.ROIContourSequence = []
+    for number, (name, contours) in enumerate(rois.items(), start=1):
+        roi = Dataset()
+        roi.ROINumber = number
+        roi.ROIName = name
+        ds.StructureSetROISequence.append(roi)
+        item = Dataset()
+        item.ReferencedROINumber = number
+        item.ContourSequence = []
+        for points in contours:
+            contour = Dataset()
+            contour.ContourGeometricType = geometric_type
+            contour.NumberOfContourPoints = len(points)
+            contour.ContourData = [
+                f"{v:.4f}" for point in points for v in voxel_to_world(truth, point)
+            ]
+            item.ContourSequence.append(contour)
+        ds.ROIContourSequence.append(item)
+    return write_dataset(ds, path)
+
+
+def write_seg(
+    path: Path,
+    truth: SeriesTruth,
+    segments: dict[str, np.ndarray],
+    *,
+    fractional: bool = False,
+    shift_rows: float = 0.0,
+    pixel_spacing_mm: tuple[float, float] | None = None,
+) -> Path:
+    """A DICOM SEG with one frame per (segment, slice holding any of it), in reverse order."""
+    from pydicom.pixels import pack_bits
+
+    ds, _ = _seg_or_rt_meta("1.2.840.10008.5.1.4.1.1.66.4")
+    ds.Modality = "SEG"
+    ds.SegmentationType = "FRACTIONAL" if fractional else "BINARY"
+    ds.SegmentSequence = []
+    frames: list[np.ndarray] = []
+    ds.PerFrameFunctionalGroupsSequence = []
+    for number, (label, volume) in enumerate(segments.items(), start=1):
+        segment = Dataset()
+        segment.SegmentNumber = number
+        segment.SegmentLabel = label
+        ds.SegmentSequence.append(segment)
+        for index in range(volume.shape[0]):
+            if not volume[index].any():
+                continue
+            frame = Dataset()
+            identification = Dataset()
+            identification.ReferencedSegmentNumber = number
+            frame.SegmentIdentificationSequence = [identification]
+            plane = Dataset()
+            plane.ImagePositionPatient = [
+                f"{v:.4f}" for v in voxel_to_world(truth, (index, shift_rows, 0.0))
+            ]
+            frame.PlanePositionSequence = [plane]
+            ds.PerFrameFunctionalGroupsSequence.append(frame)
+            frames.append(volume[index])
+    # Frames stored last first: a reader must place them by position, not order.
+    order = list(range(len(frames)))[::-1]
+    ds.PerFrameFunctionalGroupsSequence = [ds.PerFrameFunctionalGroupsSequence[i] for i in order]
+    stack = np.stack([frames[i] for i in order])
+    shared = Dataset()
+    orientation = Dataset()
+    direction = np.asarray(truth.direction_xyz).reshape(3, 3)
+    orientation.ImageOrientationPatient = [f"{v:.6f}" for v in (*direction[:, 0], *direction[:, 1])]
+    measures = Dataset()
+    measures.PixelSpacing = [f"{v:g}" for v in (pixel_spacing_mm or truth.spacing_mm[1:])]
+    measures.SliceThickness = f"{truth.spacing_mm[0]:g}"
+    shared.PlaneOrientationSequence = [orientation]
+    shared.PixelMeasuresSequence = [measures]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.NumberOfFrames = len(frames)
+    ds.Rows, ds.Columns = stack.shape[1:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelRepresentation = 0
+    if fractional:
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit = 7
+        ds.MaximumFractionalValue = 255
+        ds.SegmentationFractionalType = "PROBABILITY"
+        ds.PixelData = np.round(stack * 255).astype(np.uint8).tobytes()
+    else:
+        ds.BitsAllocated = ds.BitsStored = 1
+        ds.HighBit = 0
+        ds.PixelData = pack_bits(stack.astype(np.uint8))
+    return write_dataset(ds, path)

@@ -24,6 +24,7 @@ from lungcancer.config import DataConfig
 from lungcancer.data.index import Sample
 from lungcancer.data.transforms import preprocess_fields
 from lungcancer.io.atomic import atomic_write_with
+from lungcancer.io.dicom_masks import mask_reference
 
 _CHUNK_BYTES = 1 << 20
 _CACHE_LAYOUT = "v1"
@@ -158,8 +159,10 @@ class SampleCache:
     def mask_key(self, sample: Sample, cfg: DataConfig) -> str:
         """The cache key of a sample's lesion mask on the input grid: the mask file's content
         and the image's (whose lung crop places the mask), selector and config."""
+        mask_file, roi = mask_reference(sample.mask_path)
+        chosen = f"#{roi}" if roi else ""  # keys of plain mask files stay as they were
         text = (
-            f"mask|{self.hasher.digest(sample.mask_path)}|{self.hasher.digest(sample.path)}|"
+            f"mask|{self.hasher.digest(mask_file)}{chosen}|{self.hasher.digest(sample.path)}|"
             f"{sample.selector}|{self._config(cfg)}"
         )
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

@@ -23,7 +23,7 @@ import numpy as np
 from lungcancer.data.index import MANIFEST_COLUMNS, Sample
 from lungcancer.data.measure import measure_lesions
 from lungcancer.errors import DatasetError, LungCancerError
-from lungcancer.io import Scan, patient_key, read_image, read_mask
+from lungcancer.io import Scan, mask_reference, patient_key, read_image, read_mask
 from lungcancer.staging import lung_rads_size_band
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -214,7 +214,8 @@ def read_manifest(path: str | Path) -> LayoutRead:
             )
         image = _resolve(folder, row["path"])
         mask = _resolve(folder, row["mask_path"]) if row.get("mask_path") else None
-        for needed in (image, mask):
+        # A DICOM segmentation's mask path may name its ROI after '#' (`RS.dcm#GTV-1`).
+        for needed in (image, None if mask is None else mask_reference(mask)[0]):
             if needed is not None and not needed.exists():
                 missing.append(f"row {number}: {needed}")
         extra = {k: v for k, v in row.items() if k not in MANIFEST_COLUMNS and k}

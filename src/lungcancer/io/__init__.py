@@ -1,6 +1,7 @@
 """Reading medical images into `Scan` records (float32 z-y-x, spacing in mm, PHI removed)."""
 
 from lungcancer.io.dicom import DicomSeriesInfo, list_dicom_series
+from lungcancer.io.dicom_masks import mask_reference
 from lungcancer.io.phi import patient_key
 from lungcancer.io.reader import (
     SUPPORTED_FORMATS,
@@ -20,6 +21,7 @@ __all__ = [
     "detect_format",
     "geometry_mismatches",
     "list_dicom_series",
+    "mask_reference",
     "patient_key",
     "read_image",
     "read_mask",

@@ -10,11 +10,13 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lungcancer.errors import ImageReadError
 from lungcancer.io.dicom import looks_like_dicom, read_dicom, read_dicom_header
+from lungcancer.io.dicom_masks import mask_reference, read_dicom_mask
 from lungcancer.io.raster import read_raster
 from lungcancer.io.record import MetaValue, Scan
 from lungcancer.io.volume import check_geometry, read_volume
@@ -174,10 +176,12 @@ def read_mask(path: str | Path, like: Scan) -> np.ndarray:
 
     Volumes (NIfTI, NRRD, MetaImage) must match the image's size, spacing, origin and
     direction within small tolerances; raster masks (PNG/TIFF) carry no geometry, so only
-    their size is checked. Any non-zero voxel counts as inside.
+    their size is checked. Any non-zero voxel counts as inside. DICOM RT Structure Sets and
+    Segmentations are laid onto the image through world coordinates (`io.dicom_masks`);
+    `RS.dcm#GTV-1` names the ROI or segment when the file holds several.
 
     Args:
-        path: the mask file.
+        path: the mask file, with `#ROI` after a DICOM segmentation's name if needed.
         like: the image the mask belongs to.
 
     Returns:
@@ -185,10 +189,21 @@ def read_mask(path: str | Path, like: Scan) -> np.ndarray:
 
     Raises:
         GeometryMismatchError: listing every property that differs, image vs mask.
-        ImageReadError: unreadable mask, or a format that cannot hold a mask (DICOM).
+        ImageReadError: unreadable mask, a format that cannot hold a mask (a DICOM image),
+            or a DICOM segmentation whose lesion ROI is unclear (the names are listed).
     """
-    mask_path = Path(path)
+    mask_path, roi = mask_reference(path)
     kind = detect_format(mask_path)
+    if kind == "dicom":
+        return read_dicom_mask(mask_path, _parse_dicom(mask_path), like, roi)
+    if roi is not None:
+        raise ImageReadError(
+            "only a DICOM segmentation holds named ROIs",
+            path=mask_path,
+            expected="'#ROI' after an RTSTRUCT or SEG file's name",
+            found=f"'#{roi}' after a {kind} file",
+            hint="drop the '#...' part",
+        )
     if kind in ("nifti", "nrrd", "metaimage"):
         mask_scan = read_volume(mask_path, kind)
         check_geometry(like, mask_scan, mask_path)
@@ -204,11 +219,27 @@ def read_mask(path: str | Path, like: Scan) -> np.ndarray:
         raise ImageReadError(
             "this format cannot be read as a mask",
             path=mask_path,
-            expected="a NIfTI, NRRD, MetaImage, PNG or TIFF mask",
+            expected="a NIfTI, NRRD, MetaImage, PNG or TIFF mask, or a DICOM RTSTRUCT or SEG",
             found=kind,
-            hint="export the segmentation as NIfTI or NRRD (e.g. from 3D Slicer)",
+            hint="pass the segmentation file itself, or export it as NIfTI or NRRD",
         )
     return mask_scan.array != 0
+
+
+def _parse_dicom(path: Path) -> Any:
+    """Parse a DICOM file that may hold no image (a structure set), with clear errors."""
+    import pydicom
+
+    try:
+        return pydicom.dcmread(path, force=True)
+    except Exception as exc:
+        raise ImageReadError(
+            "this DICOM file cannot be parsed",
+            path=path,
+            expected="a complete DICOM file",
+            found=f"{type(exc).__name__}: {exc}",
+            hint="export the segmentation again",
+        ) from exc
 
 
 def scan_summary(scan: Scan) -> dict[str, MetaValue | list[float] | list[int]]:
