@@ -43,6 +43,22 @@ class SeriesTruth:
     series_uid: str
 
 
+def new_dataset(sop_class: str) -> Dataset:
+    """An empty dataset of `sop_class` with its file meta, a fresh instance and series UID."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = "1.2.3"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = "TEST-PATIENT"
+    return ds
+
+
 def ct_dataset(
     stored: np.ndarray,
     *,
@@ -57,18 +73,9 @@ def ct_dataset(
     slice_thickness_mm: float = 2.5,
 ) -> Dataset:
     """One DICOM image dataset holding `stored` (int16, y-x) as its pixel data."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage if modality == "CT" else MR_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = "1.2.3"
+    ds = new_dataset(CTImageStorage if modality == "CT" else MR_IMAGE_STORAGE)
     ds.SeriesInstanceUID = series_uid
     ds.Modality = modality
-    ds.PatientID = "TEST-PATIENT"
     ds.Manufacturer = "ACME"
     ds.KVP = 120
     ds.ConvolutionKernel = "B30f"
@@ -249,21 +256,6 @@ def read_back(path: Path) -> Dataset:
     return pydicom.dcmread(path)
 
 
-def _seg_or_rt_meta(sop_class: str) -> tuple[Dataset, FileMetaDataset]:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = "1.2.3"
-    ds.SeriesInstanceUID = generate_uid()
-    ds.PatientID = "TEST-PATIENT"
-    return ds, meta
-
-
 def voxel_to_world(truth: SeriesTruth, zyx: tuple[float, float, float]) -> list[float]:
     """World x, y, z (mm) of a continuous voxel index of a series written above."""
     direction = np.asarray(truth.direction_xyz, dtype=np.float64).reshape(3, 3)
@@ -280,7 +272,7 @@ def write_rtstruct(
     geometric_type: str = "CLOSED_PLANAR",
 ) -> Path:
     """An RT Structure Set whose ROIs are contours given as voxel (z, y, x) points of `truth`."""
-    ds, _ = _seg_or_rt_meta("1.2.840.10008.5.1.4.1.1.481.3")
+    ds = new_dataset("1.2.840.10008.5.1.4.1.1.481.3")
     ds.Modality = "RTSTRUCT"
     ds.StructureSetROISequence = []
     ds.ROIContourSequence = []
@@ -316,7 +308,7 @@ def write_seg(
     """A DICOM SEG with one frame per (segment, slice holding any of it), in reverse order."""
     from pydicom.pixels import pack_bits
 
-    ds, _ = _seg_or_rt_meta("1.2.840.10008.5.1.4.1.1.66.4")
+    ds = new_dataset("1.2.840.10008.5.1.4.1.1.66.4")
     ds.Modality = "SEG"
     ds.SegmentationType = "FRACTIONAL" if fractional else "BINARY"
     ds.SegmentSequence = []

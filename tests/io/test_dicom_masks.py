@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,14 @@ def test_rtstruct_on_one_slice_of_its_series(
     other = next(p for p in truth.paths if np.allclose(read_image(p).array, scan.array[0]))
     with pytest.raises(ImageReadError, match="no contour on this image"):
         read_mask(rs, like=read_image(other))
+    # A lone slice's z spacing is its thickness (here twice the series' spacing): the
+    # neighbouring slice's contour, half a thickness away, is skipped, not called misplaced.
+    thick = replace(one_slice, spacing_mm=(5.0, *one_slice.spacing_mm[1:]))
+    near = write_rtstruct(
+        tmp_path / "near.dcm", truth, {"GTV": [_on_slice(2, OUTER), _on_slice(3, HOLE)]}
+    )
+    only_own = read_mask(near, like=thick)
+    assert only_own.sum() == 6 and only_own[0, 5:7, 6:9].all()
 
 
 def test_rtstruct_contour_smaller_than_a_voxel_keeps_its_voxel(

@@ -102,8 +102,12 @@ def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
         read_image(tmp_path / "nowhere.nii.gz")
 
 
-def test_dicom_cannot_serve_as_a_mask(tmp_path: Path) -> None:
+def test_a_dicom_image_cannot_serve_as_a_mask(tmp_path: Path) -> None:
+    # DICOM masks are segmentations (RTSTRUCT, SEG: tests/io/test_dicom_masks.py); an image or
+    # a series folder is not one.
     truth = write_ct_series(tmp_path / "s", n_slices=1)
     image = read_image(truth.paths[0])
-    with pytest.raises(ImageReadError, match="cannot be read as a mask"):
+    with pytest.raises(ImageReadError, match="not a segmentation"):
         read_mask(truth.paths[0], image)
+    with pytest.raises(ImageReadError, match="cannot be read as a mask"):
+        read_mask(truth.folder, image)

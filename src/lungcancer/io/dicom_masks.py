@@ -178,6 +178,13 @@ def _slice_of(z_values: np.ndarray, like: Scan, path: Path, what: str) -> int | 
             hint="pair the segmentation with the series it was drawn on",
         )
     z = float(z_values.mean())
+    last = like.shape[0] - 1
+    if like.shape[0] == 1:
+        # A lone slice's z spacing is its thickness, not the series' spacing: a neighbour's
+        # plane can sit half a "voxel" away. Only its own plane is on it.
+        return 0 if abs(z) <= _PLANE_TOLERANCE else None
+    if z < -_PLANE_TOLERANCE or z > last + _PLANE_TOLERANCE:
+        return None
     index = round(z)
     if abs(z - index) > _PLANE_TOLERANCE:
         raise GeometryMismatchError(
@@ -187,7 +194,7 @@ def _slice_of(z_values: np.ndarray, like: Scan, path: Path, what: str) -> int | 
             found=f"voxel z {z:.2f}",
             hint="pair the segmentation with the series it was drawn on (same slice positions)",
         )
-    return index if 0 <= index < like.shape[0] else None
+    return index
 
 
 def _rtstruct_mask(dataset: Any, chosen: _Region, like: Scan, path: Path) -> np.ndarray:
