@@ -181,6 +181,26 @@ def image_convert_command(
     console.print(f"wrote {target}: {scan.shape} voxels (z, y, x), {spacing} mm, {scan.intensity}")
 
 
+@image_app.command("mask")
+def image_mask_command(
+    source: str = typer.Argument(..., help="The image the mask belongs to (file or DICOM folder)."),
+    mask: str = typer.Argument(..., help="Its mask: RTSTRUCT/SEG (RS.dcm#GTV-1), NIfTI, NRRD..."),
+    target: str = typer.Argument(..., help="Output .nrrd, .nii(.gz), .mha or .mhd mask file."),
+    series: str | None = typer.Option(None, "--series", help="DICOM series key or UID."),
+) -> None:
+    """Lay a mask onto its image and write it as a volume file with the image's geometry."""
+    from lungcancer.io import read_image, read_mask, write_mask
+
+    scan = read_image(source, series_uid=series)
+    lesion = read_mask(mask, like=scan)
+    write_mask(lesion, scan, target)
+    slices = int(lesion.any(axis=(1, 2)).sum())
+    console.print(
+        f"wrote {target}: {int(lesion.sum())} voxels inside on {slices} of {scan.shape[0]} "
+        f"slice(s), on the image's {scan.shape} grid (z, y, x)"
+    )
+
+
 _LAYOUT_HELP = "auto, folders, manifest, volumes, luna16 or medmnist."
 _MASK_HELP = (
     "Lesion mask on the image's grid (NIfTI, NRRD, PNG), or a DICOM RTSTRUCT/SEG; "

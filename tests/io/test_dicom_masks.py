@@ -254,3 +254,18 @@ def test_manifest_and_measure_take_a_structure_set(
     assert exited.value.code == 2
     error = capsys.readouterr().err
     assert "'Heart'" in error and "RS2.dcm#" in error and "Traceback" not in error
+
+
+def test_image_mask_writes_a_structure_set_as_a_volume_on_the_image_grid(
+    tmp_path: Path, series: tuple[SeriesTruth, Scan]
+) -> None:
+    truth, scan = series
+    rs = write_rtstruct(
+        tmp_path / "RS.dcm", truth, {"GTV-1": [_on_slice(1, OUTER), _on_slice(1, HOLE)]}
+    )
+    target = tmp_path / "gtv.nrrd"
+    result = runner.invoke(app, ["image", "mask", str(truth.folder), str(rs), str(target)])
+    assert result.exit_code == 0, result.output
+    assert "42 voxels inside on 1 of 4 slice(s)" in result.output
+    # Read back as an ordinary mask file: the geometry check passes and the voxels are the same.
+    np.testing.assert_array_equal(read_mask(target, like=scan), read_mask(rs, like=scan))
