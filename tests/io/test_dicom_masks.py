@@ -269,3 +269,12 @@ def test_image_mask_writes_a_structure_set_as_a_volume_on_the_image_grid(
     assert "42 voxels inside on 1 of 4 slice(s)" in result.output
     # Read back as an ordinary mask file: the geometry check passes and the voxels are the same.
     np.testing.assert_array_equal(read_mask(target, like=scan), read_mask(rs, like=scan))
+
+
+def test_a_structure_set_inside_the_series_folder_is_skipped_and_named(tmp_path: Path) -> None:
+    truth = write_ct_series(tmp_path / "ct", n_slices=3)
+    rs = write_rtstruct(truth.folder / "RS.dcm", truth, {"GTV": [_on_slice(1, OUTER)]})
+    scan = read_image(truth.folder)
+    assert scan.shape == (3, 16, 16)
+    assert "RS.dcm: an RT Structure Set" in str(scan.meta["skipped_files"])
+    assert read_mask(rs, like=scan).sum() == 48

@@ -30,6 +30,7 @@ from lungcancer.io.dicom_geometry import (
     relative_name,
     slice_headers,
 )
+from lungcancer.io.dicom_masks import dicom_mask_kind
 from lungcancer.io.phi import raw_dicom_text, short_key, whitelisted_dicom_meta
 from lungcancer.io.record import MetaValue, Scan
 
@@ -123,6 +124,8 @@ def _pixel_data_problem(dataset: Any, path: Path) -> str | None:
     if _PIXEL_DATA_TAG not in dataset:
         if "SOPClassUID" not in dataset:
             return "truncated or corrupt: the file ends before its image attributes"
+        if dicom_mask_kind(dataset) == "rtstruct":
+            return "an RT Structure Set, not an image (pass it as a mask: --mask)"
         return "no pixel data (not an image: e.g. a report, DICOMDIR or presentation state)"
     try:
         rows, columns = int(dataset.Rows), int(dataset.Columns)
