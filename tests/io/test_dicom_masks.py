@@ -278,3 +278,26 @@ def test_a_structure_set_inside_the_series_folder_is_skipped_and_named(tmp_path:
     assert scan.shape == (3, 16, 16)
     assert "RS.dcm: an RT Structure Set" in str(scan.meta["skipped_files"])
     assert read_mask(rs, like=scan).sum() == 48
+
+
+def test_a_lesion_outlined_by_its_iso_contours_reads_back_as_itself(tmp_path: Path) -> None:
+    # A structure set as planning systems write it: each slice's outline traced around the
+    # lesion's voxels (marching squares at half height), many vertices, curved edges.
+    from skimage.measure import find_contours
+
+    truth = write_ct_series(tmp_path / "ct", n_slices=5, rows=40, columns=48)
+    scan = read_image(truth.folder)
+    z, y, x = np.ogrid[:5, :40, :48]
+    lesion = ((z - 2) / 2.2) ** 2 + ((y - 19.3) / 9.5) ** 2 + ((x - 23.8) / 13.0) ** 2 <= 1.0
+    contours = [
+        [(float(index), float(r), float(c)) for r, c in outline]
+        for index in range(5)
+        for outline in find_contours(np.pad(lesion[index], 1).astype(float), 0.5)
+        if outline is not None
+    ]
+    # find_contours ran on a padded slice: shift back by the pad.
+    contours = [[(zz, r - 1, c - 1) for zz, r, c in outline] for outline in contours]
+    rs = write_rtstruct(tmp_path / "RS.dcm", truth, {"GTV": contours})
+    # Outlines at half height pass between inside and outside voxel centres, so the voxels whose
+    # centres they enclose are exactly the lesion's.
+    np.testing.assert_array_equal(read_mask(rs, like=scan), lesion)
