@@ -293,7 +293,6 @@ def test_a_lesion_outlined_by_its_iso_contours_reads_back_as_itself(tmp_path: Pa
         [(float(index), float(r), float(c)) for r, c in outline]
         for index in range(5)
         for outline in find_contours(np.pad(lesion[index], 1).astype(float), 0.5)
-        if outline is not None
     ]
     # find_contours ran on a padded slice: shift back by the pad.
     contours = [[(zz, r - 1, c - 1) for zz, r, c in outline] for outline in contours]
