@@ -240,7 +240,13 @@ def _rtstruct_mask(dataset: Any, chosen: _Region, like: Scan, path: Path) -> np.
             off_image += 1
             continue
         y, x = zyx[:, 1], zyx[:, 2]
-        if y.min() < -0.5 or x.min() < -0.5 or y.max() > rows - 0.5 or x.max() > columns - 0.5:
+        edge = 0.5 + _GRID_TOLERANCE  # an outline may run along the image's border
+        if (
+            y.min() < -edge
+            or x.min() < -edge
+            or y.max() > rows - 1 + edge
+            or x.max() > columns - 1 + edge
+        ):
             raise GeometryMismatchError(
                 f"contour {number} of {what} reaches outside the image",
                 path=path,
