@@ -201,6 +201,39 @@ def image_mask_command(
     )
 
 
+@image_app.command("rois")
+def image_rois_command(
+    path: str = typer.Argument(..., help="A DICOM RT Structure Set or Segmentation file."),
+) -> None:
+    """List the ROIs (or segments) of a DICOM segmentation: what `--mask FILE#ROI` can name."""
+    from rich.table import Table
+
+    from lungcancer.errors import ImageReadError
+    from lungcancer.io.dicom_masks import list_regions
+    from lungcancer.io.reader import parse_dicom
+
+    regions = list_regions(parse_dicom(Path(path)))
+    if not regions:
+        raise ImageReadError(
+            "this file holds no ROIs",
+            path=path,
+            expected="a DICOM RT Structure Set (RTSTRUCT) or Segmentation (SEG)",
+            found="no ROI or segment",
+            hint="pass the structure set or SEG file of the series",
+        )
+    table = Table("number", "name", "contours or frames", "taken without #ROI")
+    for region in regions:
+        table.add_row(
+            str(region.number),
+            region.name,
+            str(region.parts),
+            "yes" if region.taken_by_default else "",
+        )
+    console.print(table)
+    if not any(r.taken_by_default for r in regions):
+        console.print(f"none is taken without a name: --mask {Path(path).name}#NUMBER (or #NAME)")
+
+
 _LAYOUT_HELP = "auto, folders, manifest, volumes, luna16 or medmnist."
 _MASK_HELP = (
     "Lesion mask on the image's grid (NIfTI, NRRD, PNG), or a DICOM RTSTRUCT/SEG; "

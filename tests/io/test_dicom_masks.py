@@ -300,3 +300,28 @@ def test_a_lesion_outlined_by_its_iso_contours_reads_back_as_itself(tmp_path: Pa
     # Outlines at half height pass between inside and outside voxel centres, so the voxels whose
     # centres they enclose are exactly the lesion's.
     np.testing.assert_array_equal(read_mask(rs, like=scan), lesion)
+
+
+def test_image_rois_lists_what_a_mask_reference_can_name(
+    tmp_path: Path, series: tuple[SeriesTruth, Scan]
+) -> None:
+    truth, scan = series
+    rs = write_rtstruct(
+        tmp_path / "RS.dcm",
+        truth,
+        {"Lung-Left": [_on_slice(0, OUTER)], "GTV-1": [_on_slice(1, OUTER), _on_slice(1, HOLE)]},
+    )
+    listed = runner.invoke(app, ["image", "rois", str(rs)], terminal_width=160)
+    assert listed.exit_code == 0, listed.output
+    gtv_row = next(line for line in listed.output.splitlines() if "GTV-1" in line)
+    assert "2" in gtv_row and "yes" in gtv_row  # two contours; taken without '#ROI'
+    lung_row = next(line for line in listed.output.splitlines() if "Lung-Left" in line)
+    assert "yes" not in lung_row
+    tumour = np.zeros(scan.shape, dtype=bool)
+    tumour[1:3, 2:4, 2:4] = True
+    seg = write_seg(tmp_path / "SEG.dcm", truth, {"Lung": tumour, "Heart": tumour})
+    unclear = runner.invoke(app, ["image", "rois", str(seg)], terminal_width=160)
+    assert unclear.exit_code == 0, unclear.output
+    assert "SEG.dcm#NUMBER" in unclear.output  # nothing is taken by default: how to name one
+    heart_row = next(line for line in unclear.output.splitlines() if "Heart" in line)
+    assert "2" in heart_row  # frames on two slices

@@ -73,6 +73,47 @@ def dicom_mask_kind(dataset: Any) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class RegionInfo:
+    """One ROI or segment of a DICOM segmentation, as `list_regions` reports it.
+
+    Attributes:
+        number: ROINumber or SegmentNumber (what `file#N` names).
+        name: ROIName or SegmentLabel.
+        parts: closed contours (RTSTRUCT) or frames (SEG) it holds.
+        taken_by_default: True for the ROI `read_mask` takes when none is named.
+    """
+
+    number: int
+    name: str
+    parts: int
+    taken_by_default: bool
+
+
+def list_regions(dataset: Any) -> list[RegionInfo]:
+    """The ROIs or segments of a parsed DICOM segmentation (empty for anything else)."""
+    kind = dicom_mask_kind(dataset)
+    if kind == "rtstruct":
+        regions = _rtstruct_regions(dataset)
+        counts = {
+            int(item.ReferencedROINumber): len(getattr(item, "ContourSequence", []))
+            for item in getattr(dataset, "ROIContourSequence", [])
+        }
+    elif kind == "seg":
+        regions = _seg_regions(dataset)
+        counts = {}
+        for frame in getattr(dataset, "PerFrameFunctionalGroupsSequence", []):
+            number = _group_value(
+                dataset, frame, "SegmentIdentificationSequence", "ReferencedSegmentNumber"
+            )
+            if number is not None:
+                counts[int(number)] = counts.get(int(number), 0) + 1
+    else:
+        return []
+    default = _default_region(regions)
+    return [RegionInfo(r.number, r.name, counts.get(r.number, 0), r == default) for r in regions]
+
+
 def read_dicom_mask(path: Path, dataset: Any, like: Scan, roi: str | None) -> np.ndarray:
     """The chosen ROI or segment of a DICOM segmentation, on `like`'s voxel grid.
 
@@ -137,11 +178,9 @@ def _choose(regions: list[_Region], roi: str | None, path: Path, noun: str) -> _
             found=listed,
             hint=f"name it after '#', by number if names repeat: {path.name}#{regions[0].number}",
         )
-    if len(regions) == 1:
-        return regions[0]
-    lesions = [r for r in regions if _LESION_NAME.search(r.name)]
-    if len(lesions) == 1:
-        return lesions[0]
+    default = _default_region(regions)
+    if default is not None:
+        return default
     raise ImageReadError(
         f"this segmentation holds {len(regions)} {noun}s and which is the lesion is unclear",
         path=path,
@@ -149,6 +188,14 @@ def _choose(regions: list[_Region], roi: str | None, path: Path, noun: str) -> _
         found=listed,
         hint=f"name the lesion's {noun} after '#', e.g. {path.name}#{regions[0].name}",
     )
+
+
+def _default_region(regions: list[_Region]) -> _Region | None:
+    """The only region, or the only one named like a tumour; None when that is unclear."""
+    if len(regions) == 1:
+        return regions[0]
+    lesions = [r for r in regions if _LESION_NAME.search(r.name)]
+    return lesions[0] if len(lesions) == 1 else None
 
 
 def _rtstruct_regions(dataset: Any) -> list[_Region]:

@@ -195,7 +195,7 @@ def read_mask(path: str | Path, like: Scan) -> np.ndarray:
     mask_path, roi = mask_reference(path)
     kind = detect_format(mask_path)
     if kind == "dicom":
-        return read_dicom_mask(mask_path, _parse_dicom(mask_path), like, roi)
+        return read_dicom_mask(mask_path, parse_dicom(mask_path), like, roi)
     if roi is not None:
         raise ImageReadError(
             "only a DICOM segmentation holds named ROIs",
@@ -226,7 +226,7 @@ def read_mask(path: str | Path, like: Scan) -> np.ndarray:
     return mask_scan.array != 0
 
 
-def _parse_dicom(path: Path) -> Any:
+def parse_dicom(path: Path) -> Any:
     """Parse a DICOM file that may hold no image (a structure set), with clear errors."""
     import pydicom
 
