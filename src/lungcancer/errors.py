@@ -73,6 +73,10 @@ class UnsupportedModalityError(ImageReadError):
     """The file is an image, but not of the modality the toolkit needs (e.g. MR where CT is)."""
 
 
+class RoiChoiceError(ImageReadError):
+    """A DICOM segmentation holds several ROIs and which one is meant is unclear or absent."""
+
+
 class MissingDependencyError(LungCancerError):
     """An optional extra is needed for this input (e.g. pylibjpeg for compressed DICOM)."""
 

@@ -133,3 +133,28 @@ def test_staged_folder_is_removed_even_when_reading_fails(png_upload: Path) -> N
         raise RuntimeError("reader crashed")
     assert not workdir.exists()
     assert np.isfinite(load_scan(png_upload, LIMITS).array).all()
+
+
+def test_a_structure_set_upload_gives_its_lesion_or_says_how_to_name_none(
+    tmp_path: Path,
+) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "io"))
+    from io_builders import write_ct_series, write_rtstruct
+
+    from lungcancer.errors import RoiChoiceError
+
+    truth = write_ct_series(tmp_path / "ct", n_slices=1, rows=16, columns=16)
+    scan = load_scan(truth.paths[0], LIMITS)
+    square = [(0.0, 2.5, 2.5), (0.0, 2.5, 6.5), (0.0, 6.5, 6.5), (0.0, 6.5, 2.5)]
+    clear = write_rtstruct(tmp_path / "rs_clear", truth, {"Body": [square], "GTV-1": [square]})
+    assert load_mask(clear, scan, LIMITS).sum() == 16
+    unclear = write_rtstruct(tmp_path / "rs_unclear", truth, {"Body": [square], "Heart": [square]})
+    with pytest.raises(RoiChoiceError) as info:
+        load_mask(unclear, scan, LIMITS)
+    message = str(info.value)
+    # The page cannot name an ROI: the hint says how to make a file that needs none, and
+    # neither the private copy's name nor its folder leaks into the message.
+    assert "'Heart'" in message and "lungcancer image mask" in message
+    assert "image.dcm" not in message and "lungcancer-upload-" not in message

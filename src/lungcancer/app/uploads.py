@@ -22,7 +22,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from lungcancer.errors import ImageReadError, LungCancerError, UnsupportedModalityError
+from lungcancer.errors import (
+    ImageReadError,
+    LungCancerError,
+    RoiChoiceError,
+    UnsupportedModalityError,
+)
 from lungcancer.io.reader import SUPPORTED_FORMATS, detect_format, read_image, read_mask
 from lungcancer.io.record import Scan
 
@@ -223,9 +228,24 @@ def load_scan(upload: str | Path, limits: UploadLimits) -> Scan:
 
 
 def load_mask(upload: str | Path, like: Scan, limits: UploadLimits) -> np.ndarray:
-    """Read an uploaded lesion mask on `like`'s grid (boolean z-y-x)."""
-    with staged_upload(upload, limits) as staged:
-        return read_mask(staged, like)
+    """Read an uploaded lesion mask on `like`'s grid (boolean z-y-x).
+
+    Raises:
+        RoiChoiceError: a DICOM structure set or SEG whose lesion ROI is unclear; the page
+            cannot name one, so the hint says how to make a file that needs no name.
+    """
+    try:
+        with staged_upload(upload, limits) as staged:
+            return read_mask(staged, like)
+    except RoiChoiceError as exc:
+        raise RoiChoiceError(
+            exc.message,
+            path="the uploaded file",
+            expected=exc.expected,
+            found=exc.found,
+            hint="the page cannot name an ROI: write the lesion's ROI as its own mask "
+            "(`lungcancer image mask IMAGE RS.dcm#NAME lesion.nii.gz`) and upload that",
+        ) from exc
 
 
 def describe(scan: Scan) -> str:

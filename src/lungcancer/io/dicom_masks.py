@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from lungcancer.errors import GeometryMismatchError, ImageReadError
+from lungcancer.errors import GeometryMismatchError, ImageReadError, RoiChoiceError
 from lungcancer.io.record import Scan
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -169,7 +169,7 @@ def _choose(regions: list[_Region], roi: str | None, path: Path, noun: str) -> _
         matches = by_name or by_number
         if len(matches) == 1:
             return matches[0]
-        raise ImageReadError(
+        raise RoiChoiceError(
             f"no single {noun} named {wanted!r} in this segmentation"
             if not matches
             else f"several {noun}s are named {wanted!r}",
@@ -181,7 +181,7 @@ def _choose(regions: list[_Region], roi: str | None, path: Path, noun: str) -> _
     default = _default_region(regions)
     if default is not None:
         return default
-    raise ImageReadError(
+    raise RoiChoiceError(
         f"this segmentation holds {len(regions)} {noun}s and which is the lesion is unclear",
         path=path,
         expected=f"one {noun}, or exactly one named like a tumour (GTV, tumour, lesion, nodule)",
