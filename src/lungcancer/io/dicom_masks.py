@@ -101,13 +101,8 @@ def list_regions(dataset: Any) -> list[RegionInfo]:
         }
     elif kind == "seg":
         regions = _seg_regions(dataset)
-        counts = {}
-        for frame in getattr(dataset, "PerFrameFunctionalGroupsSequence", []):
-            number = _group_value(
-                dataset, frame, "SegmentIdentificationSequence", "ReferencedSegmentNumber"
-            )
-            if number is not None:
-                counts[int(number)] = counts.get(int(number), 0) + 1
+        segments = [n for _, n in _frame_segments(dataset) if n is not None]
+        counts = {number: segments.count(number) for number in set(segments)}
     else:
         return []
     default = _default_region(regions)
@@ -205,15 +200,6 @@ def _rtstruct_regions(dataset: Any) -> list[_Region]:
     ]
 
 
-def _world_to_voxels(like: Scan, points_xyz: np.ndarray) -> np.ndarray:
-    """Continuous (z, y, x) voxel coordinates of world points (N, 3) in x-y-z mm."""
-    direction = np.asarray(like.direction_xyz, dtype=np.float64).reshape(3, 3)
-    spacing_xyz = np.asarray(like.spacing_mm[::-1], dtype=np.float64)
-    offsets = points_xyz - np.asarray(like.origin_xyz_mm, dtype=np.float64)
-    ijk = np.linalg.solve(direction * spacing_xyz, offsets.T).T
-    return ijk[:, ::-1]
-
-
 def _slice_of(z_values: np.ndarray, like: Scan, path: Path, what: str) -> int | None:
     """The slice a planar item lies on; None when it lies beyond the image's slices."""
     if np.ptp(z_values) > 2 * _PLANE_TOLERANCE:
@@ -273,7 +259,7 @@ def _rtstruct_mask(dataset: Any, chosen: _Region, like: Scan, path: Path) -> np.
                 expected="ContourData as x, y, z triples",
                 found=f"{points.size} numbers",
             )
-        zyx = _world_to_voxels(like, points.reshape(-1, 3))
+        zyx = like.world_to_voxels(points.reshape(-1, 3))
         if kind not in ("CLOSED_PLANAR", "POINT"):
             raise ImageReadError(
                 f"contour {number} of {what} is not a closed outline",
@@ -337,6 +323,17 @@ def _group_value(dataset: Any, frame: Any, sequence: str, keyword: str) -> Any:
     return None
 
 
+def _frame_segments(dataset: Any) -> list[tuple[Any, int | None]]:
+    """Each frame's functional group with the segment it belongs to (None if unnamed)."""
+    result = []
+    for frame in getattr(dataset, "PerFrameFunctionalGroupsSequence", []):
+        number = _group_value(
+            dataset, frame, "SegmentIdentificationSequence", "ReferencedSegmentNumber"
+        )
+        result.append((frame, None if number is None else int(number)))
+    return result
+
+
 def _first(dataset: Any, keyword: str) -> Any:
     sequence = getattr(dataset, keyword, None)
     return sequence[0] if sequence else None
@@ -358,7 +355,6 @@ def _seg_mask(dataset: Any, chosen: _Region, like: Scan, path: Path) -> np.ndarr
         frames = frames[None]
     fractional = str(getattr(dataset, "SegmentationType", "BINARY")).upper() == "FRACTIONAL"
     cut = 0.5 * float(getattr(dataset, "MaximumFractionalValue", 255)) if fractional else 0.5
-    per_frame = list(getattr(dataset, "PerFrameFunctionalGroupsSequence", []))
     problems = _seg_grid_problems(dataset, frames.shape[1:], like)
     if problems:
         raise GeometryMismatchError(
@@ -371,11 +367,8 @@ def _seg_mask(dataset: Any, chosen: _Region, like: Scan, path: Path) -> np.ndarr
         )
     mask = np.zeros(like.shape, dtype=bool)
     on_image = 0
-    for number, frame in enumerate(per_frame):
-        segment = _group_value(
-            dataset, frame, "SegmentIdentificationSequence", "ReferencedSegmentNumber"
-        )
-        if segment is None or int(segment) != chosen.number:
+    for number, (frame, segment) in enumerate(_frame_segments(dataset)):
+        if segment != chosen.number:
             continue
         position = _group_value(dataset, frame, "PlanePositionSequence", "ImagePositionPatient")
         if position is None:
@@ -385,7 +378,7 @@ def _seg_mask(dataset: Any, chosen: _Region, like: Scan, path: Path) -> np.ndarr
                 expected="ImagePositionPatient in each frame's PlanePositionSequence",
                 found="none",
             )
-        zyx = _world_to_voxels(like, np.asarray([[float(v) for v in position]]))[0]
+        zyx = like.world_to_voxels(np.asarray([[float(v) for v in position]]))[0]
         if abs(zyx[1]) > _GRID_TOLERANCE or abs(zyx[2]) > _GRID_TOLERANCE:
             raise GeometryMismatchError(
                 f"frame {number + 1} of {what} is shifted in-plane against the image",

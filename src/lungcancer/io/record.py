@@ -56,11 +56,16 @@ class Scan:
 
     def world_to_voxel(self, xyz_mm: tuple[float, float, float]) -> tuple[float, float, float]:
         """Continuous voxel index (z, y, x) of a world point (x, y, z) in mm."""
+        z, y, x = self.world_to_voxels(np.asarray([xyz_mm], dtype=np.float64))[0]
+        return (float(z), float(y), float(x))
+
+    def world_to_voxels(self, points_xyz_mm: np.ndarray) -> np.ndarray:
+        """Continuous voxel indices (N, 3) in z-y-x order of world points (N, 3) x-y-z in mm."""
         direction = np.asarray(self.direction_xyz, dtype=np.float64).reshape(3, 3)
         spacing_xyz = np.asarray(self.spacing_mm[::-1], dtype=np.float64)
-        offset = np.asarray(xyz_mm, dtype=np.float64) - np.asarray(self.origin_xyz_mm)
-        ijk = np.linalg.solve(direction * spacing_xyz, offset)
-        return (float(ijk[2]), float(ijk[1]), float(ijk[0]))
+        offsets = np.asarray(points_xyz_mm, dtype=np.float64) - np.asarray(self.origin_xyz_mm)
+        ijk = np.linalg.solve(direction * spacing_xyz, offsets.T).T
+        return ijk[:, ::-1]
 
     def voxel_to_world(self, zyx: tuple[float, float, float]) -> tuple[float, float, float]:
         """World point (x, y, z) in mm of a (possibly fractional) voxel index (z, y, x)."""
